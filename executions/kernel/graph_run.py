@@ -1,0 +1,515 @@
+"""One run of a compiled graph through the kernel, from a start or a checkpoint to a stop.
+
+The run is a set of lanes: one for a plain chain, one per branch during a fan-out. The kernel's
+thread launches a lane's next node on a runner thread and then waits on a single queue, where
+node results, node-context calls and a cancel all arrive. A cancel is therefore handled the
+moment it is requested, whatever the node is doing: the step is failed, the execution cancelled,
+and the node's thread left to finish on its own.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from . import ids
+from .cancellation import CancellationToken, Cancelled
+from .enforcement import ExecutionUsage, LimitType, Violation
+from .errors import ErrorCategory, ExecutionError
+from .events import EventType, StreamEvent
+from .graph import END, CompiledGraph, FanOut, Node
+from .inbox import ControlAction, ControlMessage, InboxMessage, message_from_dict, message_to_dict
+from .node import MISSING, Interrupt, NodeContext, RunResult
+from .persistence import Checkpoint, Lane, Position
+from .runner import default_pool
+from .state import ExecutionState, WaitReason
+
+if TYPE_CHECKING:
+    from .kernel import ExecutionKernel
+
+_FATAL = frozenset({ErrorCategory.POLICY_VIOLATION, ErrorCategory.QUOTA_EXCEEDED, ErrorCategory.VALIDATION})
+
+
+@dataclass
+class _Flight:
+    """A step whose node is running on a runner thread."""
+
+    step_id: str
+    node: Node
+    attempt: int
+    started: float
+    token: CancellationToken
+
+
+@dataclass
+class _Stop:
+    """Why launching has stopped; acted on once nothing is in flight."""
+
+    pause: str | None = None
+    interrupt: Interrupt | None = None
+    cost_alert: dict[str, Any] | None = None
+
+    def __bool__(self) -> bool:
+        return self.pause is not None or self.interrupt is not None or self.cost_alert is not None
+
+
+@dataclass
+class GraphRun:
+    kernel: ExecutionKernel
+    graph: CompiledGraph
+    lanes: list[Lane]
+    fanout: FanOut | None = None
+    origin_step_id: str | None = None
+    resume_input: Any = MISSING
+    pending: list[InboxMessage] = field(default_factory=list)
+    retry_attempt: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.wake: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.flights: dict[int, _Flight] = {}
+        self.ready_at: dict[int, float] = {}
+        self.stop = _Stop()
+        self.usage: ExecutionUsage = self.kernel._require_usage()
+        self.clock = self.kernel.clock
+        self.wall_base = self.usage.wall_time_ms
+        self.run_started = self.last_activity = self.clock.monotonic()
+        self.max_branches = self.graph.max_concurrent_branches or self.kernel.tenant_context.max_concurrent_branches
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def fresh(cls, kernel: ExecutionKernel, graph: CompiledGraph, input: Any) -> GraphRun:
+        return cls(kernel, graph, [Lane("main", graph.entry_point, input)])
+
+    @classmethod
+    def from_checkpoint(cls, kernel: ExecutionKernel, graph: CompiledGraph, ckpt: Checkpoint, input: Any) -> GraphRun:
+        if ckpt.graph != graph.name:
+            raise ValueError(f"checkpoint {ckpt.id} is of graph {ckpt.graph!r}, not {graph.name!r}")
+        kernel.register_for_enforcement(ExecutionUsage.from_checkpoint(ckpt.usage))
+        position = ckpt.position
+        fanout = graph.fanouts.get(position.fanout_origin) if position.fanout_origin else None
+        run = cls(
+            kernel,
+            graph,
+            list(position.lanes),
+            fanout=fanout,
+            origin_step_id=position.origin_step_id,
+            resume_input=input,
+            pending=[message_from_dict(m) for m in ckpt.pending_messages],
+            outputs=dict(ckpt.step_outputs),
+        )
+        run._reenter(input)
+        return run
+
+    def _reenter(self, input: Any) -> None:
+        """Bring the execution back to running from wherever it was left."""
+        k, ex = self.kernel, self.kernel.execution
+        if ex.state is ExecutionState.PAUSED:
+            k.resume()
+        elif ex.state is ExecutionState.WAITING:
+            if ex.wait_reason is WaitReason.COST_THRESHOLD:
+                self.usage.cost_alert_approved = True
+                k.resume()
+            elif input is not MISSING:
+                k.input_received(input)
+            else:
+                k.resume()
+        elif ex.state is ExecutionState.RUNNING:
+            # The process that ran this died mid-step: the step's outcome is unknown, so it is
+            # failed as abandoned and its node runs again as the next attempt.
+            for step_id in ex.running_step_ids():
+                step = ex.steps[step_id]
+                self.retry_attempt[step.name] = step.attempt + 1
+                k.fail_step(
+                    step_id,
+                    ExecutionError.kernel_internal(
+                        "step abandoned: the process running it stopped", code="worker_lost"
+                    ),
+                )
+        elif ex.state in (ExecutionState.CREATED, ExecutionState.QUEUED):
+            k.start()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        k = self.kernel
+        if k.state.is_terminal:
+            return k._result()
+        unsubscribe = k.cancellation_token().on_cancel(lambda reason: self.wake.put(("cancel", reason)))
+        try:
+            cancel = self._check_inbox()
+            if cancel is not None:
+                return self._cancel(cancel)
+            return self._loop()
+        finally:
+            unsubscribe()
+            self.usage.wall_time_ms = self._running_ms()
+
+    def _loop(self) -> RunResult:
+        k = self.kernel
+        while True:
+            if k.state.is_terminal:
+                return k._result()
+            if k.is_cancelled():
+                return self._cancel(k.cancellation_token().reason or "cancelled")
+            if not self.flights:
+                if self.stop:
+                    return self._let_go()
+                if all(lane.node is None for lane in self.lanes):
+                    if self.fanout is None:
+                        k.complete(self.lanes[0].state)
+                        return k._result()
+                    self._join()
+                    continue
+            failure = self._launch_ready()
+            if failure is not None:
+                return self._fail(failure)
+            if k.state.is_terminal:
+                return k._result()
+            if not self.flights and not self.ready_at:
+                continue  # a stop was set, or lanes finished: the top of the loop acts on it
+            message = self._next_message()
+            if message is None:
+                violation = self._time_violation()
+                if violation is not None:
+                    k._policy_event("deny", violation.message, limit=violation.limit.value)
+                    return self._fail(violation.to_error())
+                continue
+            result = self._handle(message)
+            if result is not None:
+                return result
+
+    def _next_message(self) -> tuple[Any, ...] | None:
+        timeout = self._timeout()
+        try:
+            return self.wake.get(timeout=timeout) if timeout is None or timeout > 0 else self.wake.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _timeout(self) -> float | None:
+        """Seconds until something must happen without a message: a backoff ends or a time limit."""
+        now = self.clock.monotonic()
+        deadlines = [t for i, t in self.ready_at.items() if i not in self.flights]
+        if self.flights:
+            limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
+            if policy.idle_timeout_s is not None:
+                deadlines.append(self.last_activity + policy.idle_timeout_s)
+            if limits.max_wall_time_s is not None:
+                deadlines.append(now + limits.max_wall_time_s - self._running_ms() / 1000)
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def _running_ms(self) -> int:
+        return self.wall_base + int((self.clock.monotonic() - self.run_started) * 1000)
+
+    def _idle_ms(self) -> int:
+        return int((self.clock.monotonic() - self.last_activity) * 1000)
+
+    def _time_violation(self) -> Violation | None:
+        limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
+        wall, idle = self._running_ms() / 1000, self._idle_ms() / 1000
+        if limits.max_wall_time_s is not None and wall >= limits.max_wall_time_s:
+            return _violation(LimitType.WALL_TIME, wall, limits.max_wall_time_s)
+        if self.flights and policy.idle_timeout_s is not None and idle >= policy.idle_timeout_s:
+            return _violation(LimitType.IDLE_TIME, idle, policy.idle_timeout_s)
+        return None
+
+    # --- launching ----------------------------------------------------------------------------
+
+    def _launch_ready(self) -> ExecutionError | None:
+        now = self.clock.monotonic()
+        launched = False
+        for index, lane in enumerate(self.lanes):
+            if self.stop or len(self.flights) >= self.max_branches:
+                break
+            if lane.node is None or index in self.flights or self.ready_at.get(index, now) > now:
+                continue
+            self.ready_at.pop(index, None)
+            failure = self._launch(index, lane)
+            if failure is not None or self.kernel.state.is_terminal:
+                return failure
+            launched = launched or index in self.flights
+        if launched:
+            # Guidance and evidence go to the nodes launched next, once.
+            self.pending = []
+        return None
+
+    def _launch(self, index: int, lane: Lane) -> ExecutionError | None:
+        k = self.kernel
+        assert lane.node is not None
+        node = self.graph.nodes[lane.node]
+        try:
+            alert = k.check_limits_before_step(node.name, running_ms=self._running_ms(), idle_ms=self._idle_ms())
+        except ExecutionError as blocked:
+            return blocked
+        if alert is not None:
+            self.stop.cost_alert = {"cost_usd": alert.cost_usd, "threshold_usd": alert.threshold_usd}
+            return None
+        revisit = not lane.interrupted and node.name not in self.retry_attempt
+        if (
+            revisit
+            and node.max_iterations is not None
+            and self.usage.repetitions.get(node.name, 0) >= node.max_iterations
+        ):
+            message = f"node '{node.name}' reached its max_iterations ({node.max_iterations})"
+            k._policy_event("deny", message, limit="max_iterations", node=node.name)
+            return ExecutionError.policy_violation(message, code="max_iterations_exceeded", details={"node": node.name})
+        attempt = self.retry_attempt.pop(node.name, 1)
+        step_id = k.begin_step(node.step_type, node.name, self.origin_step_id, attempt=attempt)
+        # Steps count every attempt; repetitions count visits (loop detection), not retries.
+        k.record_step_completed(node.name if revisit else None)
+        self._start_node(index, lane, node, step_id, attempt)
+        return None
+
+    def _start_node(self, index: int, lane: Lane, node: Node, step_id: str, attempt: int) -> None:
+        token = self.kernel.cancellation_token().child_token()
+        wake = self.wake
+
+        def post(message: tuple[Any, ...]) -> None:
+            wake.put(("ctx", step_id, message))
+
+        resume = self.resume_input if lane.interrupted else MISSING
+        ctx = NodeContext(
+            self.kernel,
+            post,
+            step_id=step_id,
+            node=node.name,
+            attempt=attempt,
+            cancellation=token,
+            messages=list(self.pending),
+            resume_input=resume,
+        )
+        state, fn = lane.state, node.fn
+
+        def job() -> None:
+            try:
+                result = fn(state, ctx)
+            except BaseException as exc:  # reported to the kernel's thread, which decides
+                wake.put(("done", index, step_id, None, exc))
+            else:
+                wake.put(("done", index, step_id, result, None))
+
+        self.flights[index] = _Flight(step_id, node, attempt, self.clock.monotonic(), token)
+        default_pool.submit(job)
+
+    # --- handling what arrives ----------------------------------------------------------------
+
+    def _handle(self, message: tuple[Any, ...]) -> RunResult | None:
+        kind = message[0]
+        if kind == "cancel":
+            return self._cancel(message[1])
+        if kind == "ctx":
+            self._handle_ctx(message[1], message[2])
+            return None
+        _, index, step_id, result, exc = message
+        flight = self.flights.get(index)
+        if flight is None or flight.step_id != step_id:
+            return None  # a step abandoned earlier finished late: its result is ignored
+        del self.flights[index]
+        self.last_activity = now = self.clock.monotonic()
+        duration = int((now - flight.started) * 1000)
+        if exc is None:
+            return self._succeeded(index, flight, result, duration)
+        if isinstance(exc, Interrupt):
+            return self._interrupted(index, flight, exc, duration)
+        if isinstance(exc, Cancelled) and self.kernel.is_cancelled():
+            return self._cancel(self.kernel.cancellation_token().reason or "cancelled")
+        return self._failed(index, flight, ExecutionError.from_exception(exc), duration)
+
+    def _handle_ctx(self, step_id: str, message: tuple[Any, ...]) -> None:
+        if not any(f.step_id == step_id for f in self.flights.values()):
+            return  # from a step that was abandoned
+        self.last_activity = self.clock.monotonic()
+        k, kind = self.kernel, message[0]
+        if kind == "emit":
+            event: StreamEvent = message[1]
+            if event.type.carries_content:
+                k.emit_protected(event)
+            else:
+                k.emit_unprotected(event)
+        elif kind == "usage":
+            _, input_tokens, output_tokens, cost = message
+            k.record_token_usage(input_tokens, output_tokens)
+            k.record_cost(cost)
+            k.emit_unprotected(
+                StreamEvent(EventType.USAGE, k.execution_id, self.clock.now(), self.usage.to_dict(), step_id)
+            )
+        elif kind == "discovered":
+            k.record_discovered_step()
+
+    def _succeeded(self, index: int, flight: _Flight, result: Any, duration: int) -> RunResult | None:
+        k = self.kernel
+        try:
+            advance = self._advance(index, flight, result)
+        except ExecutionError as exc:  # a router that routes nowhere
+            k.complete_step(flight.step_id, result, duration)
+            return self._fail(exc)
+        except Exception as exc:  # a router that raises
+            k.complete_step(flight.step_id, result, duration)
+            message = f"router of '{flight.node.name}' failed: {type(exc).__name__}: {exc}"
+            return self._fail(ExecutionError.validation(message, code="router_failed"))
+        with k._atomic():
+            k.complete_step(flight.step_id, result, duration)
+            self.outputs[flight.node.name] = result
+            advance()
+            cancel = self._check_inbox()
+            if cancel is not None:
+                return self._cancel(cancel)
+            if self.stop and not self.flights:
+                return self._let_go()  # its checkpoint is the one for this step too
+            self._checkpoint()
+        return None
+
+    def _advance(self, index: int, flight: _Flight, result: Any) -> Any:
+        """Work out where the lane goes next (may raise); return the change to apply."""
+        lane = self.lanes[index]
+        if self.fanout is not None:
+            nxt = self.graph.branch_successor(self.fanout, flight.node.name)
+            return lambda: self._set_lane(index, replace(lane, node=nxt, state=result, interrupted=False))
+        targets = self.graph.next_targets(flight.node.name, result)
+        if targets == [END]:
+            return lambda: self._set_lane(index, replace(lane, node=None, state=result, interrupted=False))
+        if len(targets) == 1:
+            return lambda: self._set_lane(index, replace(lane, node=targets[0], state=result, interrupted=False))
+        fanout = self.graph.fanouts[flight.node.name]
+
+        def fan_out() -> None:
+            self.fanout, self.origin_step_id = fanout, flight.step_id
+            self.lanes = [Lane(branch[0], branch[0], result) for branch in fanout.branches]
+
+        return fan_out
+
+    def _set_lane(self, index: int, lane: Lane) -> None:
+        self.lanes[index] = lane
+
+    def _join(self) -> None:
+        assert self.fanout is not None
+        joined = {lane.key: lane.state for lane in self.lanes}
+        join = self.fanout.join
+        self.fanout, self.origin_step_id = None, None
+        self.lanes = [Lane("main", join, joined)]
+
+    def _interrupted(self, index: int, flight: _Flight, interrupt: Interrupt, duration: int) -> RunResult | None:
+        k = self.kernel
+        output = {"interrupted": interrupt.reason.value, "prompt": interrupt.prompt}
+        k.complete_step(flight.step_id, output, duration)
+        self.lanes[index] = replace(self.lanes[index], interrupted=True)
+        self.stop.interrupt = interrupt
+        return None
+
+    def _failed(self, index: int, flight: _Flight, error: ExecutionError, duration: int) -> RunResult | None:
+        k = self.kernel
+        error = error.with_attempt(flight.attempt)
+        policy = error.retry_policy
+        if (
+            flight.node.retry is not None
+            and error.category not in _FATAL
+            and error.category is not ErrorCategory.KERNEL_INTERNAL
+        ):
+            policy = flight.node.retry
+        k.fail_step(flight.step_id, error, duration)
+        if not policy.should_retry(flight.attempt):
+            return self._fail(error)
+        self.retry_attempt[flight.node.name] = flight.attempt + 1
+        self.ready_at[index] = self.clock.monotonic() + policy.delay_ms(flight.attempt) / 1000
+        return None
+
+    # --- inbox and checkpoints ----------------------------------------------------------------
+
+    def _check_inbox(self) -> str | None:
+        """Handle waiting messages; returns a cancel reason if one asked to cancel."""
+        k = self.kernel
+        inbox = k.inbox()
+        if inbox is None:
+            return None
+        inbox_ids = k.get_inbox_execution_ids()
+        if not inbox.has_messages(inbox_ids):
+            return None
+        cancel: str | None = None
+        for message in inbox.drain(inbox_ids):
+            k.emit_protected(
+                StreamEvent(EventType.INBOX_MESSAGE, k.execution_id, self.clock.now(), message_to_dict(message))
+            )
+            if isinstance(message, ControlMessage):
+                if message.action is ControlAction.PAUSE:
+                    self.stop.pause = message.reason or f"paused by {message.actor}"
+                elif message.action is ControlAction.RESUME:
+                    self.stop.pause = None
+                elif message.action is ControlAction.CANCEL and cancel is None:
+                    cancel = message.reason or f"cancelled by {message.actor}"
+                # checkpoint: one is taken after every step anyway; compact: nothing to compact here.
+            else:
+                self.pending.append(message)
+        return cancel
+
+    def _checkpoint(self) -> Checkpoint | None:
+        k = self.kernel
+        store = k.checkpoint_store()
+        if store is None:
+            return None
+        usage = self.usage.to_checkpoint()
+        usage["wall_time_ms"] = self._running_ms()
+        checkpoint = Checkpoint(
+            id=ids.new_checkpoint_id(),
+            execution_id=k.execution_id,
+            graph=self.graph.name,
+            seq=k.emitter.last_seq,
+            position=Position(tuple(self.lanes), self.fanout.origin if self.fanout else None, self.origin_step_id),
+            usage=usage,
+            created_at=self.clock.now(),
+            pending_messages=[message_to_dict(m) for m in self.pending],
+            step_outputs=dict(self.outputs),
+        )
+        store.save_checkpoint(checkpoint)
+        if k._checkpoint_events:
+            data = {"checkpoint_id": checkpoint.id, "covers_seq": checkpoint.seq, "nodes": checkpoint.current_nodes}
+            k.emit_unprotected(StreamEvent(EventType.CHECKPOINT, k.execution_id, checkpoint.created_at, data))
+        return checkpoint
+
+    # --- endings ------------------------------------------------------------------------------
+
+    def _let_go(self) -> RunResult:
+        """Pause or wait with nothing in flight, after a checkpoint the next run starts from."""
+        k, stop = self.kernel, self.stop
+        with k._atomic():
+            if stop.pause is not None:
+                k.pause(stop.pause)
+                prompt = None
+            elif stop.interrupt is not None:
+                prompt = {"prompt": stop.interrupt.prompt, "schema": stop.interrupt.schema}
+                k.wait_for(stop.interrupt.reason, prompt)
+            else:
+                prompt = stop.cost_alert
+                k.wait_for(WaitReason.COST_THRESHOLD, prompt)
+            checkpoint = self._checkpoint()
+        return k._result(checkpoint, prompt)
+
+    def _abandon_flights(self, message: str, code: str) -> None:
+        now = self.clock.monotonic()
+        for flight in self.flights.values():
+            flight.token.cancel(message)
+            error = ExecutionError.kernel_internal(message, code=code)
+            self.kernel.fail_step(flight.step_id, error, int((now - flight.started) * 1000))
+        self.flights.clear()
+
+    def _cancel(self, reason: str) -> RunResult:
+        k = self.kernel
+        with k._atomic():
+            self._abandon_flights("cancelled during step", "cancelled")
+            k.cancel_execution(reason)
+        return k._result()
+
+    def _fail(self, error: ExecutionError) -> RunResult:
+        k = self.kernel
+        with k._atomic():
+            self._abandon_flights("stopped: the execution failed", "execution_failed")
+            if not k.state.is_terminal:
+                k.fail(error)
+        return k._result()
+
+
+def _violation(limit: LimitType, used: float, maximum: float) -> Violation:
+    return Violation(
+        limit, round(used, 3), maximum, f"{limit.value} limit exceeded: {used:.3g} used of {maximum:.3g} allowed"
+    )

@@ -1,0 +1,60 @@
+"""Threads that run node code, so the kernel's own thread can stop waiting for a step at once.
+
+A step blocked in a long call keeps its thread; the kernel abandons it on cancel and the thread
+finishes (or not) on its own, its result ignored. Idle threads exit after a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+_IDLE_EXIT_S = 60.0
+
+
+class StepRunnerPool:
+    def __init__(self, name: str = "enact-step") -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._threads += 1
+                threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=_IDLE_EXIT_S)
+            except queue.Empty:
+                with self._lock:
+                    # Exit only if no submitter counted on this thread being idle.
+                    if self._idle:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            try:
+                job()
+            except BaseException:  # a job reports its own errors; this is a last resort
+                logger.exception("step runner job crashed")
+            with self._lock:
+                self._idle += 1
+
+
+default_pool = StepRunnerPool()

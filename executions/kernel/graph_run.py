@@ -332,9 +332,10 @@ class GraphRun:
             _, input_tokens, output_tokens, cost = message
             k.record_token_usage(input_tokens, output_tokens)
             k.record_cost(cost)
-            k.emit_unprotected(
-                StreamEvent(EventType.USAGE, k.execution_id, self.clock.now(), self.usage.to_dict(), step_id)
-            )
+            # The delta lets a listener keep per-tenant totals without reading the previous event.
+            delta = {"input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost}
+            data = {**self.usage.to_dict(), "delta": delta}
+            k.emit_unprotected(StreamEvent(EventType.USAGE, k.execution_id, self.clock.now(), data, step_id))
         elif kind == "discovered":
             k.record_discovered_step()
 

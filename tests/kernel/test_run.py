@@ -614,6 +614,9 @@ def test_text_deltas_usage_and_tool_events_stream_from_inside_a_step(make_kernel
         "data-step-end",
     ]
     assert [e.data["delta"] for e in events_of(kernel).of_type(EventType.TEXT_DELTA)] == ["Hello", " world"]
+    usage_event = events_of(kernel).of_type(EventType.USAGE)[0]
+    assert usage_event.data["delta"] == {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01}
+    assert usage_event.data["total_tokens"] == 15
     assert kernel.usage_snapshot() is not None
     assert kernel.usage_snapshot()["total_tokens"] == 15  # type: ignore[index]
 

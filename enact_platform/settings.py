@@ -34,6 +34,32 @@ def env_bool(name: str, default: bool) -> bool:
     raise SettingError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), not {raw!r}")
 
 
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -114,8 +140,14 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env_str("ENACT_SQLITE_PATH", str(BASE_DIR / "enact.sqlite3")),
-            # WAL lets the web process read while a worker writes.
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20},
+            # WAL lets the web process read while a worker writes. IMMEDIATE transactions take the
+            # write lock up front, so check-then-write inside one (a quota, a claim) is race-free.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+            "TEST": {"NAME": env_str("ENACT_SQLITE_TEST_PATH", str(BASE_DIR / "enact-test.sqlite3"))},
         }
     }
 
@@ -140,13 +172,34 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-# django-q2. ``retry`` must exceed ``timeout`` or the broker hands a long task out twice.
-Q_CLUSTER = {
+# django-q2. ``retry`` must exceed ``timeout`` or the broker hands a long task out twice; our
+# lease makes a second delivery harmless anyway. With REDIS_URL the queue is Redis, else the ORM.
+Q_CLUSTER: dict[str, object] = {
     "name": "enact",
-    "orm": "default",
-    "workers": 2,
-    "timeout": 3600,
-    "retry": 3700,
+    "workers": env_int("ENACT_WORKERS", 2, minimum=1),
+    "timeout": env_int("ENACT_TASK_TIMEOUT", 6 * 3600, minimum=10),
+    "retry": env_int("ENACT_TASK_TIMEOUT", 6 * 3600, minimum=10) + 600,
     "max_attempts": 1,
     "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "poll": env_float("ENACT_QUEUE_POLL_SECONDS", 0.02, minimum=0.001),
+    "sync": env_bool("ENACT_QUEUE_SYNC", False),
 }
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# Live events: with Redis every process publishes what it commits; without it the web process
+# relays rows of the event log (see executions/streaming.py).
+ENACT_PUBLISH_DIRECT = env_bool("ENACT_PUBLISH_DIRECT", bool(REDIS_URL))
+
+# Workers. A worker holds a lease on each execution it runs and renews it with heartbeats; the
+# reaper hands executions whose lease expired to another worker.
+ENACT_LEASE_SECONDS = env_float("ENACT_LEASE_SECONDS", 30.0, minimum=1.0)
+ENACT_HEARTBEAT_SECONDS = env_float("ENACT_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+ENACT_CONTROL_POLL_SECONDS = env_float("ENACT_CONTROL_POLL_SECONDS", 0.05, minimum=0.005)
+ENACT_REAP_SECONDS = env_float("ENACT_REAP_SECONDS", 5.0, minimum=0.1)
+if ENACT_HEARTBEAT_SECONDS * 2 > ENACT_LEASE_SECONDS:
+    raise SettingError("ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS")

@@ -1,7 +1,22 @@
 from __future__ import annotations
 
+import os
+import sys
+
 from django.apps import AppConfig
 
 
 class ExecutionsConfig(AppConfig):
     name = "executions"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        # Graphs defined in code: every installed app's graphs.py registers its own.
+        autodiscover_modules("graphs")
+        if sys.argv[1:2] == ["qcluster"] and hasattr(os, "register_at_fork"):
+            # django-q2 forks its worker processes; each starts a monitor so every worker
+            # delivers cancels, renews leases and reaps, with no extra process to run.
+            from executions.worker import monitor
+
+            os.register_at_fork(after_in_child=monitor.start)

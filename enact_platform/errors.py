@@ -1,0 +1,53 @@
+"""The platform's one family of domain errors. Interfaces map them to responses in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PlatformError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidInput(PlatformError):
+    code = "invalid_input"
+    status = 400
+
+
+class Unauthenticated(PlatformError):
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(PlatformError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(PlatformError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(PlatformError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(PlatformError):
+    code = "payload_too_large"
+    status = 413
+
+
+class QuotaExceeded(PlatformError):
+    code = "quota_exceeded"
+    status = 429

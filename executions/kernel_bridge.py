@@ -1,0 +1,123 @@
+"""Where the platform meets the kernel: rows in, a kernel with Django stores out."""
+
+from __future__ import annotations
+
+from executions.kernel import (
+    CancellationToken,
+    CompiledGraph,
+    ExecutionError,
+    ExecutionKernel,
+    ExecutionState,
+    LongRunningPolicy,
+    ResourceLimits,
+    StepState,
+    StepType,
+    TenantContext,
+    WaitReason,
+)
+from executions.kernel import (
+    Execution as KernelExecution,
+)
+from executions.kernel import (
+    Step as KernelStep,
+)
+from executions.models import Execution, Step
+from executions.registry import registry
+from executions.stores import (
+    DjangoArtifactStore,
+    DjangoCheckpointStore,
+    DjangoEventSink,
+    DjangoInboxStore,
+    DjangoUnitOfWork,
+    last_seq,
+)
+from tenants.models import TenantLimits
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def tenant_context(limits: TenantLimits, user_id: str | None = None) -> TenantContext:
+    """The kernel's view of a tenant: its id and its per-execution limits."""
+    return TenantContext(
+        tenant_id=str(limits.tenant_id),
+        user_id=user_id,
+        limits=ResourceLimits(
+            max_steps=limits.max_steps,
+            max_tokens=limits.max_tokens,
+            max_wall_time_s=limits.max_wall_time_s,
+            max_cost_usd=_float(limits.max_cost_usd),
+            warning_threshold=limits.warning_threshold,
+        ),
+        long_running=LongRunningPolicy(
+            max_discovered_steps=limits.max_discovered_steps,
+            max_discovery_depth=limits.max_discovery_depth,
+            idle_timeout_s=limits.idle_timeout_s,
+            max_step_repetitions=limits.max_step_repetitions,
+            cost_alert_threshold_usd=_float(limits.cost_alert_threshold_usd),
+        ),
+        pii_masking=limits.pii_masking,
+        max_concurrent_branches=limits.max_concurrent_branches,
+    )
+
+
+def kernel_execution(execution: Execution) -> KernelExecution:
+    """Rebuild the kernel's execution from its rows (projections of the event log)."""
+    steps = {}
+    order = []
+    for row in Step.objects.filter(execution=execution).order_by("position"):
+        steps[row.pk] = KernelStep(
+            id=row.pk,
+            name=row.name,
+            step_type=StepType(row.step_type),
+            state=StepState(row.state),
+            parent_step_id=row.parent_step_id or None,
+            attempt=row.attempt,
+            output=row.output,
+            error=ExecutionError.from_dict(row.error) if row.error else None,
+            duration_ms=row.duration_ms,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+        )
+        order.append(row.pk)
+    return KernelExecution(
+        id=execution.pk,
+        tenant_id=str(execution.tenant_id),
+        state=ExecutionState(execution.state),
+        wait_reason=WaitReason(execution.wait_reason) if execution.wait_reason else None,
+        steps=steps,
+        step_order=order,
+        output=execution.output,
+        error=ExecutionError.from_dict(execution.error) if execution.error else None,
+        parent_id=execution.parent_id,
+        created_at=execution.created_at,
+        started_at=execution.started_at,
+        ended_at=execution.ended_at,
+    )
+
+
+def kernel_for(execution: Execution, token: CancellationToken | None = None) -> ExecutionKernel:
+    """A kernel for this execution with every Django store plugged in."""
+    limits = TenantLimits.objects.get(tenant_id=execution.tenant_id)
+    user_id = str(execution.created_by_id) if execution.created_by_id else None
+    kernel = (
+        ExecutionKernel.with_execution(
+            kernel_execution(execution), tenant_context(limits, user_id), last_seq=last_seq(execution.pk)
+        )
+        .with_event_sink(DjangoEventSink(execution))
+        .with_checkpoint_store(DjangoCheckpointStore())
+        .with_inbox(DjangoInboxStore(execution.tenant_id))
+        .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits))
+        .with_unit_of_work(DjangoUnitOfWork())
+    )
+    if token is not None:
+        kernel.with_cancellation_token(token)
+    return kernel
+
+
+def graph_for(execution: Execution) -> CompiledGraph:
+    entry = registry.get(execution.graph)
+    if entry is None:
+        raise LookupError(f"graph {execution.graph!r} of {execution.pk} is not registered in this process")
+    return entry.build(execution.input)

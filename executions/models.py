@@ -1,0 +1,194 @@
+"""Executions and everything they produce. Rows here are projections of the event log, kept
+current by ``stores.DjangoEventSink`` in the same transaction that appends each event."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from executions.kernel import ids
+from tenants.models import Tenant
+
+
+class ExecutionQuerySet(models.QuerySet["Execution"]):
+    def for_tenant(self, tenant: Tenant) -> ExecutionQuerySet:
+        return self.filter(tenant=tenant)
+
+    def active(self) -> ExecutionQuerySet:
+        """Executions that occupy a slot of their tenant: running, or claimed by a worker."""
+        return self.filter(Q(state=Execution.State.RUNNING) | Q(lease_owner__gt=""))
+
+
+class Execution(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        CREATED = "created"
+        PLANNING = "planning"
+        RUNNING = "running"
+        PAUSED = "paused"
+        WAITING = "waiting"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (State.COMPLETED, State.FAILED, State.CANCELLED)
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.new_execution_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="executions")
+    graph = models.CharField(max_length=200)
+    graph_version = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    wait_reason = models.CharField(max_length=32, blank=True)
+    wait_detail = models.JSONField(null=True, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Worker coordination. A worker owns an execution while its lease holds; it renews the lease
+    # with heartbeats, and the reaper hands executions with expired leases to another worker.
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claims = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Requests recorded durably so they survive a worker's death; the worker acts on them.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+    resume_requested = models.BooleanField(default=False)
+    resume_input = models.JSONField(null=True, blank=True)
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="exec_tenant_newest"),
+            models.Index(fields=["tenant", "state", "-created_at"], name="exec_tenant_state_newest"),
+            models.Index(fields=["state", "lease_expires_at"], name="exec_state_lease"),
+            models.Index(fields=["tenant", "graph", "-created_at"], name="exec_tenant_graph_newest"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="one_execution_per_idempotency_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+class Step(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    step_type = models.CharField(max_length=32)
+    state = models.CharField(max_length=16)
+    attempt = models.PositiveIntegerField(default=1)
+    parent_step_id = models.CharField(max_length=40, blank=True, default="")
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["execution", "position"]
+        constraints = [models.UniqueConstraint(fields=["execution", "position"], name="one_step_per_position")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class ExecutionEvent(models.Model):
+    """The append-only event log: authoritative, gap-free ``seq`` per execution."""
+
+    # An integer key gives the relay a cheap "rows after N" cursor.
+    pk_id = models.BigAutoField(primary_key=True)
+    id = models.CharField(max_length=40, unique=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=48)
+    step_id = models.CharField(max_length=40, blank=True, default="")
+    timestamp = models.DateTimeField()
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="one_event_per_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id}#{self.seq} {self.type}"
+
+
+class Artifact(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="artifacts")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    step_id = models.CharField(max_length=40, blank=True, default="")
+    name = models.CharField(max_length=255)
+    artifact_type = models.CharField(max_length=32)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Small content lives in the row; larger content in Django's default storage.
+    content = models.BinaryField(null=True, blank=True)
+    file = models.FileField(upload_to="artifacts/%Y/%m/%d/", null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["execution", "created_at"], name="artifact_execution_order")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class InboxMessage(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=ids.new_message_id, editable=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="inbox")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16)
+    payload = models.JSONField()
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["execution", "consumed_at"], name="inbox_pending")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.execution_id}"
+
+
+class Checkpoint(models.Model):
+    """The latest resume point of an execution (one row, replaced after every step)."""
+
+    execution = models.OneToOneField(Execution, on_delete=models.CASCADE, primary_key=True, related_name="checkpoint")
+    checkpoint_id = models.CharField(max_length=40)
+    seq = models.PositiveIntegerField()
+    data = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"checkpoint of {self.execution_id} at #{self.seq}"

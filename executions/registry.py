@@ -1,0 +1,132 @@
+"""Graphs defined in code: registered with :func:`graph`, discovered from each app's ``graphs.py``.
+
+A registration is a factory: ``factory(input) -> CompiledGraph``. Most graphs ignore the input;
+some (``demo.chain``) are shaped by it. A factory must be deterministic, since a resumed execution
+rebuilds its graph from the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from enact_platform.errors import InvalidInput
+from executions.kernel import CompiledGraph, GraphValidationError
+
+GraphFactory = Callable[[Any], CompiledGraph]
+
+
+@dataclass(frozen=True)
+class RegisteredGraph:
+    name: str
+    factory: GraphFactory
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+
+    def build(self, input: Any) -> CompiledGraph:
+        try:
+            graph = self.factory(input)
+        except GraphValidationError as exc:
+            raise InvalidInput(f"graph {self.name} cannot be built from this input: {exc}") from None
+        if graph.name != self.name:
+            raise RuntimeError(f"graph factory for {self.name} built a graph named {graph.name}")
+        return graph
+
+
+class GraphRegistry:
+    def __init__(self) -> None:
+        self._graphs: dict[str, RegisteredGraph] = {}
+
+    def register(self, entry: RegisteredGraph) -> None:
+        if entry.name in self._graphs and self._graphs[entry.name].factory is not entry.factory:
+            raise ValueError(f"graph {entry.name!r} is registered twice")
+        self._graphs[entry.name] = entry
+
+    def get(self, name: str) -> RegisteredGraph | None:
+        return self._graphs.get(name)
+
+    def all(self) -> list[RegisteredGraph]:
+        return sorted(self._graphs.values(), key=lambda g: g.name)
+
+
+registry = GraphRegistry()
+
+
+def graph(
+    name: str, *, description: str = "", input_schema: dict[str, Any] | None = None
+) -> Callable[[GraphFactory], GraphFactory]:
+    """Register a graph factory under ``name``."""
+
+    def decorate(factory: GraphFactory) -> GraphFactory:
+        registry.register(RegisteredGraph(name, factory, description, input_schema or {"type": "object"}))
+        return factory
+
+    return decorate
+
+
+# --- input validation: the JSON Schema subset graphs declare -----------------------------------
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def validate_input(schema: dict[str, Any], value: Any, path: str = "input") -> None:
+    """Raise :class:`InvalidInput` naming the first place ``value`` breaks ``schema``.
+
+    Supports type, properties, required, additionalProperties (false), minimum, maximum,
+    minLength, maxLength, maxItems, items and enum."""
+    expected = schema.get("type")
+    if expected is not None:
+        kinds = _TYPES[expected]
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, kinds) or (is_bool and expected in ("integer", "number")):
+            raise InvalidInput(f"{path} must be {_article(expected)}", details={"path": path})
+    if "enum" in schema and value not in schema["enum"]:
+        raise InvalidInput(f"{path} must be one of {schema['enum']}", details={"path": path})
+    if isinstance(value, dict):
+        _validate_object(schema, value, path)
+    elif isinstance(value, list):
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise InvalidInput(f"{path} has more than {schema['maxItems']} items", details={"path": path})
+        for index, item in enumerate(value):
+            if "items" in schema:
+                validate_input(schema["items"], item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            raise InvalidInput(f"{path} must be at least {schema['minLength']} characters", details={"path": path})
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise InvalidInput(f"{path} must be at most {schema['maxLength']} characters", details={"path": path})
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise InvalidInput(f"{path} must be at least {schema['minimum']}", details={"path": path})
+        if "maximum" in schema and value > schema["maximum"]:
+            raise InvalidInput(f"{path} must be at most {schema['maximum']}", details={"path": path})
+
+
+def _validate_object(schema: dict[str, Any], value: dict[str, Any], path: str) -> None:
+    properties = schema.get("properties", {})
+    for name in schema.get("required", []):
+        if name not in value:
+            raise InvalidInput(f"{path}.{name} is required", details={"path": f"{path}.{name}"})
+    if schema.get("additionalProperties") is False:
+        extra = sorted(set(value) - set(properties))
+        if extra:
+            raise InvalidInput(
+                f"{path} has unknown fields: {', '.join(extra)}", details={"path": path, "unknown": extra}
+            )
+    for name, sub in properties.items():
+        if name in value:
+            validate_input(sub, value[name], f"{path}.{name}")
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

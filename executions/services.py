@@ -1,0 +1,400 @@
+"""Writes for executions: the platform's use cases. The tenant is always explicit.
+
+Interfaces (API, websocket, admin, CLI) call these; they never write models themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from enact_platform.errors import Conflict, InvalidInput, PayloadTooLarge, QuotaExceeded
+from executions import kernel_bridge
+from executions.kernel.inbox import message_from_dict
+from executions.models import Execution
+from executions.registry import registry, validate_input
+from executions.selectors import execution_get
+from executions.stores import DjangoInboxStore
+from tenants.models import Tenant, TenantLimits
+from tenants.services import tenant_consume_execution_quota
+
+logger = logging.getLogger(__name__)
+
+S = Execution.State
+RESUMABLE_WAITS = {"rate_limit", "external", "checkpoint", "cost_threshold", "memory_pressure", "sub_agent"}
+INPUT_WAITS = {"approval", "user_input"}
+
+
+def _enqueue_after_commit(execution_id: str) -> None:
+    from executions.tasks import enqueue_run
+
+    transaction.on_commit(lambda: enqueue_run(execution_id))
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+def execution_submit(
+    *,
+    tenant: Tenant,
+    graph: str,
+    input: Any,
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None,
+) -> tuple[Execution, bool]:
+    """Create an execution (``queued``) and enqueue it after commit. Returns it and whether it is
+    new: a repeated idempotency key returns the first execution, unchanged."""
+    limits = TenantLimits.objects.get(tenant=tenant)
+    if not tenant.is_active:
+        raise QuotaExceeded(
+            f"tenant {tenant.slug} is suspended and cannot submit executions", details={"status": tenant.status}
+        )
+    entry = registry.get(graph) if isinstance(graph, str) else None
+    if entry is None:
+        raise InvalidInput(f"unknown graph {graph!r}", details={"graphs": [g.name for g in registry.all()]})
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200):
+        raise InvalidInput("idempotency_key must be a string of 1 to 200 characters")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object")
+    size = len(json.dumps(input, separators=(",", ":")).encode())
+    if size > limits.max_input_bytes:
+        raise PayloadTooLarge(
+            f"input is {size} bytes; this tenant allows {limits.max_input_bytes}",
+            details={"size": size, "maximum": limits.max_input_bytes},
+        )
+    validate_input(entry.input_schema, input)
+    entry.build(input)  # an input that shapes an invalid graph is refused now, not by a worker
+
+    if idempotency_key:
+        existing = Execution.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            tenant_consume_execution_quota(tenant=tenant, limits=limits)
+            execution = Execution.objects.create(
+                tenant=tenant,
+                graph=entry.name,
+                graph_version=entry.version,
+                input=input,
+                idempotency_key=idempotency_key or None,
+                metadata=metadata or {},
+                created_by=user if user is not None and user.is_authenticated else None,
+            )
+            _enqueue_after_commit(execution.pk)
+    except IntegrityError:
+        # A concurrent submission with the same key won; its quota use stands, ours rolled back.
+        existing = Execution.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return execution, True
+
+
+# --- controls --------------------------------------------------------------------------------
+
+
+def execution_cancel(*, tenant: Tenant, execution_id: str, reason: str = "", actor: str = "") -> Execution:
+    """Cancel at once if no worker holds the execution; otherwise record the request durably and
+    let the worker's watcher cancel the running step. Cancelling a terminal execution changes
+    nothing and returns it."""
+    reason = _text(reason, "reason") or (f"cancelled by {actor}" if actor else "cancelled")
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    with transaction.atomic():
+        execution = Execution.objects.select_for_update().get(pk=execution.pk)
+        if execution.is_terminal:
+            return execution
+        if _leased(execution):
+            Execution.objects.filter(pk=execution.pk, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=timezone.now(), cancel_reason=reason
+            )
+        else:
+            kernel_bridge.kernel_for(execution).cancel_execution(reason)
+            Execution.objects.filter(pk=execution.pk).update(cancel_requested_at=timezone.now(), cancel_reason=reason)
+        cancel_children = list(
+            Execution.objects.filter(parent=execution)
+            .exclude(state__in=Execution.TERMINAL)
+            .values_list("pk", flat=True)
+        )
+    for child_id in cancel_children:
+        execution_cancel(tenant=tenant, execution_id=child_id, reason=f"parent cancelled: {reason}", actor=actor)
+    if not _leased(execution):
+        _release_slot_after_commit(tenant.pk)
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_pause(*, tenant: Tenant, execution_id: str, reason: str = "", actor: str = "") -> Execution:
+    """Ask a running execution to pause at its next step boundary."""
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    if execution.state != S.RUNNING:
+        raise Conflict(f"cannot pause an execution that is {execution.state}", details={"state": execution.state})
+    message = {
+        "kind": "control",
+        "action": "pause",
+        "actor": actor or "unknown",
+        "reason": _text(reason, "reason") or None,
+    }
+    DjangoInboxStore(tenant.pk).push(execution.pk, message_from_dict(message))
+    return execution
+
+
+def execution_resume(*, tenant: Tenant, execution_id: str, actor: str = "") -> Execution:
+    """Resume a paused execution, or one waiting on something an operator can wave through
+    (a cost alert, a rate limit); it continues from its checkpoint on a worker."""
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    with transaction.atomic():
+        execution = Execution.objects.select_for_update().get(pk=execution.pk)
+        if execution.state == S.WAITING and execution.wait_reason in INPUT_WAITS:
+            raise Conflict(
+                f"execution is waiting for {execution.wait_reason}; answer it with input",
+                details={"state": execution.state, "wait_reason": execution.wait_reason},
+            )
+        if execution.state not in (S.PAUSED, S.WAITING):
+            raise Conflict(f"cannot resume an execution that is {execution.state}", details={"state": execution.state})
+        if not execution.resume_requested:
+            Execution.objects.filter(pk=execution.pk).update(resume_requested=True, resume_input=None)
+            _enqueue_after_commit(execution.pk)
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_provide_input(
+    *, tenant: Tenant, execution_id: str, input: Any = None, approve: bool | None = None, actor: str = ""
+) -> Execution:
+    """Answer an execution waiting for user input or approval; it resumes with the answer."""
+    if approve is not None and not isinstance(approve, bool):
+        raise InvalidInput("approve must be true or false")
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    with transaction.atomic():
+        execution = Execution.objects.select_for_update().get(pk=execution.pk)
+        if execution.state != S.WAITING or execution.wait_reason not in INPUT_WAITS:
+            raise Conflict(
+                "execution is not waiting for input or approval",
+                details={"state": execution.state, "wait_reason": execution.wait_reason},
+            )
+        if execution.resume_requested:
+            raise Conflict("execution was already answered and is resuming")
+        if execution.wait_reason == "approval":
+            if approve is None:
+                raise InvalidInput("an approval needs approve: true or false")
+            answer: Any = {"approved": approve, "input": input, "actor": actor}
+        else:
+            schema = (execution.wait_detail or {}).get("schema")
+            if schema:
+                validate_input(schema, input)
+            answer = input
+        Execution.objects.filter(pk=execution.pk).update(resume_requested=True, resume_input={"value": answer})
+        _enqueue_after_commit(execution.pk)
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_post_inbox(*, tenant: Tenant, execution_id: str, message: dict[str, Any], actor: str = "") -> str:
+    """Post guidance, evidence or an agent message for the execution's next step boundary."""
+    if not isinstance(message, dict) or message.get("kind") not in ("guidance", "evidence", "a2a"):
+        raise InvalidInput("kind must be one of guidance, evidence, a2a")
+    data = {k: v for k, v in message.items() if k != "id"}
+    if data["kind"] == "guidance" and actor and not data.get("sender"):
+        data["sender"] = actor
+    try:
+        parsed = message_from_dict(data)
+    except (KeyError, ValueError, TypeError) as exc:
+        missing = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InvalidInput(f"invalid {data['kind']} message: {missing}") from None
+    if len(json.dumps(data).encode()) > 64 * 1024:
+        raise PayloadTooLarge("inbox messages are limited to 64 KiB")
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    if execution.is_terminal:
+        raise Conflict(f"execution is {execution.state}; it reads no more messages", details={"state": execution.state})
+    DjangoInboxStore(tenant.pk).push(execution.pk, parsed)
+    return parsed.id
+
+
+def executions_bulk_cancel(
+    *,
+    tenant: Tenant,
+    ids: list[str] | None = None,
+    filter: dict[str, Any] | None = None,
+    reason: str = "",
+    actor: str = "",
+) -> dict[str, int]:
+    """Cancel many executions of one tenant, by ids or by a filter; returns counts."""
+    if (ids is None) == (filter is None):
+        raise InvalidInput("give either ids or filter")
+    counts = {"cancelled": 0, "cancel_requested": 0, "already_terminal": 0, "not_found": 0}
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 1000:
+            raise InvalidInput("ids must be a list of up to 1000 execution ids")
+        targets = ids
+    else:
+        targets = _ids_matching(tenant, filter)
+    from enact_platform.errors import NotFound
+
+    for execution_id in dict.fromkeys(targets):
+        try:
+            before = execution_get(tenant=tenant, execution_id=execution_id)
+        except NotFound:
+            counts["not_found"] += 1
+            continue
+        if before.is_terminal:
+            counts["already_terminal"] += 1
+            continue
+        after = execution_cancel(tenant=tenant, execution_id=execution_id, reason=reason, actor=actor)
+        counts["cancelled" if after.state == S.CANCELLED else "cancel_requested"] += 1
+    return counts
+
+
+def _ids_matching(tenant: Tenant, filter: dict[str, Any] | None) -> list[str]:
+    if not isinstance(filter, dict) or not filter or set(filter) - {"state", "graph", "blueprint"}:
+        raise InvalidInput("filter takes state and/or blueprint")
+    rows = Execution.objects.filter(tenant=tenant).exclude(state__in=Execution.TERMINAL)
+    if "state" in filter:
+        if filter["state"] not in S.values:
+            raise InvalidInput(f"unknown state {filter['state']!r}")
+        rows = rows.filter(state=filter["state"])
+    graph = filter.get("blueprint", filter.get("graph"))
+    if graph is not None:
+        rows = rows.filter(graph=graph)
+    return list(rows.values_list("pk", flat=True)[:1000])
+
+
+def _text(value: Any, name: str, maximum: int = 500) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string")
+    if len(value) > maximum:
+        raise InvalidInput(f"{name} must be at most {maximum} characters")
+    return value.strip()
+
+
+# --- workers: claim, release, dispatch, reap --------------------------------------------------
+
+
+def _leased(execution: Execution) -> bool:
+    return (
+        bool(execution.lease_owner)
+        and execution.lease_expires_at is not None
+        and execution.lease_expires_at > timezone.now()
+    )
+
+
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=settings.ENACT_LEASE_SECONDS)
+
+
+def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
+    """Take the lease on an execution if it is runnable, unleased, and its tenant has a free slot.
+
+    The tenant row is locked (PostgreSQL) or the write lock held (SQLite, IMMEDIATE) while the
+    slots are counted and the lease is taken, so concurrent claims never overfill a tenant."""
+    with transaction.atomic():
+        row = Execution.objects.filter(pk=execution_id).values("tenant_id").first()
+        if row is None:
+            return None
+        Tenant.objects.select_for_update().filter(pk=row["tenant_id"]).first()
+        execution = Execution.objects.select_for_update().select_related("tenant").get(pk=execution_id)
+        if execution.is_terminal or _leased(execution) or not _runnable(execution):
+            return None
+        if execution.state != S.RUNNING and not execution.cancel_requested_at:
+            limit = TenantLimits.objects.get(tenant_id=execution.tenant_id).max_concurrent_executions
+            busy = Execution.objects.filter(tenant_id=execution.tenant_id).active().exclude(pk=execution.pk).count()
+            if busy >= limit:
+                return None
+        claimed = Execution.objects.filter(pk=execution.pk, claims=execution.claims).update(
+            lease_owner=worker, lease_expires_at=_lease_until(), claims=F("claims") + 1, resume_requested=False
+        )
+        if not claimed:
+            return None
+    execution.refresh_from_db()
+    return execution
+
+
+def _runnable(execution: Execution) -> bool:
+    if execution.state in (S.QUEUED, S.CREATED, S.RUNNING):
+        return True  # new, or running with no live lease: its worker died
+    return execution.state in (S.PAUSED, S.WAITING) and execution.resume_requested
+
+
+def execution_heartbeat(*, execution_ids: list[str], worker: str) -> list[str]:
+    """Renew this worker's leases; returns the ids whose lease this worker no longer holds."""
+    if not execution_ids:
+        return []
+    Execution.objects.filter(pk__in=execution_ids, lease_owner=worker).update(lease_expires_at=_lease_until())
+    held = set(Execution.objects.filter(pk__in=execution_ids, lease_owner=worker).values_list("pk", flat=True))
+    return [i for i in execution_ids if i not in held]
+
+
+def execution_release(*, execution_id: str, worker: str) -> None:
+    """Let go of an execution (it ended, paused or waits) and start queued work in its slot."""
+    tenant_id = Execution.objects.filter(pk=execution_id).values_list("tenant_id", flat=True).first()
+    Execution.objects.filter(pk=execution_id, lease_owner=worker).update(lease_owner="", lease_expires_at=None)
+    if tenant_id is not None:
+        executions_dispatch_queued(tenant_id=tenant_id)
+
+
+def _release_slot_after_commit(tenant_id: int) -> None:
+    transaction.on_commit(lambda: executions_dispatch_queued(tenant_id=tenant_id))
+
+
+def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
+    """Enqueue the tenant's oldest queued executions, as many as it has free slots."""
+    limit = TenantLimits.objects.filter(tenant_id=tenant_id).values_list("max_concurrent_executions", flat=True).first()
+    if limit is None:
+        return []
+    free = limit - Execution.objects.filter(tenant_id=tenant_id).active().count()
+    if free <= 0:
+        return []
+    ids = list(
+        Execution.objects.filter(tenant_id=tenant_id, state=S.QUEUED, lease_owner="")
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)[:free]
+    )
+    from executions.tasks import enqueue_run
+
+    for execution_id in ids:
+        enqueue_run(execution_id)
+    return ids
+
+
+def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:
+    """Hand on executions whose worker died (lease expired) and queued ones nobody picked up."""
+    now = timezone.now()
+    orphaned = list(
+        Execution.objects.filter(state__in=(S.RUNNING, S.QUEUED), lease_expires_at__lt=now)
+        .exclude(lease_owner="")
+        .values_list("pk", flat=True)[:500]
+    )
+    for execution_id in orphaned:
+        # Clear the dead lease only if nobody re-claimed it meanwhile.
+        Execution.objects.filter(pk=execution_id, lease_expires_at__lt=now).update(
+            lease_owner="", lease_expires_at=None
+        )
+    from executions.tasks import enqueue_run
+
+    for execution_id in orphaned:
+        enqueue_run(execution_id)
+    stale = Execution.objects.filter(lease_owner="").filter(
+        Q(state=S.QUEUED)
+        & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=stale_queue_seconds)))
+    )
+    tenants = set(stale.values_list("tenant_id", flat=True).distinct())
+    resumable = list(
+        Execution.objects.filter(lease_owner="", resume_requested=True, state__in=(S.PAUSED, S.WAITING)).values_list(
+            "pk", flat=True
+        )[:500]
+    )
+    for execution_id in resumable:
+        enqueue_run(execution_id)
+    requeued = sum(len(executions_dispatch_queued(tenant_id=t)) for t in tenants)
+    return {"orphaned": len(orphaned), "requeued": requeued, "resumed": len(resumable)}

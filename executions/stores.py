@@ -1,0 +1,236 @@
+"""Django implementations of the kernel's ports.
+
+Each event is appended in the same transaction that updates the rows it describes (Execution and
+Step are projections of the log), and is published to live listeners only after that commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import AbstractContextManager
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from executions import streaming
+from executions.kernel import Checkpoint as KernelCheckpoint
+from executions.kernel.artifacts import ArtifactInfo, PutArtifactRequest
+from executions.kernel.events import EventType, StreamEvent
+from executions.kernel.inbox import InboxMessage as KernelMessage
+from executions.kernel.inbox import message_from_dict, message_to_dict, priority_order
+from executions.models import Artifact, Checkpoint, Execution, ExecutionEvent, InboxMessage, Step
+from tenants.models import TenantLimits
+from tenants.services import tenant_record_usage, tenant_reserve_storage
+
+logger = logging.getLogger(__name__)
+
+# Content up to this size is kept in the row; larger content goes to the default storage.
+INLINE_CONTENT_BYTES = 256 * 1024
+
+S = Execution.State
+
+
+class DjangoEventSink:
+    """Appends events to the log and keeps the Execution and Step rows current."""
+
+    def __init__(self, execution: Execution, fence: threading.Event | None = None) -> None:
+        # Set by the worker when its lease was lost: from then on nothing more is written.
+        self.fence = fence or threading.Event()
+        self.execution_id = execution.pk
+        self.tenant_id = execution.tenant_id
+        self._next_position = Step.objects.filter(execution_id=execution.pk).aggregate(n=Max("position"))["n"]
+        self._next_position = 0 if self._next_position is None else self._next_position + 1
+
+    def append(self, event: StreamEvent) -> None:
+        if self.fence.is_set():
+            from executions.worker import LeaseLost
+
+            raise LeaseLost(f"{self.execution_id} is owned by another worker now")
+        with transaction.atomic():
+            ExecutionEvent.objects.create(
+                id=event.id,
+                execution_id=self.execution_id,
+                tenant_id=self.tenant_id,
+                seq=event.seq,
+                type=event.type.value,
+                step_id=event.step_id or "",
+                timestamp=event.timestamp,
+                data=event.data,
+            )
+            self._project(event)
+            wire = event.to_wire()
+            transaction.on_commit(lambda: streaming.publish_event(self.tenant_id, wire))
+
+    def _project(self, event: StreamEvent) -> None:
+        data, at = event.data, event.timestamp
+        execution = Execution.objects.filter(pk=self.execution_id)
+        t = event.type
+        if t is EventType.STEP_START:
+            Step.objects.create(
+                id=event.step_id,
+                execution_id=self.execution_id,
+                position=self._next_position,
+                name=data["name"],
+                step_type=data["step_type"],
+                state="running",
+                attempt=data["attempt"],
+                parent_step_id=data.get("parent_step_id") or "",
+                started_at=at,
+            )
+            self._next_position += 1
+        elif t is EventType.STEP_END:
+            Step.objects.filter(pk=event.step_id).update(
+                state="completed", output=data["output"], duration_ms=data["duration_ms"], ended_at=at
+            )
+        elif t is EventType.STEP_FAILED:
+            Step.objects.filter(pk=event.step_id).update(
+                state="failed", error=data["error"], duration_ms=data.get("duration_ms"), ended_at=at
+            )
+        elif t is EventType.EXECUTION_START:
+            execution.update(state=S.RUNNING, started_at=at)
+        elif t in (EventType.EXECUTION_RESUMED, EventType.EXECUTION_INPUT_RECEIVED):
+            execution.update(state=S.RUNNING, wait_reason="", wait_detail=None)
+        elif t is EventType.EXECUTION_PAUSED:
+            execution.update(state=S.PAUSED)
+        elif t is EventType.EXECUTION_WAITING:
+            execution.update(state=S.WAITING, wait_reason=data["reason"], wait_detail=data.get("detail"))
+        elif t is EventType.EXECUTION_END:
+            execution.update(state=S.COMPLETED, output=data["output"], ended_at=at, wait_reason="")
+        elif t is EventType.EXECUTION_FAILED:
+            execution.update(state=S.FAILED, error=data["error"], ended_at=at, wait_reason="")
+        elif t is EventType.EXECUTION_CANCELLED:
+            execution.update(state=S.CANCELLED, ended_at=at, wait_reason="")
+            Step.objects.filter(pk__in=data.get("skipped_step_ids") or []).update(state="skipped", ended_at=at)
+        elif t is EventType.USAGE:
+            delta = data.get("delta") or {}
+            usage = {k: v for k, v in data.items() if k != "delta"}
+            execution.update(usage=usage)
+            tokens = int(delta.get("input_tokens", 0)) + int(delta.get("output_tokens", 0))
+            tenant_record_usage(tenant_id=self.tenant_id, tokens=tokens, cost_usd=float(delta.get("cost_usd", 0.0)))
+
+
+def last_seq(execution_id: str) -> int:
+    found = ExecutionEvent.objects.filter(execution_id=execution_id).aggregate(n=Max("seq"))["n"]
+    return int(found or 0)
+
+
+class DjangoCheckpointStore:
+    """Keeps the latest checkpoint of each execution (one row, replaced), and its usage."""
+
+    def save_checkpoint(self, checkpoint: KernelCheckpoint) -> None:
+        fields = {"checkpoint_id": checkpoint.id, "seq": checkpoint.seq, "data": checkpoint.to_dict()}
+        if not Checkpoint.objects.filter(execution_id=checkpoint.execution_id).update(**fields):
+            Checkpoint.objects.create(execution_id=checkpoint.execution_id, **fields)
+        Execution.objects.filter(pk=checkpoint.execution_id).update(usage=_public_usage(checkpoint.usage))
+
+    def load_checkpoint(self, execution_id: str) -> KernelCheckpoint | None:
+        row = Checkpoint.objects.filter(execution_id=execution_id).first()
+        return KernelCheckpoint.from_dict(row.data) if row else None
+
+
+def _public_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    keys = ("steps", "input_tokens", "output_tokens", "cost_usd", "wall_time_ms", "discovered_steps", "discovery_depth")
+    public = {k: usage.get(k, 0) for k in keys}
+    public["total_tokens"] = public["input_tokens"] + public["output_tokens"]
+    return public
+
+
+class DjangoInboxStore:
+    """Inbox messages as rows; draining marks them consumed in the caller's transaction."""
+
+    def __init__(self, tenant_id: int) -> None:
+        self.tenant_id = tenant_id
+
+    def push(self, execution_id: str, message: KernelMessage) -> None:
+        payload = message_to_dict(message)
+        actor = payload.get("actor") or payload.get("sender") or payload.get("from_agent") or ""
+        InboxMessage.objects.create(
+            id=message.id,
+            execution_id=execution_id,
+            tenant_id=self.tenant_id,
+            kind=message.kind,
+            payload=payload,
+            actor=actor,
+        )
+
+    def has_messages(self, execution_ids: list[str]) -> bool:
+        return InboxMessage.objects.filter(execution_id__in=execution_ids, consumed_at__isnull=True).exists()
+
+    def drain(self, execution_ids: list[str]) -> list[KernelMessage]:
+        with transaction.atomic():
+            rows = list(
+                InboxMessage.objects.select_for_update()
+                .filter(execution_id__in=execution_ids, consumed_at__isnull=True)
+                .order_by("created_at", "id")
+            )
+            InboxMessage.objects.filter(pk__in=[r.pk for r in rows], consumed_at__isnull=True).update(
+                consumed_at=timezone.now()
+            )
+        messages = []
+        for row in rows:
+            try:
+                messages.append(message_from_dict(row.payload))
+            except (KeyError, ValueError):
+                logger.warning("dropping malformed inbox message %s", row.pk)
+        return priority_order(messages)
+
+
+class ArtifactRefused(Exception):
+    """The tenant's artifact size or storage quota would be exceeded."""
+
+
+class DjangoArtifactStore:
+    def __init__(self, tenant_id: int, limits: TenantLimits) -> None:
+        self.tenant_id = tenant_id
+        self.max_artifact_bytes = limits.max_artifact_bytes
+        self.max_storage_bytes = limits.max_storage_bytes
+
+    def put(self, request: PutArtifactRequest) -> ArtifactInfo:
+        size = request.size
+        if size > self.max_artifact_bytes:
+            raise ArtifactRefused(f"artifact of {size} bytes is over the limit of {self.max_artifact_bytes}")
+        # Reserving the bytes and writing the row commit together, so a failed write frees them.
+        with transaction.atomic():
+            if not tenant_reserve_storage(tenant_id=self.tenant_id, size=size, maximum=self.max_storage_bytes):
+                raise ArtifactRefused("the tenant's storage quota is full")
+            self._write(request)
+        return ArtifactInfo(
+            request.artifact_id,
+            request.execution_id,
+            request.step_id,
+            request.name,
+            request.artifact_type,
+            request.content_type,
+            size,
+            request.sha256,
+            dict(request.metadata),
+        )
+
+    def _write(self, request: PutArtifactRequest) -> None:
+        size = request.size
+        row = Artifact(
+            id=request.artifact_id,
+            execution_id=request.execution_id,
+            tenant_id=self.tenant_id,
+            step_id=request.step_id,
+            name=request.name,
+            artifact_type=request.artifact_type.value,
+            content_type=request.content_type,
+            size=size,
+            sha256=request.sha256,
+            metadata=request.metadata,
+        )
+        if size <= INLINE_CONTENT_BYTES:
+            row.content = request.content
+        else:
+            row.file.save(f"{request.artifact_id}", ContentFile(request.content), save=False)
+        row.save(force_insert=True)
+
+
+class DjangoUnitOfWork:
+    def atomic(self) -> AbstractContextManager[object]:
+        return transaction.atomic()

@@ -1,0 +1,168 @@
+"""Running executions in a worker process.
+
+``execution_run`` is the unit of work: claim, run through the kernel, let go. ``WorkerMonitor`` is
+the thin shell around it: one daemon thread per process that turns durable cancel requests into
+token cancels, renews leases, and reaps executions whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from executions import kernel_bridge, services
+from executions.kernel import MISSING, CancellationToken, Checkpoint, ExecutionError, ExecutionState
+from executions.kernel import ids as kernel_ids
+from executions.kernel.persistence import Lane, Position
+from executions.models import Execution
+from executions.stores import DjangoCheckpointStore, last_seq
+
+logger = logging.getLogger(__name__)
+
+# An execution that keeps crashing its worker is failed after this many claims, not retried forever.
+MAX_CLAIMS = 5
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class LeaseLost(Exception):
+    """Another worker took over this execution; this one must stop writing."""
+
+
+class _Running:
+    def __init__(self, token: CancellationToken) -> None:
+        self.token = token
+        self.fence = threading.Event()
+
+
+class WorkerMonitor:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._thread: threading.Thread | None = None
+        self._last_heartbeat = 0.0
+        self._last_reap = 0.0
+
+    def register(self, execution_id: str, token: CancellationToken) -> _Running:
+        entry = _Running(token)
+        with self._lock:
+            self._running[execution_id] = entry
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="enact-monitor", daemon=True)
+                self._thread.start()
+        return entry
+
+    def unregister(self, execution_id: str) -> None:
+        with self._lock:
+            self._running.pop(execution_id, None)
+
+    def start(self) -> None:
+        """Run the monitor even with nothing registered, so this process reaps."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="enact-monitor", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(settings.ENACT_CONTROL_POLL_SECONDS)
+            try:
+                close_old_connections()  # recover from a dropped database connection
+                self.tick()
+            except Exception:
+                logger.exception("worker monitor tick failed")
+
+    def tick(self) -> None:
+        with self._lock:
+            running = dict(self._running)
+        if running:
+            self._deliver_cancels(running)
+        now = time.monotonic()
+        if running and now - self._last_heartbeat >= settings.ENACT_HEARTBEAT_SECONDS:
+            self._last_heartbeat = now
+            for lost in services.execution_heartbeat(execution_ids=list(running), worker=worker_id()):
+                logger.warning("lease on %s lost; stopping it here", lost)
+                running[lost].fence.set()
+                running[lost].token.cancel("lease lost")
+        if now - self._last_reap >= settings.ENACT_REAP_SECONDS:
+            self._last_reap = now
+            found = services.executions_reap()
+            if any(found.values()):
+                logger.info("reaper: %s", found)
+
+    @staticmethod
+    def _deliver_cancels(running: dict[str, _Running]) -> None:
+        requested = Execution.objects.filter(pk__in=list(running), cancel_requested_at__isnull=False)
+        for execution_id, reason in requested.values_list("pk", "cancel_reason"):
+            running[execution_id].token.cancel(reason or "cancelled")
+
+
+monitor = WorkerMonitor()
+
+
+def execution_run(execution_id: str) -> str:
+    """Claim the execution, run it until it ends or lets go, release it. Returns what happened."""
+    worker = worker_id()
+    execution = services.execution_claim(execution_id=execution_id, worker=worker)
+    if execution is None:
+        return "not claimed"
+    token = CancellationToken()
+    entry = monitor.register(execution.pk, token)
+    try:
+        if execution.claims > MAX_CLAIMS:
+            return _give_up(execution, f"the execution stopped its worker {MAX_CLAIMS} times")
+        if execution.cancel_requested_at:
+            token.cancel(execution.cancel_reason or "cancelled")
+        return _run(execution, token, entry.fence)
+    except LeaseLost:
+        return "lease lost"
+    finally:
+        monitor.unregister(execution.pk)
+        services.execution_release(execution_id=execution.pk, worker=worker)
+
+
+def _run(execution: Execution, token: CancellationToken, fence: threading.Event) -> str:
+    try:
+        graph = kernel_bridge.graph_for(execution)
+    except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
+        return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
+    kernel = kernel_bridge.kernel_for(execution, token)
+    kernel.sink.fence = fence  # type: ignore[attr-defined]
+    checkpoint = DjangoCheckpointStore().load_checkpoint(execution.pk)
+    if execution.state in (Execution.State.QUEUED, Execution.State.CREATED) and checkpoint is None:
+        result = kernel.execute_graph(graph, execution.input)
+    else:
+        if checkpoint is None:  # the worker died before the first step finished
+            checkpoint = _entry_checkpoint(execution, graph.name, graph.entry_point)
+        answer = execution.resume_input["value"] if execution.resume_input else MISSING
+        result = kernel.resume_graph(graph, checkpoint, input=answer)
+        Execution.objects.filter(pk=execution.pk).update(resume_input=None)
+    return result.state.value
+
+
+def _entry_checkpoint(execution: Execution, graph: str, entry: str) -> Checkpoint:
+    return Checkpoint(
+        id=kernel_ids.new_checkpoint_id(),
+        execution_id=execution.pk,
+        graph=graph,
+        seq=last_seq(execution.pk),
+        position=Position((Lane("main", entry, execution.input),)),
+        usage={},
+        created_at=datetime.now(UTC),
+    )
+
+
+def _give_up(execution: Execution, message: str) -> str:
+    kernel = kernel_bridge.kernel_for(execution)
+    if not kernel.state.is_terminal:
+        kernel.fail(ExecutionError.kernel_internal(message, code="unrunnable"))
+    return ExecutionState.FAILED.value

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -50,6 +50,16 @@ class DjangoEventSink:
             from executions.worker import LeaseLost
 
             raise LeaseLost(f"{self.execution_id} is owned by another worker now")
+        try:
+            self._append(event)
+        except IntegrityError as exc:
+            # (execution, seq) is unique: a clash means another worker writes this stream now.
+            # The unique key is the fencing token; this worker must stop.
+            from executions.worker import LeaseLost
+
+            raise LeaseLost(f"seq {event.seq} of {self.execution_id} was written by another worker") from exc
+
+    def _append(self, event: StreamEvent) -> None:
         with transaction.atomic():
             ExecutionEvent.objects.create(
                 id=event.id,

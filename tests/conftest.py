@@ -1,0 +1,73 @@
+"""Fixtures shared by the platform's tests: every test gets two tenants, so cross-tenant checks
+are routine, and work is run by calling the worker directly rather than a queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tenants.models import Tenant
+
+
+@pytest.fixture
+def tenant_a(db: None) -> Tenant:
+    from tenants.services import tenant_create
+
+    return tenant_create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def tenant_b(db: None) -> Tenant:
+    from tenants.services import tenant_create
+
+    return tenant_create(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record what would be queued instead of queueing it."""
+    calls: list[str] = []
+    monkeypatch.setattr("executions.tasks.enqueue_run", calls.append)
+    return calls
+
+
+@pytest.fixture
+def inline_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Thread]]:
+    """Run queued executions at once, each on its own thread, as a worker process would."""
+    from executions import worker
+
+    threads: list[threading.Thread] = []
+
+    def run(execution_id: str) -> None:
+        thread = threading.Thread(
+            target=_run_closing_connection, args=(worker.execution_run, execution_id), daemon=True
+        )
+        threads.append(thread)
+        thread.start()
+
+    monkeypatch.setattr("executions.tasks.enqueue_run", run)
+    yield threads
+    for thread in threads:
+        thread.join(10)
+
+
+def _run_closing_connection(fn: Callable[[str], Any], execution_id: str) -> None:
+    from django.db import connection
+
+    try:
+        fn(execution_id)
+    finally:
+        connection.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

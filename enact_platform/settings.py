@@ -203,3 +203,6 @@ ENACT_CONTROL_POLL_SECONDS = env_float("ENACT_CONTROL_POLL_SECONDS", 0.05, minim
 ENACT_REAP_SECONDS = env_float("ENACT_REAP_SECONDS", 5.0, minimum=0.1)
 if ENACT_HEARTBEAT_SECONDS * 2 > ENACT_LEASE_SECONDS:
     raise SettingError("ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS")
+
+# Where the embedded default keeps its local state besides the database (the admin password).
+ENACT_STATE_DIR = Path(env_str("ENACT_STATE_DIR", str(BASE_DIR)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,10 +69,8 @@ class Cluster:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         # Workers forked by the cluster share its process group; none may outlive the test.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture

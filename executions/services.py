@@ -110,7 +110,7 @@ def execution_cancel(*, tenant: Tenant, execution_id: str, reason: str = "", act
     reason = _text(reason, "reason") or (f"cancelled by {actor}" if actor else "cancelled")
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     with transaction.atomic():
-        execution = Execution.objects.select_for_update().get(pk=execution.pk)
+        execution = Execution.objects.select_for_update(no_key=True).get(pk=execution.pk)
         if execution.is_terminal:
             return execution
         if _leased(execution):
@@ -153,7 +153,7 @@ def execution_resume(*, tenant: Tenant, execution_id: str, actor: str = "") -> E
     (a cost alert, a rate limit); it continues from its checkpoint on a worker."""
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     with transaction.atomic():
-        execution = Execution.objects.select_for_update().get(pk=execution.pk)
+        execution = Execution.objects.select_for_update(no_key=True).get(pk=execution.pk)
         if execution.state == S.WAITING and execution.wait_reason in INPUT_WAITS:
             raise Conflict(
                 f"execution is waiting for {execution.wait_reason}; answer it with input",
@@ -176,7 +176,7 @@ def execution_provide_input(
         raise InvalidInput("approve must be true or false")
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     with transaction.atomic():
-        execution = Execution.objects.select_for_update().get(pk=execution.pk)
+        execution = Execution.objects.select_for_update(no_key=True).get(pk=execution.pk)
         if execution.state != S.WAITING or execution.wait_reason not in INPUT_WAITS:
             raise Conflict(
                 "execution is not waiting for input or approval",
@@ -297,13 +297,15 @@ def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
     """Take the lease on an execution if it is runnable, unleased, and its tenant has a free slot.
 
     The tenant row is locked (PostgreSQL) or the write lock held (SQLite, IMMEDIATE) while the
-    slots are counted and the lease is taken, so concurrent claims never overfill a tenant."""
+    slots are counted and the lease is taken, so concurrent claims never overfill a tenant. The
+    locks are NO KEY UPDATE: they serialize claims but not the foreign-key checks of a worker
+    appending events meanwhile (FOR UPDATE would deadlock with those)."""
     with transaction.atomic():
         row = Execution.objects.filter(pk=execution_id).values("tenant_id").first()
         if row is None:
             return None
-        Tenant.objects.select_for_update().filter(pk=row["tenant_id"]).first()
-        execution = Execution.objects.select_for_update().select_related("tenant").get(pk=execution_id)
+        Tenant.objects.select_for_update(no_key=True).filter(pk=row["tenant_id"]).first()
+        execution = Execution.objects.select_for_update(no_key=True).select_related("tenant").get(pk=execution_id)
         if execution.is_terminal or _leased(execution) or not _runnable(execution):
             return None
         if execution.state != S.RUNNING and not execution.cancel_requested_at:

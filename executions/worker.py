@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from executions import kernel_bridge, services
 from executions.kernel import MISSING, CancellationToken, Checkpoint, ExecutionError, ExecutionState
@@ -49,6 +49,7 @@ class WorkerMonitor:
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
         self._thread: threading.Thread | None = None
+        self._permanent = False
         self._last_heartbeat = 0.0
         self._last_reap = 0.0
 
@@ -56,9 +57,7 @@ class WorkerMonitor:
         entry = _Running(token)
         with self._lock:
             self._running[execution_id] = entry
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="enact-monitor", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
         return entry
 
     def unregister(self, execution_id: str) -> None:
@@ -66,15 +65,27 @@ class WorkerMonitor:
             self._running.pop(execution_id, None)
 
     def start(self) -> None:
-        """Run the monitor even with nothing registered, so this process reaps."""
+        """Run the monitor for good, even with nothing registered, so this process reaps.
+
+        Without this (a process that only runs executions now and then), the monitor runs while
+        something is registered and then exits, closing its database connection."""
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="enact-monitor", daemon=True)
-                self._thread.start()
+            self._permanent = True
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="enact-monitor", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         while True:
             time.sleep(settings.ENACT_CONTROL_POLL_SECONDS)
+            with self._lock:
+                if not self._running and not self._permanent:
+                    self._thread = None  # under the lock, so register() starts a new one
+                    connection.close()
+                    return
             try:
                 close_old_connections()  # recover from a dropped database connection
                 self.tick()

@@ -1,0 +1,405 @@
+"""``manage.py enact <command>``: what operators script (API.md, "Command line").
+
+A thin interface: each subcommand parses its arguments, calls one service or selector, and
+prints. Domain errors become one-line ``CommandError``s, which Django prints to stderr (exit 1);
+argparse refuses malformed arguments itself (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from enact_platform.errors import NotFound, PlatformError
+from executions.kernel.ids import IdKind, is_valid_id
+from executions.models import Execution, ExecutionEvent
+from executions.selectors import execution_list
+from executions.services import execution_cancel, execution_submit
+from tenants.models import ApiKey, TenantLimits
+from tenants.selectors import tenant_get
+from tenants.services import LIMIT_FIELDS, api_key_create, tenant_create, tenant_set_limits
+
+POLL_SECONDS = 0.2
+EVENT_BATCH = 500
+SUMMARY_WIDTH = 80
+INTERRUPTED = 130  # what shells report for a program stopped by Ctrl-C
+
+S = Execution.State
+# Each event that changes what state the execution is in; its row may already be further along.
+STATE_AFTER = {
+    "data-execution-start": S.RUNNING,
+    "data-execution-resumed": S.RUNNING,
+    "data-execution-input-received": S.RUNNING,
+    "data-execution-paused": S.PAUSED,
+    "data-execution-waiting": S.WAITING,
+    "data-execution-end": S.COMPLETED,
+    "data-execution-failed": S.FAILED,
+    "data-execution-cancelled": S.CANCELLED,
+}
+TERMINAL_EVENTS = frozenset({"data-execution-end", "data-execution-failed", "data-execution-cancelled"})
+
+
+# --- argument types: argparse turns their ArgumentTypeError into "argument --x: <message>" ----------
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}"
+        ) from None
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of US dollars") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be an amount of at least 0, not {text}")
+    return value
+
+
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Also accept ``none``: the limit is lifted."""
+
+    def parse_or_none(text: str) -> Any:
+        return None if text.strip().lower() == "none" else parse(text)
+
+    return parse_or_none
+
+
+# (option, TenantLimits field, type, help)
+LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("--max-concurrent", "max_concurrent_executions", _whole(1), "executions running at once"),
+    ("--max-steps", "max_steps", _or_none(_whole(1)), "steps per execution, or none"),
+    ("--max-tokens", "max_tokens", _or_none(_whole(1)), "tokens per execution, or none"),
+    ("--max-wall-time", "max_wall_time_s", _or_none(_seconds), "seconds per execution, or none"),
+    ("--max-cost", "max_cost_usd", _or_none(_usd), "US dollars per execution, or none"),
+    ("--per-day", "executions_per_day", _or_none(_whole(0)), "executions per UTC day, or none"),
+)
+
+
+def _add_tenant_commands(commands: Any) -> None:
+    p = commands.add_parser("tenant-create", help="create a tenant with default limits")
+    p.add_argument("slug")
+    p.add_argument("--name", default="", help="display name (default: the slug)")
+
+    p = commands.add_parser("key-create", help="create an API key; the key alone on the last line")
+    p.add_argument("slug")
+    p.add_argument("--scope", choices=ApiKey.Scope.values, default=ApiKey.Scope.READ)
+    p.add_argument("--name", default="", help="a label to tell keys apart")
+
+    p = commands.add_parser("limits", help="show, or set, a tenant's limits")
+    p.add_argument("slug")
+    for option, limit, parse, text in LIMIT_OPTIONS:
+        p.add_argument(option, dest=limit, type=parse, default=argparse.SUPPRESS, metavar="N", help=text)
+
+
+def _add_execution_commands(commands: Any) -> None:
+    p = commands.add_parser("submit", help="submit an execution and print its id")
+    p.add_argument("slug")
+    p.add_argument("graph")
+    p.add_argument("--input", type=_json, default={}, metavar="JSON", help="the input (default: {})")
+    p.add_argument("--watch", action="store_true", help="follow it live until it ends")
+
+    p = commands.add_parser("watch", help="follow an execution live until it ends")
+    p.add_argument("execution_id", metavar="execution-id")
+
+    p = commands.add_parser("cancel", help="cancel an execution")
+    p.add_argument("execution_id", metavar="execution-id")
+    p.add_argument("--reason", default="")
+
+    p = commands.add_parser("list", help="list a tenant's executions, newest first")
+    p.add_argument("slug")
+    p.add_argument("--state", choices=S.values)
+    p.add_argument("--limit", type=_whole(1), default=50, metavar="N", help="at most N rows (default 50)")
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+class Command(BaseCommand):
+    help = "Operate the platform: tenants, API keys, limits, and executions (submit, watch, cancel, list)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+        _add_tenant_commands(commands)
+        _add_execution_commands(commands)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "tenant-create": self.cmd_tenant_create,
+            "key-create": self.cmd_key_create,
+            "limits": self.cmd_limits,
+            "submit": self.cmd_submit,
+            "watch": self.cmd_watch,
+            "cancel": self.cmd_cancel,
+            "list": self.cmd_list,
+        }
+        try:
+            handlers[options["command"]](options)
+        except PlatformError as exc:
+            raise CommandError(_error_line(exc)) from None
+
+    # --- tenants ------------------------------------------------------------------------------
+
+    def cmd_tenant_create(self, options: dict[str, Any]) -> None:
+        tenant = tenant_create(slug=options["slug"], name=options["name"])
+        self.stdout.write(f"Created tenant {tenant.slug} ({tenant.name}) with default limits.")
+
+    def cmd_key_create(self, options: dict[str, Any]) -> None:
+        tenant = tenant_get(slug=options["slug"])
+        key, raw = api_key_create(tenant=tenant, scope=options["scope"], name=options["name"])
+        label = f" {key.name!r}" if key.name else ""
+        self.stdout.write(f"Created {key.scope} API key{label} ({key.prefix}) for tenant {tenant.slug}.")
+        self.stdout.write("It is shown only this once:")
+        self.stdout.write(raw)
+
+    def cmd_limits(self, options: dict[str, Any]) -> None:
+        tenant = tenant_get(slug=options["slug"])
+        changes = {limit: options[limit] for _, limit, _, _ in LIMIT_OPTIONS if limit in options}
+        limits = tenant_set_limits(tenant=tenant, changes=changes) if changes else tenant.limits
+        self._show_limits(limits)
+
+    def _show_limits(self, limits: TenantLimits) -> None:
+        for name in LIMIT_FIELDS:
+            self.stdout.write(f"{name}: {_display(getattr(limits, name))}")
+
+    # --- executions ---------------------------------------------------------------------------
+
+    def cmd_submit(self, options: dict[str, Any]) -> None:
+        tenant = tenant_get(slug=options["slug"])
+        execution, _ = execution_submit(tenant=tenant, graph=options["graph"], input=options["input"])
+        self.stdout.write(execution.pk)
+        if options["watch"]:
+            self.stdout.flush()
+            self._follow(execution)
+
+    def cmd_watch(self, options: dict[str, Any]) -> None:
+        self._follow(_execution_by_id(options["execution_id"]))
+
+    def cmd_cancel(self, options: dict[str, Any]) -> None:
+        execution = _execution_by_id(options["execution_id"])
+        execution = execution_cancel(
+            tenant=execution.tenant, execution_id=execution.pk, reason=options["reason"], actor="cli"
+        )
+        if execution.is_terminal:
+            self.stdout.write(f"{execution.pk} {execution.state}")
+        else:  # a worker holds it: the request is recorded and its worker stops it
+            self.stdout.write(f"{execution.pk} cancel requested ({execution.state})")
+
+    def cmd_list(self, options: dict[str, Any]) -> None:
+        tenant = tenant_get(slug=options["slug"])
+        rows = list(execution_list(tenant=tenant, state=options["state"])[: options["limit"]])
+        if not rows:
+            self.stdout.write(f"no executions for {tenant.slug}")
+            return
+        table = [("ID", "GRAPH", "STATE", "CREATED", "ENDED")]
+        table += [(e.pk, e.graph, e.state, _time(e.created_at), _time(e.ended_at)) for e in rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+    # --- following an execution ---------------------------------------------------------------
+
+    def _follow(self, execution: Execution) -> None:
+        """Print the execution's events as they are stored until the terminal one."""
+        self.stdout.write(f"watching {execution.pk} (tenant {execution.tenant.slug}, graph {execution.graph})")
+        progress = Progress(state=execution.state)
+        try:
+            while not self._poll(execution, progress):
+                _wait()
+        except KeyboardInterrupt:
+            # Watching only reads: stopping it leaves the execution as it is.
+            raise CommandError(f"stopped watching {execution.pk}; it goes on", returncode=INTERRUPTED) from None
+        if progress.state != S.COMPLETED:
+            because = f": {progress.outcome}" if progress.outcome else ""
+            raise CommandError(f"execution {execution.pk} {progress.state}{because}")
+
+    def _poll(self, execution: Execution, progress: Progress) -> bool:
+        """Print what is new; True once the execution has ended."""
+        # The row is read before the events: the state and its event commit together, so a
+        # terminal row with no terminal event after it means there never will be one.
+        state = Execution.objects.filter(pk=execution.pk).values_list("state", flat=True).first()
+        events = list(
+            ExecutionEvent.objects.filter(execution_id=execution.pk, seq__gt=progress.last_seq).order_by("seq")[
+                :EVENT_BATCH
+            ]
+        )
+        for event in events:
+            self.stdout.write(_event_line(event, progress.step_names))
+            if progress.apply(event):
+                self.stdout.write(progress.line())
+        self.stdout.flush()
+        if progress.ended:
+            return True
+        if state is None or (not events and state in Execution.TERMINAL):
+            progress.state, progress.ended = state or "deleted", True
+            self.stdout.write(progress.line())
+            return True
+        return False
+
+
+@dataclass
+class Progress:
+    """What the events seen so far say about the execution."""
+
+    state: str
+    last_seq: int = 0
+    steps_done: int = 0
+    ended: bool = False
+    outcome: str = ""
+    step_names: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, event: ExecutionEvent) -> bool:
+        """Take in one event; True if the steps done or the state changed."""
+        self.last_seq = event.seq
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.step_id and "name" in data:
+            self.step_names[event.step_id] = str(data["name"])
+        before = (self.steps_done, self.state)
+        if event.type == "data-step-end":
+            self.steps_done += 1
+        self.state = STATE_AFTER.get(event.type, self.state)
+        if event.type in TERMINAL_EVENTS:
+            self.ended = True
+        if event.type == "data-execution-failed":
+            self.outcome = _error_text(data.get("error"))
+        elif event.type == "data-execution-cancelled":
+            self.outcome = str(data.get("reason") or "")
+        return (self.steps_done, self.state) != before
+
+    def line(self) -> str:
+        steps = f"{self.steps_done} step{'' if self.steps_done == 1 else 's'} done"
+        waiting = "; still watching (Ctrl-C stops watching, not the execution)"
+        return f"-- {steps}, {self.state}" + (waiting if self.state in (S.PAUSED, S.WAITING) else "")
+
+
+def _wait() -> None:
+    time.sleep(POLL_SECONDS)
+
+
+def _execution_by_id(execution_id: str) -> Execution:
+    # An operator tool reads across tenants: the id alone finds the execution, and its tenant
+    # is then the explicit tenant of every service called on it.
+    execution = None
+    if is_valid_id(execution_id, IdKind.EXECUTION):
+        execution = Execution.objects.select_related("tenant").filter(pk=execution_id).first()
+    if execution is None:
+        raise NotFound(f"execution not found: {execution_id!r}")
+    return execution
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def _error_line(exc: PlatformError) -> str:
+    # List-valued details say what is allowed or what is wrong (known graphs, invalid fields).
+    listed = [f"{key}: {', '.join(map(str, value))}" for key, value in exc.details.items() if isinstance(value, list)]
+    line = f"{exc.code}: {exc.message}"
+    return f"{line} ({'; '.join(listed)})" if listed else line
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    return str(value)
+
+
+def _time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _event_line(event: ExecutionEvent, step_names: dict[str, str]) -> str:
+    data = event.data if isinstance(event.data, dict) else {}
+    name = str(data.get("name") or step_names.get(event.step_id, ""))
+    summary = _summary(event.type, data)
+    return f"#{event.seq} {event.type}" + (f" {name}" if name else "") + (f": {summary}" if summary else "")
+
+
+def _summary(event_type: str, data: dict[str, Any]) -> str:
+    summarize = SUMMARIES.get(event_type)
+    if summarize is not None:
+        return summarize(data)
+    return "" if not data else _short(data)
+
+
+def _short(value: Any, width: int = SUMMARY_WIDTH) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, dict):
+        return _short(error)
+    category = f"{error['category']}: " if error.get("category") else ""
+    return f"{category}{error.get('message', '')}"
+
+
+def _ms(data: dict[str, Any]) -> str:
+    return f" ({data['duration_ms']} ms)" if data.get("duration_ms") is not None else ""
+
+
+def _waiting(data: dict[str, Any]) -> str:
+    detail = data.get("detail")
+    if isinstance(detail, dict) and detail.get("prompt") is not None:
+        detail = detail["prompt"]
+    return f"waiting for {data.get('reason', '?')}" + (f": {_short(detail)}" if detail else "")
+
+
+def _step_start(data: dict[str, Any]) -> str:
+    attempt = data.get("attempt") or 1
+    return f"attempt {attempt}" if attempt > 1 else ""
+
+
+SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "data-execution-start": lambda d: "",
+    "data-step-start": _step_start,
+    "data-step-end": lambda d: f"output {_short(d.get('output'))}{_ms(d)}",
+    "data-step-failed": lambda d: f"error {_error_text(d.get('error'))}",
+    "data-execution-paused": lambda d: f"paused: {d.get('reason') or 'no reason given'}",
+    "data-execution-resumed": lambda d: "",
+    "data-execution-waiting": _waiting,
+    "data-execution-input-received": lambda d: f"input {_short(d.get('input'))}",
+    "data-execution-end": lambda d: f"output {_short(d.get('output'))}{_ms(d)}",
+    "data-execution-failed": lambda d: f"error {_error_text(d.get('error'))}",
+    "data-execution-cancelled": lambda d: f"cancelled: {d.get('reason') or 'no reason given'}",
+    "data-artifact-created": lambda d: f"{d.get('name')} ({d.get('artifact_type')}, {d.get('size')} bytes)",
+    "data-checkpoint": lambda d: f"covers #{d.get('covers_seq')}, next {', '.join(d.get('nodes') or []) or '-'}",
+    "data-text-delta": lambda d: _short(d.get("delta", "")),
+    "data-usage": lambda d: f"{d.get('total_tokens', 0)} tokens, ${d.get('cost_usd', 0)}",
+}

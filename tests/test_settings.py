@@ -1,0 +1,61 @@
+"""Settings come from the environment and fail loudly on bad values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from enact_platform.settings import SettingError, database_from_url, env_bool, env_float, env_int
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = database_from_url("postgres://ann:s%40cret@db.local:6543/enact")
+    assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "django.db.backends.postgresql",
+        "enact",
+        "ann",
+        "s@cret",
+        "db.local",
+        "6543",
+    )
+    with pytest.raises(SettingError, match="postgres:// URL"):
+        database_from_url("mysql://x/y")
+
+
+@pytest.mark.parametrize(
+    ("fn", "raw", "message"),
+    [
+        (lambda: env_bool("X", False), "maybe", "must be a boolean"),
+        (lambda: env_int("X", 1), "1.5", "must be a whole number"),
+        (lambda: env_int("X", 1, minimum=1), "0", "must be at least 1"),
+        (lambda: env_float("X", 1.0), "fast", "must be a number"),
+    ],
+)
+def test_bad_values_fail_loudly(monkeypatch: pytest.MonkeyPatch, fn: object, raw: str, message: str) -> None:
+    monkeypatch.setenv("X", raw)
+    with pytest.raises(SettingError, match=message):
+        fn()  # type: ignore[operator]
+
+
+def test_the_embedded_default_needs_no_variables() -> None:
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='enact_platform.settings'; django.setup();"
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'], 'orm' in s.Q_CLUSTER, s.ENACT_PUBLISH_DIRECT)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["django.db.backends.sqlite3", "channels.layers.InMemoryChannelLayer", "True", "False"]
+
+
+def test_a_bad_lease_setting_stops_start_up() -> None:
+    code = "import os; os.environ['DJANGO_SETTINGS_MODULE']='enact_platform.settings'; import django; django.setup()"
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "ENACT_LEASE_SECONDS": "2", "ENACT_HEARTBEAT_SECONDS": "5"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS" in out.stderr

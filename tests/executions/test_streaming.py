@@ -64,9 +64,13 @@ def test_a_rolled_back_event_is_never_published(tenant_a: Tenant, layer: Any) ->
     class Abort(Exception):
         pass
 
-    with pytest.raises(Abort), transaction.atomic():
-        kernel_for(execution).cancel_execution("test")
-        raise Abort
+    def cancel_then_roll_back() -> None:
+        with transaction.atomic():
+            kernel_for(execution).cancel_execution("test")
+            raise Abort
+
+    with pytest.raises(Abort):
+        cancel_then_roll_back()
 
     assert _receive(layer, channel, timeout=0.5) is None
     assert Execution.objects.get(pk=execution.pk).state == "queued"

@@ -8,6 +8,7 @@ to PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -147,7 +148,12 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
             },
-            "TEST": {"NAME": env_str("ENACT_SQLITE_TEST_PATH", str(BASE_DIR / "enact-test.sqlite3"))},
+            # A file (worker processes in the tests must see it), one per test session.
+            "TEST": {
+                "NAME": env_str(
+                    "ENACT_SQLITE_TEST_PATH", str(Path(tempfile.gettempdir()) / f"enact-test-{os.getpid()}.sqlite3")
+                )
+            },
         }
     }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from executions.kernel import (
     CancellationToken,
     CompiledGraph,
@@ -97,7 +99,9 @@ def kernel_execution(execution: Execution) -> KernelExecution:
     )
 
 
-def kernel_for(execution: Execution, token: CancellationToken | None = None) -> ExecutionKernel:
+def kernel_for(
+    execution: Execution, token: CancellationToken | None = None, inbox_pending: threading.Event | None = None
+) -> ExecutionKernel:
     """A kernel for this execution with every Django store plugged in."""
     limits = TenantLimits.objects.get(tenant_id=execution.tenant_id)
     user_id = str(execution.created_by_id) if execution.created_by_id else None
@@ -107,7 +111,7 @@ def kernel_for(execution: Execution, token: CancellationToken | None = None) -> 
         )
         .with_event_sink(DjangoEventSink(execution))
         .with_checkpoint_store(DjangoCheckpointStore())
-        .with_inbox(DjangoInboxStore(execution.tenant_id))
+        .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))
         .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits))
         .with_unit_of_work(DjangoUnitOfWork())
     )

@@ -60,7 +60,8 @@ class DjangoEventSink:
             raise LeaseLost(f"seq {event.seq} of {self.execution_id} was written by another worker") from exc
 
     def _append(self, event: StreamEvent) -> None:
-        with transaction.atomic():
+        # No savepoint: inside the kernel's unit of work any failure aborts the whole run anyway.
+        with transaction.atomic(savepoint=False):
             ExecutionEvent.objects.create(
                 id=event.id,
                 execution_id=self.execution_id,
@@ -132,17 +133,18 @@ class DjangoCheckpointStore:
     """Keeps the latest checkpoint of each execution (one row, replaced), and its usage."""
 
     def save_checkpoint(self, checkpoint: KernelCheckpoint) -> None:
+        # Live usage is read from here while a run goes on; the worker copies it to the
+        # execution when the run ends (one write per step saved).
         fields = {"checkpoint_id": checkpoint.id, "seq": checkpoint.seq, "data": checkpoint.to_dict()}
         if not Checkpoint.objects.filter(execution_id=checkpoint.execution_id).update(**fields):
             Checkpoint.objects.create(execution_id=checkpoint.execution_id, **fields)
-        Execution.objects.filter(pk=checkpoint.execution_id).update(usage=_public_usage(checkpoint.usage))
 
     def load_checkpoint(self, execution_id: str) -> KernelCheckpoint | None:
         row = Checkpoint.objects.filter(execution_id=execution_id).first()
         return KernelCheckpoint.from_dict(row.data) if row else None
 
 
-def _public_usage(usage: dict[str, Any]) -> dict[str, Any]:
+def public_usage(usage: dict[str, Any]) -> dict[str, Any]:
     keys = ("steps", "input_tokens", "output_tokens", "cost_usd", "wall_time_ms", "discovered_steps", "discovery_depth")
     public = {k: usage.get(k, 0) for k in keys}
     public["total_tokens"] = public["input_tokens"] + public["output_tokens"]
@@ -150,10 +152,14 @@ def _public_usage(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 class DjangoInboxStore:
-    """Inbox messages as rows; draining marks them consumed in the caller's transaction."""
+    """Inbox messages as rows; draining marks them consumed in the caller's transaction.
 
-    def __init__(self, tenant_id: int) -> None:
+    ``pending`` (set by the worker's monitor, which polls for new messages) spares a query per
+    step: without it, ``has_messages`` asks the database."""
+
+    def __init__(self, tenant_id: int, pending: threading.Event | None = None) -> None:
         self.tenant_id = tenant_id
+        self.pending = pending
 
     def push(self, execution_id: str, message: KernelMessage) -> None:
         payload = message_to_dict(message)
@@ -168,10 +174,14 @@ class DjangoInboxStore:
         )
 
     def has_messages(self, execution_ids: list[str]) -> bool:
+        if self.pending is not None:
+            return self.pending.is_set()
         return InboxMessage.objects.filter(execution_id__in=execution_ids, consumed_at__isnull=True).exists()
 
     def drain(self, execution_ids: list[str]) -> list[KernelMessage]:
-        with transaction.atomic():
+        if self.pending is not None:
+            self.pending.clear()  # before reading, so a message that lands meanwhile sets it again
+        with transaction.atomic(savepoint=False):
             rows = list(
                 InboxMessage.objects.select_for_update()
                 .filter(execution_id__in=execution_ids, consumed_at__isnull=True)
@@ -243,4 +253,5 @@ class DjangoArtifactStore:
 
 class DjangoUnitOfWork:
     def atomic(self) -> AbstractContextManager[object]:
-        return transaction.atomic()
+        # Nested units join the outer transaction: a failure aborts the run, never half of it.
+        return transaction.atomic(savepoint=False)

@@ -21,8 +21,8 @@ from executions import kernel_bridge, services
 from executions.kernel import MISSING, CancellationToken, Checkpoint, ExecutionError, ExecutionState
 from executions.kernel import ids as kernel_ids
 from executions.kernel.persistence import Lane, Position
-from executions.models import Execution
-from executions.stores import DjangoCheckpointStore, last_seq
+from executions.models import Execution, InboxMessage
+from executions.stores import DjangoCheckpointStore, last_seq, public_usage
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class _Running:
     def __init__(self, token: CancellationToken) -> None:
         self.token = token
         self.fence = threading.Event()
+        # Set while the execution may have unread inbox messages; starts set so a run's first
+        # look at its inbox really looks.
+        self.inbox_pending = threading.Event()
+        self.inbox_pending.set()
 
 
 class WorkerMonitor:
@@ -97,6 +101,7 @@ class WorkerMonitor:
             running = dict(self._running)
         if running:
             self._deliver_cancels(running)
+            self._flag_inbox(running)
         now = time.monotonic()
         if running and now - self._last_heartbeat >= settings.ENACT_HEARTBEAT_SECONDS:
             self._last_heartbeat = now
@@ -109,6 +114,12 @@ class WorkerMonitor:
             found = services.executions_reap()
             if any(found.values()):
                 logger.info("reaper: %s", found)
+
+    @staticmethod
+    def _flag_inbox(running: dict[str, _Running]) -> None:
+        pending = InboxMessage.objects.filter(execution_id__in=list(running), consumed_at__isnull=True)
+        for execution_id in set(pending.values_list("execution_id", flat=True)):
+            running[execution_id].inbox_pending.set()
 
     @staticmethod
     def _deliver_cancels(running: dict[str, _Running]) -> None:
@@ -133,7 +144,7 @@ def execution_run(execution_id: str) -> str:
             return _give_up(execution, f"the execution stopped its worker {MAX_CLAIMS} times")
         if execution.cancel_requested_at:
             token.cancel(execution.cancel_reason or "cancelled")
-        return _run(execution, token, entry.fence)
+        return _run(execution, token, entry)
     except LeaseLost:
         return "lease lost"
     finally:
@@ -141,13 +152,13 @@ def execution_run(execution_id: str) -> str:
         services.execution_release(execution_id=execution.pk, worker=worker)
 
 
-def _run(execution: Execution, token: CancellationToken, fence: threading.Event) -> str:
+def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str:
     try:
         graph = kernel_bridge.graph_for(execution)
     except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
         return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
-    kernel = kernel_bridge.kernel_for(execution, token)
-    kernel.sink.fence = fence  # type: ignore[attr-defined]
+    kernel = kernel_bridge.kernel_for(execution, token, entry.inbox_pending)
+    kernel.sink.fence = entry.fence  # type: ignore[attr-defined]
     checkpoint = DjangoCheckpointStore().load_checkpoint(execution.pk)
     if execution.state in (Execution.State.QUEUED, Execution.State.CREATED) and checkpoint is None:
         result = kernel.execute_graph(graph, execution.input)
@@ -157,6 +168,7 @@ def _run(execution: Execution, token: CancellationToken, fence: threading.Event)
         answer = execution.resume_input["value"] if execution.resume_input else MISSING
         result = kernel.resume_graph(graph, checkpoint, input=answer)
         Execution.objects.filter(pk=execution.pk).update(resume_input=None)
+    Execution.objects.filter(pk=execution.pk).update(usage=public_usage(kernel.usage_snapshot() or {}))
     return result.state.value
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tenants.models import Tenant
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 
 @pytest.fixture

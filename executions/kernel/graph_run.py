@@ -148,6 +148,20 @@ class GraphRun:
             self.usage.wall_time_ms = self._running_ms()
 
     def _loop(self) -> RunResult:
+        # Handling a step's result, checkpointing and starting the next step are one unit of
+        # work: one transaction, one commit per step on a database. Waiting happens outside it.
+        with self.kernel._atomic():
+            done = self._step_forward()
+        while done is None:
+            message = self._next_message()
+            with self.kernel._atomic():
+                done = self._handle(message) if message is not None else self._on_timeout()
+                if done is None:
+                    done = self._step_forward()
+        return done
+
+    def _step_forward(self) -> RunResult | None:
+        """Finish, let go, join or launch what can run; ``None`` means: wait for a message."""
         k = self.kernel
         while True:
             if k.state.is_terminal:
@@ -168,18 +182,17 @@ class GraphRun:
                 return self._fail(failure)
             if k.state.is_terminal:
                 return k._result()
-            if not self.flights and not self.ready_at:
-                continue  # a stop was set, or lanes finished: the top of the loop acts on it
-            message = self._next_message()
-            if message is None:
-                violation = self._time_violation()
-                if violation is not None:
-                    k._policy_event("deny", violation.message, limit=violation.limit.value)
-                    return self._fail(violation.to_error())
-                continue
-            result = self._handle(message)
-            if result is not None:
-                return result
+            if self.flights or self.ready_at:
+                return None
+            # Nothing in flight and nothing waiting for a backoff: a stop was set or lanes
+            # finished; the next pass acts on it.
+
+    def _on_timeout(self) -> RunResult | None:
+        violation = self._time_violation()
+        if violation is None:
+            return None
+        self.kernel._policy_event("deny", violation.message, limit=violation.limit.value)
+        return self._fail(violation.to_error())
 
     def _next_message(self) -> tuple[Any, ...] | None:
         timeout = self._timeout()

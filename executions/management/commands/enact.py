@@ -46,7 +46,8 @@ STATE_AFTER = {
 TERMINAL_EVENTS = frozenset({"data-execution-end", "data-execution-failed", "data-execution-cancelled"})
 
 
-# --- argument types: argparse turns their ArgumentTypeError into "argument --x: <message>" ----------
+# --- argument types ------------------------------------------------------------------------
+# argparse reports an ArgumentTypeError as "argument --x: <message>" and exits 2.
 
 
 def _json(text: str) -> Any:
@@ -100,15 +101,18 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
-# (option, TenantLimits field, type, help)
-LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
-    ("--max-concurrent", "max_concurrent_executions", _whole(1), "executions running at once"),
-    ("--max-steps", "max_steps", _or_none(_whole(1)), "steps per execution, or none"),
-    ("--max-tokens", "max_tokens", _or_none(_whole(1)), "tokens per execution, or none"),
-    ("--max-wall-time", "max_wall_time_s", _or_none(_seconds), "seconds per execution, or none"),
-    ("--max-cost", "max_cost_usd", _or_none(_usd), "US dollars per execution, or none"),
-    ("--per-day", "executions_per_day", _or_none(_whole(0)), "executions per UTC day, or none"),
+# (option, TenantLimits field, type, metavar, help)
+LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
+    ("--max-concurrent", "max_concurrent_executions", _whole(1), "N", "executions running at once"),
+    ("--max-steps", "max_steps", _or_none(_whole(1)), "N", "steps per execution, or none"),
+    ("--max-tokens", "max_tokens", _or_none(_whole(1)), "N", "tokens per execution, or none"),
+    ("--max-wall-time", "max_wall_time_s", _or_none(_seconds), "S", "seconds per execution, or none"),
+    ("--max-cost", "max_cost_usd", _or_none(_usd), "USD", "US dollars per execution, or none"),
+    ("--per-day", "executions_per_day", _or_none(_whole(0)), "N", "executions per UTC day, or none"),
 )
+
+
+# --- subcommands -------------------------------------------------------------------------------
 
 
 def _add_tenant_commands(commands: Any) -> None:
@@ -123,8 +127,8 @@ def _add_tenant_commands(commands: Any) -> None:
 
     p = commands.add_parser("limits", help="show, or set, a tenant's limits")
     p.add_argument("slug")
-    for option, limit, parse, text in LIMIT_OPTIONS:
-        p.add_argument(option, dest=limit, type=parse, default=argparse.SUPPRESS, metavar="N", help=text)
+    for option, limit, parse, metavar, text in LIMIT_OPTIONS:
+        p.add_argument(option, dest=limit, type=parse, default=argparse.SUPPRESS, metavar=metavar, help=text)
 
 
 def _add_execution_commands(commands: Any) -> None:
@@ -189,7 +193,7 @@ class Command(BaseCommand):
 
     def cmd_limits(self, options: dict[str, Any]) -> None:
         tenant = tenant_get(slug=options["slug"])
-        changes = {limit: options[limit] for _, limit, _, _ in LIMIT_OPTIONS if limit in options}
+        changes = {limit: options[limit] for _, limit, *_ in LIMIT_OPTIONS if limit in options}
         limits = tenant_set_limits(tenant=tenant, changes=changes) if changes else tenant.limits
         self._show_limits(limits)
 
@@ -236,17 +240,25 @@ class Command(BaseCommand):
 
     def _follow(self, execution: Execution) -> None:
         """Print the execution's events as they are stored until the terminal one."""
-        self.stdout.write(f"watching {execution.pk} (tenant {execution.tenant.slug}, graph {execution.graph})")
-        progress = Progress(state=execution.state)
         try:
-            while not self._poll(execution, progress):
-                _wait()
+            progress = self._follow_until_ended(execution)
         except KeyboardInterrupt:
             # Watching only reads: stopping it leaves the execution as it is.
             raise CommandError(f"stopped watching {execution.pk}; it goes on", returncode=INTERRUPTED) from None
         if progress.state != S.COMPLETED:
             because = f": {progress.outcome}" if progress.outcome else ""
             raise CommandError(f"execution {execution.pk} {progress.state}{because}")
+
+    def _follow_until_ended(self, execution: Execution) -> Progress:
+        execution.refresh_from_db(fields=["state"])
+        self.stdout.write(
+            f"watching {execution.pk} (tenant {execution.tenant.slug}, graph {execution.graph}), now {execution.state}"
+        )
+        # Every execution starts queued; replaying its events from the first brings it up to date.
+        progress = Progress(state=S.QUEUED)
+        while not self._poll(execution, progress):
+            _wait()
+        return progress
 
     def _poll(self, execution: Execution, progress: Progress) -> bool:
         """Print what is new; True once the execution has ended."""
@@ -391,13 +403,13 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "data-step-start": _step_start,
     "data-step-end": lambda d: f"output {_short(d.get('output'))}{_ms(d)}",
     "data-step-failed": lambda d: f"error {_error_text(d.get('error'))}",
-    "data-execution-paused": lambda d: f"paused: {d.get('reason') or 'no reason given'}",
+    "data-execution-paused": lambda d: f"reason: {d.get('reason') or '-'}",
     "data-execution-resumed": lambda d: "",
     "data-execution-waiting": _waiting,
     "data-execution-input-received": lambda d: f"input {_short(d.get('input'))}",
     "data-execution-end": lambda d: f"output {_short(d.get('output'))}{_ms(d)}",
     "data-execution-failed": lambda d: f"error {_error_text(d.get('error'))}",
-    "data-execution-cancelled": lambda d: f"cancelled: {d.get('reason') or 'no reason given'}",
+    "data-execution-cancelled": lambda d: f"reason: {d.get('reason') or '-'}",
     "data-artifact-created": lambda d: f"{d.get('name')} ({d.get('artifact_type')}, {d.get('size')} bytes)",
     "data-checkpoint": lambda d: f"covers #{d.get('covers_seq')}, next {', '.join(d.get('nodes') or []) or '-'}",
     "data-text-delta": lambda d: _short(d.get("delta", "")),

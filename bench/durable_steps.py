@@ -1,0 +1,357 @@
+"""Durable step cost and pickup latency, on PostgreSQL.
+
+Per-step cost of an N-node chain run through the platform's kernel with the Django stores (every
+event appended to the log and the Execution and Step rows kept current, a checkpoint after every
+step), side by side in one run with one INSERT+commit on the same database (the floor for a
+durable step) and with LangGraph on the same chain with its PostgresSaver.
+
+Then pickup latency: submit through the service -> the first step's start, as stamped on its
+event by the worker, with an idle worker cluster (django-q2, ORM broker; and Redis if reachable).
+
+    .venv/bin/python -m bench.durable_steps                # n=200, 3 runs, 50 pickups per broker
+    .venv/bin/python -m bench.durable_steps --tiny         # a smoke check for CI
+    DATABASE_URL=postgres://… .venv/bin/python -m bench.durable_steps
+
+It uses its own database (``enact_bench`` unless ``--database`` names another), created if missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+from bench._common import (
+    RESULTS_DIR,
+    Samples,
+    fmt,
+    machine_info,
+    markdown_table,
+    package_version,
+    rotated,
+    timed,
+    write_json,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
+TARGET_VS_PEER = 0.3
+TARGET_VS_FLOOR = 3.0
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pickups", type=int, default=50)
+    parser.add_argument("--database", default="enact_bench")
+    parser.add_argument("--tiny", action="store_true", help="n=20, 1 run, 5 pickups; writes no results")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "durable_steps.json")
+    parser.add_argument("--pickup-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tiny:
+        args.n, args.repeats, args.pickups = 20, 1, 5
+    return args
+
+
+def _database_url(name: str) -> str:
+    server = urlparse(os.environ.get("DATABASE_URL") or DEFAULT_SERVER)
+    return urlunparse(server._replace(path=f"/{name}"))
+
+
+def _create_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "enact_platform.settings")
+    os.environ["ENACT_PUBLISH_DIRECT"] = "0"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+# --- the three durable variants ----------------------------------------------------------------
+
+
+def insert_commit_floor(url: str, count: int) -> float:
+    """Median µs of one small INSERT + commit, the least a durable step can cost."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, payload jsonb)")
+        samples = []
+        for i in range(count):
+            start = time.perf_counter()
+            conn.execute("INSERT INTO bench_floor (payload) VALUES (%s)", (f'{{"i": {i}}}',))
+            samples.append((time.perf_counter() - start) * 1e6)
+        conn.execute("DROP TABLE bench_floor")
+    return statistics.median(samples)
+
+
+def _bench_tenant() -> Any:
+    from tenants.models import Tenant
+    from tenants.services import tenant_create, tenant_set_limits
+
+    tenant = Tenant.objects.filter(slug="bench").first() or tenant_create(slug="bench")
+    unlimited = {
+        "max_steps": None,
+        "max_tokens": None,
+        "max_wall_time_s": None,
+        "max_cost_usd": None,
+        "max_step_repetitions": None,
+        "idle_timeout_s": None,
+        "max_concurrent_executions": 100,
+        "executions_per_day": None,
+    }
+    tenant_set_limits(tenant=tenant, changes=unlimited)
+    return tenant
+
+
+def ours_durable(tenant: Any, n: int) -> float:
+    """µs per step of one whole demo.chain execution through the kernel and the Django stores."""
+    from executions.kernel_bridge import graph_for, kernel_for
+    from executions.models import Execution
+
+    execution = Execution.objects.create(tenant=tenant, graph="demo.chain", input={"n": n})
+    graph = graph_for(execution)
+    kernel = kernel_for(execution)
+    seconds, result = timed(lambda: kernel.execute_graph(graph, execution.input))
+    assert result.state.value == "completed", result
+    assert result.output == n, result
+    return seconds / n * 1e6
+
+
+def langgraph_postgres(url: str, n: int) -> float | None:
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from langgraph.graph import END, START, StateGraph
+    except ImportError:
+        return None
+    from typing import TypedDict
+
+    class State(TypedDict):
+        value: int
+
+    builder = StateGraph(State)
+    for i in range(n):
+        builder.add_node(f"n{i}", lambda state: {"value": state["value"] + 1})
+        builder.add_edge(START if i == 0 else f"n{i - 1}", f"n{i}")
+    builder.add_edge(f"n{n - 1}", END)
+    with PostgresSaver.from_conn_string(url) as saver:
+        saver.setup()
+        graph = builder.compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": f"bench-{time.time_ns()}"}, "recursion_limit": n + 10}
+        seconds, out = timed(lambda: graph.invoke({"value": 0}, config))
+    assert out["value"] == n, out
+    return seconds / n * 1e6
+
+
+def durable_rounds(url: str, n: int, repeats: int) -> list[Samples]:
+    tenant = _bench_tenant()
+    ours = Samples("ours", "ours: kernel + Django stores on PostgreSQL")
+    peer = Samples("langgraph_postgres", "LangGraph + PostgresSaver")
+    ours_durable(tenant, n)  # warm-up: connections, imports, plans
+    peer_ok = langgraph_postgres(url, n) is not None
+    variants = [("ours", lambda: ours_durable(tenant, n), ours)]
+    if peer_ok:
+        variants.append(("peer", lambda: langgraph_postgres(url, n), peer))
+    for round_no in range(repeats):
+        for _, run, samples in rotated(variants, round_no):
+            samples.us_per_step.append(run())  # type: ignore[arg-type]
+    return [ours, peer] if peer_ok else [ours]
+
+
+# --- pickup latency ----------------------------------------------------------------------------
+
+
+class Cluster:
+    def __init__(self, url: str, redis_url: str | None) -> None:
+        env = {**os.environ, "DATABASE_URL": url, "ENACT_WORKERS": "2", "ENACT_PUBLISH_DIRECT": "0"}
+        env.pop("REDIS_URL", None)
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def pickup_latencies(url: str, count: int) -> list[float]:
+    """ms from just before ``execution_submit`` to the first step's start, one at a time.
+
+    Runs in a process whose settings already name the broker (django-q2 reads them at import)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from executions.models import Execution, ExecutionEvent
+    from executions.services import execution_submit
+
+    tenant = _bench_tenant()
+    cluster = Cluster(url, settings.REDIS_URL or None)
+    try:
+        _wait_for_first_run(tenant, execution_submit, Execution)
+        samples = []
+        for _ in range(count):
+            submitted = timezone.now()
+            execution, _ = execution_submit(tenant=tenant, graph="demo.chain", input={"n": 1})
+            started = _wait_event(ExecutionEvent, execution.pk, "data-step-start")
+            samples.append((started - submitted).total_seconds() * 1000)
+            _wait_state(Execution, execution.pk, "completed")
+            time.sleep(0.05)  # an idle worker, as the figure asks
+        return samples
+    finally:
+        cluster.stop()
+
+
+def pickup_in_child(database: str, count: int, redis_url: str | None) -> list[float]:
+    env = {**os.environ}
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.durable_steps", "--pickup-only", "--pickups", str(count), "--database", database],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [float(x) for x in out.stdout.strip().splitlines()[-1].split(",")]
+
+
+def _wait_for_first_run(tenant: Any, submit: Any, model: Any) -> None:
+    execution, _ = submit(tenant=tenant, graph="demo.chain", input={"n": 1})
+    _wait_state(model, execution.pk, "completed", timeout=60)
+
+
+def _wait_event(model: Any, execution_id: str, event_type: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = (
+            model.objects.filter(execution_id=execution_id, type=event_type).values_list("timestamp", flat=True).first()
+        )
+        if found:
+            return found
+        time.sleep(0.005)
+    raise TimeoutError(f"no {event_type} for {execution_id}")
+
+
+def _wait_state(model: Any, execution_id: str, state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while model.objects.values_list("state", flat=True).get(pk=execution_id) != state:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_id} did not reach {state}")
+        time.sleep(0.005)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _redis_url() -> str | None:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except Exception:
+        return None
+    return url
+
+
+def main() -> None:
+    args = _parse()
+    url = _database_url(args.database)
+    _create_database(url)
+    _setup_django(url)
+    if args.pickup_only:
+        print(",".join(f"{v:.3f}" for v in pickup_latencies(url, args.pickups)))
+        return
+
+    floor = insert_commit_floor(url, 200 if args.tiny else 2000)
+    durable = durable_rounds(url, args.n, args.repeats)
+    ours = durable[0]
+    peer = durable[1] if len(durable) > 1 else None
+    rows = [["one INSERT + commit (floor)", fmt(floor), "1.00x", "", ""]]
+    for samples in durable:
+        rows.append([samples.label, fmt(samples.median), f"{samples.median / floor:.2f}x", fmt(samples.best), ""])
+    if peer is not None:
+        rows[1][4] = f"{ours.median / peer.median:.2f}x LangGraph"
+    print(f"\nDurable step cost, n={args.n}, {args.repeats} run(s) each, µs per step (median):\n")
+    print(markdown_table(["variant", "µs/step", "vs floor", "best", "ratio"], rows))
+    if peer is None:
+        print("\nlanggraph not installed: pip install -e '.[bench]' to compare with LangGraph")
+
+    pickups: dict[str, list[float]] = {"orm": pickup_in_child(args.database, args.pickups, None)}
+    redis_url = _redis_url()
+    if redis_url:
+        pickups["redis"] = pickup_in_child(args.database, args.pickups, redis_url)
+    print(f"\nPickup latency (submit -> first step started), {args.pickups} submissions, idle worker:\n")
+    print(
+        markdown_table(
+            ["broker", "p50 ms", "p99 ms", "max ms"],
+            [[b, fmt(_percentile(v, 0.5)), fmt(_percentile(v, 0.99)), fmt(max(v))] for b, v in pickups.items()],
+        )
+    )
+    if not args.tiny:
+        write_json(
+            args.output,
+            {
+                "benchmark": "durable_steps",
+                "n": args.n,
+                "repeats": args.repeats,
+                "machine": machine_info(),
+                "langgraph": package_version("langgraph"),
+                "insert_commit_floor_us": round(floor, 1),
+                "variants": {s.name: s.to_dict() for s in durable},
+                "ratio_vs_langgraph": round(ours.median / peer.median, 3) if peer else None,
+                "ratio_vs_floor": round(ours.median / floor, 3),
+                "targets": {
+                    "vs_langgraph": TARGET_VS_PEER,
+                    "vs_floor": TARGET_VS_FLOOR,
+                    "pickup_p50_ms": 20,
+                    "pickup_p99_ms": 100,
+                },
+                "pickup_ms": {
+                    b: {
+                        "p50": round(_percentile(v, 0.5), 2),
+                        "p99": round(_percentile(v, 0.99), 2),
+                        "samples": [round(x, 2) for x in v],
+                    }
+                    for b, v in pickups.items()
+                },
+            },
+        )
+        print(f"\nwrote {args.output.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""The operators' admin for executions: read-only pages, and cancel / pause / resume through
+``executions.services``, in bulk from the changelist or one at a time from the change page.
+
+Rows are scoped to the requesting user's tenants as in ``tenants.admin``; the execution rows are
+projections of the event log, so the admin never writes them itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from enact_platform.errors import PlatformError
+from executions.models import Artifact, Execution, Step
+from executions.selectors import execution_events
+from executions.services import execution_cancel, execution_pause, execution_resume
+from tenants.admin import NOT_ALLOWED, TenantScopedAdmin, report
+
+EVENT_LOG_LIMIT = 1000
+EVENT_DATA_CHARS = 1000
+
+
+# --- controls ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Control:
+    action: str
+    label: str
+    service: Callable[..., Execution]
+    applies: Callable[[Execution], bool]
+    confirm: str = ""
+
+
+CONTROLS = {
+    "cancel": Control(
+        "cancel",
+        "Cancel",
+        execution_cancel,
+        lambda e: not e.is_terminal,
+        confirm="Cancel this execution? This cannot be undone.",
+    ),
+    "pause": Control("pause", "Pause", execution_pause, lambda e: e.state == Execution.State.RUNNING),
+    "resume": Control(
+        "resume", "Resume", execution_resume, lambda e: e.state in (Execution.State.PAUSED, Execution.State.WAITING)
+    ),
+}
+
+
+def _outcome(action: str, after: Execution) -> str:
+    """How a control that the service accepted left the execution, for the operator."""
+    if action == "cancel":
+        if after.state == Execution.State.CANCELLED:
+            return "Cancelled"
+        return f"Already {after.state}" if after.is_terminal else "Cancel requested (a worker holds it)"
+    return "Pause requested" if action == "pause" else "Resume requested"
+
+
+def run_control(request: HttpRequest, execution: Execution, action: str) -> str:
+    """Apply one control through its service; returns the outcome, raises PlatformError."""
+    after = CONTROLS[action].service(
+        tenant=execution.tenant, execution_id=execution.pk, actor=request.user.get_username()
+    )
+    return _outcome(action, after)
+
+
+# --- inlines: parts of the execution, read-only -----------------------------------------------
+
+
+class ReadOnlyExecutionPartInline(admin.TabularInline):
+    """Steps and artifacts are written by the kernel; seeing the execution is seeing them."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return request.user.has_perm("executions.view_execution") or request.user.has_perm(
+            "executions.change_execution"
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+
+class StepInline(ReadOnlyExecutionPartInline):
+    model = Step
+    ordering = ["position"]
+    fields = [
+        "position",
+        "id",
+        "name",
+        "step_type",
+        "state",
+        "attempt",
+        "parent_step_id",
+        "duration_ms",
+        "started_at",
+        "ended_at",
+        "error",
+    ]
+    readonly_fields = fields
+
+
+class ArtifactInline(ReadOnlyExecutionPartInline):
+    model = Artifact
+    fk_name = "execution"
+    fields = ["id", "name", "artifact_type", "content_type", "size", "step_id", "sha256", "created_at"]
+    readonly_fields = fields
+
+
+# --- executions -------------------------------------------------------------------------------
+
+
+def _compact(data: Any) -> str:
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= EVENT_DATA_CHARS else text[:EVENT_DATA_CHARS] + "…"
+
+
+@admin.register(Execution)
+class ExecutionAdmin(TenantScopedAdmin):
+    list_display = ["id", "tenant", "graph", "state", "wait_reason", "created_at", "started_at", "ended_at"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "state", "graph"]
+    date_hierarchy = "created_at"
+    search_fields = ["^id", "graph"]
+    list_select_related = ["tenant"]
+    # Counting every execution on each page load gets slow; the filtered count is enough.
+    show_full_result_count = False
+    actions = ["cancel", "pause", "resume"]
+    inlines = [StepInline, ArtifactInline]
+    fieldsets = [
+        (None, {"fields": ["id", "tenant", "graph", "graph_version", "state", "wait_reason", "wait_detail"]}),
+        ("Data", {"fields": ["input", "output", "error", "usage", "metadata"]}),
+        ("Origin", {"fields": ["parent", "created_by", "idempotency_key"]}),
+        ("Times", {"fields": ["created_at", "enqueued_at", "started_at", "ended_at", "updated_at"]}),
+        (
+            "Worker",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "lease_owner",
+                    "lease_expires_at",
+                    "claims",
+                    "cancel_requested_at",
+                    "cancel_reason",
+                    "resume_requested",
+                    "resume_input",
+                ],
+            },
+        ),
+        ("Event log", {"fields": ["event_log"]}),
+    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+
+    # Executions change only through their services (the control actions below).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        return False
+
+    @admin.display(description="events")
+    def event_log(self, obj: Execution) -> SafeString:
+        events = execution_events(tenant=obj.tenant, execution_id=obj.pk, limit=EVENT_LOG_LIMIT + 1)
+        if not events:
+            return format_html("<p>{}</p>", "No events yet.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (e.seq, e.type, e.step_id, e.timestamp.isoformat(timespec="milliseconds"), _compact(e.data))
+                for e in events[:EVENT_LOG_LIMIT]
+            ),
+        )
+        table = format_html(
+            '<table class="event-log"><thead><tr><th>seq</th><th>type</th><th>step</th><th>timestamp</th>'
+            "<th>data</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+        if len(events) > EVENT_LOG_LIMIT:
+            return format_html("{}<p>Only the first {} events are shown.</p>", table, EVENT_LOG_LIMIT)
+        return table
+
+    # -- bulk actions --
+
+    @admin.action(description="Cancel selected executions", permissions=["operate"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
+        self._control_many(request, queryset, "cancel")
+
+    @admin.action(description="Pause selected executions", permissions=["operate"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
+        self._control_many(request, queryset, "pause")
+
+    @admin.action(description="Resume selected executions", permissions=["operate"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
+        self._control_many(request, queryset, "resume")
+
+    def _control_many(self, request: HttpRequest, executions: Iterable[Execution], action: str) -> None:
+        done: dict[str, list[str]] = {}
+        failed: list[tuple[str, str]] = []
+        for execution in executions:
+            if not self.has_operate_permission(request, execution):
+                failed.append((execution.pk, NOT_ALLOWED))
+                continue
+            try:
+                outcome = run_control(request, execution, action)
+            except PlatformError as exc:
+                failed.append((execution.pk, exc.message))
+            else:
+                done.setdefault(outcome, []).append(execution.pk)
+        report(request, done, failed)
+
+    # -- buttons on the change page --
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        controls = [
+            path(
+                f"<path:object_id>/{action}/",
+                self.admin_site.admin_view(self.control_view),
+                {"action": action},
+                name="{}_{}_{}".format(*info, action),
+            )
+            for action in CONTROLS
+        ]
+        # Before the defaults: their catch-all "<path:object_id>/" would swallow these.
+        return controls + super().get_urls()
+
+    def control_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """One control from the change page: POST only (admin_view adds CSRF protection)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        execution = self.get_object(request, unquote(object_id))
+        if execution is None:
+            raise Http404("execution not found")
+        if not self.has_operate_permission(request, execution):
+            raise PermissionDenied
+        try:
+            outcome = run_control(request, execution, action)
+        except PlatformError as exc:
+            messages.error(request, f"{execution.pk}: {exc.message}")
+        else:
+            messages.success(request, f"{outcome}: {execution.pk}.")
+        return HttpResponseRedirect(self._change_url(execution))
+
+    def _change_url(self, execution: Execution, action: str = "change") -> str:
+        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_{action}"
+        return reverse(name, args=[quote(execution.pk)], current_app=self.admin_site.name)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Execution | None = None,
+    ) -> HttpResponse:
+        controls = []
+        if obj is not None and self.has_operate_permission(request, obj):
+            controls = [
+                {"action": c.action, "label": c.label, "confirm": c.confirm, "url": self._change_url(obj, c.action)}
+                for c in CONTROLS.values()
+                if c.applies(obj)
+            ]
+        context["execution_controls"] = controls
+        return super().render_change_form(request, context, add, change, form_url, obj)

@@ -105,15 +105,16 @@ def kernel_for(
     """A kernel for this execution with every Django store plugged in."""
     limits = TenantLimits.objects.get(tenant_id=execution.tenant_id)
     user_id = str(execution.created_by_id) if execution.created_by_id else None
+    sink = DjangoEventSink(execution)
     kernel = (
         ExecutionKernel.with_execution(
             kernel_execution(execution), tenant_context(limits, user_id), last_seq=last_seq(execution.pk)
         )
-        .with_event_sink(DjangoEventSink(execution))
+        .with_event_sink(sink)
         .with_checkpoint_store(DjangoCheckpointStore())
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))
         .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits))
-        .with_unit_of_work(DjangoUnitOfWork())
+        .with_unit_of_work(DjangoUnitOfWork(sink))
     )
     if token is not None:
         kernel.with_cancellation_token(token)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -35,34 +36,71 @@ S = Execution.State
 
 
 class DjangoEventSink:
-    """Appends events to the log and keeps the Execution and Step rows current."""
+    """Appends events to the log and keeps the Execution and Step rows current.
+
+    Inside a unit of work (see :class:`DjangoUnitOfWork`) event and step rows are staged and
+    written together when the unit ends: one bulk INSERT of events and one upsert of steps per
+    step of the graph, instead of a statement per row. Outside one, each event is written at once.
+    """
+
+    STEP_FIELDS = ("state", "output", "error", "duration_ms", "ended_at")
 
     def __init__(self, execution: Execution, fence: threading.Event | None = None) -> None:
         # Set by the worker when its lease was lost: from then on nothing more is written.
         self.fence = fence or threading.Event()
         self.execution_id = execution.pk
         self.tenant_id = execution.tenant_id
-        self._next_position = Step.objects.filter(execution_id=execution.pk).aggregate(n=Max("position"))["n"]
-        self._next_position = 0 if self._next_position is None else self._next_position + 1
+        highest = Step.objects.filter(execution_id=execution.pk).aggregate(n=Max("position"))["n"]
+        self._next_position = 0 if highest is None else highest + 1
+        self._depth = 0
+        self._events: list[ExecutionEvent] = []
+        self._steps: dict[str, Step] = {}  # rows this sink created or staged, by id
+        self._dirty: set[str] = set()
 
-    def append(self, event: StreamEvent) -> None:
-        if self.fence.is_set():
-            from executions.worker import LeaseLost
+    # --- units of work --------------------------------------------------------------------------
 
-            raise LeaseLost(f"{self.execution_id} is owned by another worker now")
+    def begin(self) -> None:
+        self._depth += 1
+
+    def end(self, *, ok: bool) -> None:
+        self._depth -= 1
+        if not ok:
+            self._events.clear()
+            self._dirty.clear()
+        elif self._depth == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        events, self._events = self._events, []
+        dirty = [self._steps[i] for i in sorted(self._dirty, key=lambda i: self._steps[i].position)]
+        self._dirty.clear()
         try:
-            self._append(event)
+            if events:
+                ExecutionEvent.objects.bulk_create(events)
+            if dirty:
+                Step.objects.bulk_create(
+                    dirty, update_conflicts=True, unique_fields=["id"], update_fields=list(self.STEP_FIELDS)
+                )
         except IntegrityError as exc:
             # (execution, seq) is unique: a clash means another worker writes this stream now.
             # The unique key is the fencing token; this worker must stop.
-            from executions.worker import LeaseLost
+            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
 
-            raise LeaseLost(f"seq {event.seq} of {self.execution_id} was written by another worker") from exc
+    # --- appending ------------------------------------------------------------------------------
 
-    def _append(self, event: StreamEvent) -> None:
-        # No savepoint: inside the kernel's unit of work any failure aborts the whole run anyway.
+    def append(self, event: StreamEvent) -> None:
+        if self.fence.is_set():
+            raise _lease_lost(f"{self.execution_id} is owned by another worker now")
+        if self._depth:
+            self._stage(event)
+            return
         with transaction.atomic(savepoint=False):
-            ExecutionEvent.objects.create(
+            self._stage(event)
+            self.flush()
+
+    def _stage(self, event: StreamEvent) -> None:
+        self._events.append(
+            ExecutionEvent(
                 id=event.id,
                 execution_id=self.execution_id,
                 tenant_id=self.tenant_id,
@@ -72,16 +110,27 @@ class DjangoEventSink:
                 timestamp=event.timestamp,
                 data=event.data,
             )
-            self._project(event)
-            wire = event.to_wire()
-            transaction.on_commit(lambda: streaming.publish_event(self.tenant_id, wire))
+        )
+        self._project(event)
+        wire = event.to_wire()
+        transaction.on_commit(lambda: streaming.publish_event(self.tenant_id, wire))
+
+    def _step_update(self, step_id: str, **fields: Any) -> None:
+        step = self._steps.get(step_id)
+        if step is None:  # a step from an earlier run of this execution
+            Step.objects.filter(pk=step_id).update(**fields)
+            return
+        for name, value in fields.items():
+            setattr(step, name, value)
+        self._dirty.add(step_id)
 
     def _project(self, event: StreamEvent) -> None:
         data, at = event.data, event.timestamp
         execution = Execution.objects.filter(pk=self.execution_id)
         t = event.type
         if t is EventType.STEP_START:
-            Step.objects.create(
+            assert event.step_id is not None
+            self._steps[event.step_id] = Step(
                 id=event.step_id,
                 execution_id=self.execution_id,
                 position=self._next_position,
@@ -92,14 +141,23 @@ class DjangoEventSink:
                 parent_step_id=data.get("parent_step_id") or "",
                 started_at=at,
             )
+            self._dirty.add(event.step_id)
             self._next_position += 1
         elif t is EventType.STEP_END:
-            Step.objects.filter(pk=event.step_id).update(
-                state="completed", output=data["output"], duration_ms=data["duration_ms"], ended_at=at
+            self._step_update(
+                event.step_id or "",
+                state="completed",
+                output=data["output"],
+                duration_ms=data["duration_ms"],
+                ended_at=at,
             )
         elif t is EventType.STEP_FAILED:
-            Step.objects.filter(pk=event.step_id).update(
-                state="failed", error=data["error"], duration_ms=data.get("duration_ms"), ended_at=at
+            self._step_update(
+                event.step_id or "",
+                state="failed",
+                error=data["error"],
+                duration_ms=data.get("duration_ms"),
+                ended_at=at,
             )
         elif t is EventType.EXECUTION_START:
             execution.update(state=S.RUNNING, started_at=at)
@@ -115,13 +173,20 @@ class DjangoEventSink:
             execution.update(state=S.FAILED, error=data["error"], ended_at=at, wait_reason="")
         elif t is EventType.EXECUTION_CANCELLED:
             execution.update(state=S.CANCELLED, ended_at=at, wait_reason="")
-            Step.objects.filter(pk__in=data.get("skipped_step_ids") or []).update(state="skipped", ended_at=at)
+            for step_id in data.get("skipped_step_ids") or []:
+                self._step_update(step_id, state="skipped", ended_at=at)
         elif t is EventType.USAGE:
             delta = data.get("delta") or {}
             usage = {k: v for k, v in data.items() if k != "delta"}
             execution.update(usage=usage)
             tokens = int(delta.get("input_tokens", 0)) + int(delta.get("output_tokens", 0))
             tenant_record_usage(tenant_id=self.tenant_id, tokens=tokens, cost_usd=float(delta.get("cost_usd", 0.0)))
+
+
+def _lease_lost(message: str) -> Exception:
+    from executions.worker import LeaseLost
+
+    return LeaseLost(message)
 
 
 def last_seq(execution_id: str) -> int:
@@ -252,6 +317,19 @@ class DjangoArtifactStore:
 
 
 class DjangoUnitOfWork:
-    def atomic(self) -> AbstractContextManager[object]:
+    """A transaction around a unit of the kernel's work; the sink writes what it staged at its end."""
+
+    def __init__(self, sink: DjangoEventSink) -> None:
+        self.sink = sink
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
         # Nested units join the outer transaction: a failure aborts the run, never half of it.
-        return transaction.atomic(savepoint=False)
+        with transaction.atomic(savepoint=False):
+            self.sink.begin()
+            try:
+                yield
+            except BaseException:
+                self.sink.end(ok=False)
+                raise
+            self.sink.end(ok=True)

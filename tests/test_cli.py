@@ -234,8 +234,9 @@ def test_submit_without_input_sends_an_empty_object(tenant_a: Tenant, enqueued: 
         (("nope", "demo.chain"), "not_found: tenant 'nope' not found"),
         (
             ("acme", "no.such.graph"),
+            # Other test modules register graphs of their own; the built-in ones always lead.
             "invalid_input: unknown graph 'no.such.graph' (graphs: demo.approval, demo.chain, demo.fanout, "
-            "demo.flaky, demo.pipeline, demo.slow)",
+            "demo.flaky, demo.pipeline, demo.slow",
         ),
         (
             ("acme", "demo.chain", "--input", '{"n": 3'),
@@ -253,7 +254,8 @@ def test_submit_without_input_sends_an_empty_object(tenant_a: Tenant, enqueued: 
 def test_submit_errors_create_nothing(
     tenant_a: Tenant, enqueued: list[str], args: tuple[str, ...], message: str
 ) -> None:
-    assert str(fails("submit", *args)) == message
+    error = str(fails("submit", *args))
+    assert error.startswith(message) if "unknown graph" in message else error == message
     assert not Execution.objects.exists()
     assert enqueued == []
 

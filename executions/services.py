@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -49,7 +49,7 @@ def execution_submit(
     input: Any,
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution (``queued``) and enqueue it after commit. Returns it and whether it is
     new: a repeated idempotency key returns the first execution, unchanged."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
 
 from enact_platform.errors import NotFound
@@ -18,13 +18,13 @@ def tenant_get(*, slug: str) -> Tenant:
     return tenant
 
 
-def tenant_membership(*, user: AbstractBaseUser | AnonymousUser, tenant: Tenant) -> Membership | None:
+def tenant_membership(*, user: User | AnonymousUser, tenant: Tenant) -> Membership | None:
     if not user.is_authenticated:
         return None
     return Membership.objects.filter(user=user, tenant=tenant).first()
 
 
-def tenants_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[Tenant]:
+def tenants_for_user(*, user: User | AnonymousUser) -> list[Tenant]:
     if not user.is_authenticated:
         return []
     return list(Tenant.objects.filter(memberships__user=user).order_by("slug"))

@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -62,7 +62,7 @@ def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
     return tenant
 
 
-def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(*, tenant: Tenant, user: User, role: str) -> Membership:
     if role not in Membership.Role.values:
         raise InvalidInput(f"unknown role {role!r}")
     membership, _ = Membership.objects.update_or_create(tenant=tenant, user=user, defaults={"role": role})

@@ -80,3 +80,88 @@ def publisher() -> Publisher:
         if _publisher is None:
             _publisher = Publisher()
         return _publisher
+
+
+class Relay:
+    """Carries committed events from the log to this process's channel layer (embedded default).
+
+    Runs as a task on the web server's event loop, where the in-memory layer lives. Rows of
+    concurrent transactions can commit out of key order, so each poll looks back over the last
+    ``lookback`` keys and skips events it already sent; listeners resume by ``seq`` and ignore
+    repeats anyway.
+    """
+
+    def __init__(self, *, poll_seconds: float = 0.05, lookback: int = 500, batch: int = 500) -> None:
+        self.poll_seconds = poll_seconds
+        self.lookback = lookback
+        self.batch = batch
+        self.high_water: int | None = None
+        self._sent: dict[int, None] = {}
+
+    def fetch(self) -> list[tuple[int, int, dict[str, Any]]]:
+        """Rows to send now, as (key, tenant id, wire event). Sync: call from a thread."""
+        from django.db.models import Max
+
+        from executions.models import ExecutionEvent
+
+        if self.high_water is None:  # start from now: listeners replay history from the log
+            self.high_water = ExecutionEvent.objects.aggregate(n=Max("pk_id"))["n"] or 0
+            return []
+        rows = (
+            ExecutionEvent.objects.filter(pk_id__gt=max(0, self.high_water - self.lookback))
+            .order_by("pk_id")
+            .values_list("pk_id", "tenant_id", "id", "seq", "type", "execution_id", "step_id", "timestamp", "data")[
+                : self.batch + self.lookback
+            ]
+        )
+        fresh = []
+        for pk_id, tenant_id, event_id, seq, type_, execution_id, step_id, timestamp, data in rows:
+            if pk_id in self._sent:
+                continue
+            self._sent[pk_id] = None
+            self.high_water = max(self.high_water, pk_id)
+            wire = {
+                "id": event_id,
+                "seq": seq,
+                "type": type_,
+                "execution_id": execution_id,
+                "step_id": step_id or None,
+                "timestamp": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "data": data,
+            }
+            fresh.append((pk_id, tenant_id, wire))
+        while len(self._sent) > 4 * (self.batch + self.lookback):
+            self._sent.pop(next(iter(self._sent)))
+        return fresh
+
+    async def run_once(self) -> int:
+        from channels.db import database_sync_to_async
+
+        layer = get_channel_layer()
+        fresh = await database_sync_to_async(self.fetch)()
+        for _, tenant_id, wire in fresh:
+            await _send_both(layer, tenant_id, wire["execution_id"], {"type": "execution.event", "event": wire})
+        return len(fresh)
+
+    async def run(self) -> None:
+        import asyncio
+
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("event relay poll failed")
+            await asyncio.sleep(self.poll_seconds)
+
+
+_relay_task: Any = None
+
+
+def ensure_relay() -> None:
+    """Start the relay on the running event loop, once per process, when nobody publishes directly."""
+    import asyncio
+
+    global _relay_task
+    if settings.ENACT_PUBLISH_DIRECT or (_relay_task is not None and not _relay_task.done()):
+        return
+    _relay_task = asyncio.get_running_loop().create_task(Relay().run())

@@ -232,6 +232,8 @@ class EnforcementMiddleware:
             limit, used, maximum, projected = measure
             if maximum is None:
                 continue
+            # Rounded: ten costs of 0.10 add up to 0.9999999999999999 in floats, and must reach 1.
+            used = round(used, 9)
             if used > maximum or (not projected and used >= maximum):
                 blocks.append(Blocked(_violation(limit, used, maximum)))
             elif self._emit_warnings and limit.value not in usage.warned:
@@ -240,7 +242,7 @@ class EnforcementMiddleware:
                     message = f"{limit.value} at {ratio:.0%} of the limit ({_fmt(used)} of {_fmt(maximum)})"
                     warnings.append(Warning(limit, round(ratio * 100, 1), message))
         threshold = policy.cost_alert_threshold_usd
-        if threshold is not None and not usage.cost_alert_approved and usage.cost_usd >= threshold:
+        if threshold is not None and not usage.cost_alert_approved and round(usage.cost_usd, 9) >= threshold:
             blocks.append(CostAlert(usage.cost_usd, threshold))
         return blocks + warnings
 

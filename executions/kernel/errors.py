@@ -124,6 +124,10 @@ class ExecutionError(Exception):
     def __str__(self) -> str:
         return f"{self.category.value}: {self.message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce rebuilds from ``args`` (the message only); rebuild from fields.
+        return (_rebuild_error, (dict(self.__dict__),))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ExecutionError) and self.to_dict() == other.to_dict()
 
@@ -236,6 +240,12 @@ class ExecutionError(Exception):
             details=dict(data.get("details") or {}),
             timestamp=datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None,
         )
+
+
+def _rebuild_error(fields: dict[str, Any]) -> ExecutionError:
+    error = ExecutionError(fields["category"], fields["message"])
+    error.__dict__.update(fields)
+    return error
 
 
 def _iso(value: datetime | None) -> str | None:

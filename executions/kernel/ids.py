@@ -48,10 +48,11 @@ class _Minter:
     """Per-process state for minting; guarded by a lock because nodes run on many threads."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reseed()
 
     def _reseed(self) -> None:
+        # A new lock too: a fork while another thread held the old one would leave it held forever.
+        self._lock = threading.Lock()
         self._node = _encode(secrets.randbits(59), _NODE_WIDTH)
         # Start the counter at a random point so a restarted process does not replay suffixes.
         self._counter = secrets.randbits(40)
@@ -113,7 +114,7 @@ class InvalidId(ValueError):
 def is_valid_id(value: object, kind: IdKind | None = None) -> bool:
     if not isinstance(value, str):
         return False
-    match = _ID_RE.match(value)
+    match = _ID_RE.fullmatch(value)  # not match(): "$" would let a trailing newline through
     if match is None:
         return False
     return kind is None or match.group(1) == kind.value

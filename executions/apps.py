@@ -14,6 +14,14 @@ class ExecutionsConfig(AppConfig):
 
         # Graphs defined in code: every installed app's graphs.py registers its own.
         autodiscover_modules("graphs")
+
+        from django.db import close_old_connections
+
+        from executions.kernel.runner import default_pool
+
+        # The kernel runs a graph (and its store I/O) on runner threads, which keep their own
+        # database connections; drop broken or expired ones before each job.
+        default_pool.before_job.append(close_old_connections)
         if sys.argv[1:2] == ["qcluster"] and hasattr(os, "register_at_fork"):
             # django-q2 forks its worker processes; each starts a monitor so every worker
             # delivers cancels, renews leases and reaps, with no extra process to run.

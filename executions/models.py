@@ -17,7 +17,9 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
 
     def active(self) -> ExecutionQuerySet:
         """Executions that occupy a slot of their tenant: running, or claimed by a worker."""
-        return self.filter(Q(state=Execution.State.RUNNING) | Q(lease_owner__gt=""))
+        return self.filter(Q(state=Execution.State.RUNNING) | Q(lease_owner__gt="")).exclude(
+            state__in=Execution.TERMINAL
+        )
 
 
 class Execution(models.Model):

@@ -370,33 +370,40 @@ def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
 
 
 def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:
-    """Hand on executions whose worker died (lease expired) and queued ones nobody picked up."""
+    """Hand on work whose worker died: clear expired leases (whatever the state: a worker can
+    die between pausing an execution and letting it go), then enqueue what can run."""
     now = timezone.now()
-    orphaned = list(
-        Execution.objects.filter(state__in=(S.RUNNING, S.QUEUED), lease_expires_at__lt=now)
-        .exclude(lease_owner="")
-        .values_list("pk", flat=True)[:500]
+    expired = list(
+        Execution.objects.exclude(lease_owner="").filter(lease_expires_at__lt=now).values_list("pk", flat=True)[:500]
     )
-    for execution_id in orphaned:
+    for execution_id in expired:
         # Clear the dead lease only if nobody re-claimed it meanwhile.
         Execution.objects.filter(pk=execution_id, lease_expires_at__lt=now).update(
             lease_owner="", lease_expires_at=None
         )
+    # Running with no lease at all: its worker was fenced off or died between run and release.
+    unowned = Execution.objects.filter(
+        state=S.RUNNING, lease_owner="", updated_at__lt=now - timedelta(seconds=settings.ENACT_LEASE_SECONDS)
+    )
+    orphaned = set(
+        Execution.objects.filter(pk__in=expired)
+        .filter(Q(state__in=(S.RUNNING, S.QUEUED)) | Q(resume_requested=True, state__in=(S.PAUSED, S.WAITING)))
+        .values_list("pk", flat=True)
+    ) | set(unowned.values_list("pk", flat=True)[:500])
     from executions.tasks import enqueue_run
 
-    for execution_id in orphaned:
+    for execution_id in sorted(orphaned):
         enqueue_run(execution_id)
-    stale = Execution.objects.filter(lease_owner="").filter(
-        Q(state=S.QUEUED)
-        & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=stale_queue_seconds)))
-    )
-    tenants = set(stale.values_list("tenant_id", flat=True).distinct())
     resumable = list(
-        Execution.objects.filter(lease_owner="", resume_requested=True, state__in=(S.PAUSED, S.WAITING)).values_list(
-            "pk", flat=True
-        )[:500]
+        Execution.objects.filter(lease_owner="", resume_requested=True, state__in=(S.PAUSED, S.WAITING))
+        .exclude(pk__in=orphaned)
+        .values_list("pk", flat=True)[:500]
     )
     for execution_id in resumable:
         enqueue_run(execution_id)
+    stale = Execution.objects.filter(lease_owner="", state=S.QUEUED).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=stale_queue_seconds))
+    )
+    tenants = set(stale.values_list("tenant_id", flat=True).distinct())
     requeued = sum(len(executions_dispatch_queued(tenant_id=t)) for t in tenants)
-    return {"orphaned": len(orphaned), "requeued": requeued, "resumed": len(resumable)}
+    return {"orphaned": len(orphaned), "expired_leases": len(expired), "requeued": requeued, "resumed": len(resumable)}

@@ -263,6 +263,7 @@ def test_submit_errors_create_nothing(
 # --- watch -----------------------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)  # the worker's kernel works on a thread of its own
 def test_watch_a_completed_run(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a, input={"n": 3})
     worker.execution_run(execution.pk)
@@ -452,6 +453,7 @@ def test_cancel_a_leased_execution_is_requested(tenant_a: Tenant, enqueued: list
     assert execution.cancel_requested_at is not None
 
 
+@pytest.mark.django_db(transaction=True)  # the worker's kernel works on a thread of its own
 def test_cancel_an_ended_execution_changes_nothing(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
     worker.execution_run(execution.pk)

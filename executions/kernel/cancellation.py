@@ -32,6 +32,12 @@ class CancellationToken:
     def child_token(self) -> CancellationToken:
         return CancellationToken(parent=self)
 
+    def detach(self, child: CancellationToken) -> None:
+        """Forget a child that is done with, so a long execution does not collect them."""
+        with self._lock:
+            if child in self._children:
+                self._children.remove(child)
+
     @property
     def is_cancelled(self) -> bool:
         return self._event.is_set()

@@ -68,9 +68,10 @@ def iso_timestamp(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StreamEvent:
-    """One event. ``seq`` is 0 until the emitter numbers it."""
+    """One event. ``id`` and ``seq`` are empty until the emitter numbers it, in place; after
+    that nobody changes it (processors that change content make a copy)."""
 
     type: EventType
     execution_id: str
@@ -139,13 +140,14 @@ class EventEmitter:
     def emit(self, event: StreamEvent) -> StreamEvent:
         if self._closed:
             raise RuntimeError(f"stream of {event.execution_id} already ended; refusing {event.type.value}")
-        numbered = replace(event, id=ids.new_event_id(), seq=self._seq + 1)
-        self._sink.append(numbered)
+        event.id = ids.new_event_id()
+        event.seq = self._seq + 1
+        self._sink.append(event)
         # Count the event only once the sink has it, so a failed append leaves no gap.
         self._seq += 1
-        if numbered.type.is_terminal:
+        if event.type.is_terminal:
             self._closed = True
-        return numbered
+        return event
 
 
 # --- Protection -----------------------------------------------------------------------------

@@ -1,20 +1,25 @@
 """One run of a compiled graph through the kernel, from a start or a checkpoint to a stop.
 
-The run is a set of lanes: one for a plain chain, one per branch during a fan-out. The kernel's
-thread launches a lane's next node on a runner thread and then waits on a single queue, where
-node results, node-context calls and a cancel all arrive. A cancel is therefore handled the
-moment it is requested, whatever the node is doing: the step is failed, the execution cancelled,
-and the node's thread left to finish on its own.
+The run is a set of lanes: one for a plain chain, one per branch during a fan-out.
+
+Two threads share it, under one lock. The *driver* (a runner thread) runs the loop: it does the
+bookkeeping, runs a single lane's node inline, and waits on a queue for fan-out branches, which
+run on runner threads of their own. The *caller* (the thread that called ``execute_graph``) waits
+for the outcome. If a cancel (or a time limit) comes while the driver is blocked inside node code,
+the caller takes the lock, fails the step, cancels the execution and returns at once; the driver
+is abandoned and, when the node finally returns, quietly stops. So a cancel never waits for a
+step, and a plain chain pays no thread hand-off per step.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import ids
-from .cancellation import CancellationToken, Cancelled
+from .cancellation import Cancelled
 from .enforcement import ExecutionUsage, LimitType, Violation
 from .errors import ErrorCategory, ExecutionError
 from .events import EventType, StreamEvent
@@ -33,13 +38,13 @@ _FATAL = frozenset({ErrorCategory.POLICY_VIOLATION, ErrorCategory.QUOTA_EXCEEDED
 
 @dataclass
 class _Flight:
-    """A step whose node is running on a runner thread."""
+    """A step whose node is running (inline on the driver, or on a runner thread)."""
 
     step_id: str
     node: Node
     attempt: int
     started: float
-    token: CancellationToken
+    ctx: NodeContext
 
 
 @dataclass
@@ -76,6 +81,11 @@ class GraphRun:
         self.wall_base = self.usage.wall_time_ms
         self.run_started = self.last_activity = self.clock.monotonic()
         self.max_branches = self.graph.max_concurrent_branches or self.kernel.tenant_context.max_concurrent_branches
+        self.lock = threading.Lock()
+        self.outcome: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.inline: tuple[int, Lane, _Flight] | None = None  # the node the driver runs next
+        self.in_node = False  # the driver is inside node code (the lock is free)
+        self.abandoned = False  # the caller finished the run; the driver must stop
 
     # --- construction -------------------------------------------------------------------------
 
@@ -134,31 +144,114 @@ class GraphRun:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        """Drive the run on a runner thread; wait here for its outcome, or take over on a cancel."""
         k = self.kernel
         if k.state.is_terminal:
             return k._result()
-        unsubscribe = k.cancellation_token().on_cancel(lambda reason: self.wake.put(("cancel", reason)))
+
+        def on_cancel(reason: str) -> None:
+            self.wake.put(("cancel", reason))
+            self.outcome.put(("cancel", reason))
+
+        unsubscribe = k.cancellation_token().on_cancel(on_cancel)
+        default_pool.submit(self._drive)
         try:
-            cancel = self._check_inbox()
-            if cancel is not None:
-                return self._cancel(cancel)
-            return self._loop()
+            return self._await_outcome()
         finally:
             unsubscribe()
-            self.usage.wall_time_ms = self._running_ms()
+            with self.lock:
+                self.usage.wall_time_ms = self._running_ms()
 
-    def _loop(self) -> RunResult:
+    # --- the caller's side --------------------------------------------------------------------
+
+    def _await_outcome(self) -> RunResult:
+        while True:
+            try:
+                message = self.outcome.get(timeout=self._caller_timeout())
+            except queue.Empty:
+                message = ("tick",)
+            if message[0] == "done":
+                return message[1]  # type: ignore[no-any-return]
+            if message[0] == "error":
+                raise message[1]
+            result = self._take_over(message)
+            if result is not None:
+                return result
+
+    def _caller_timeout(self) -> float | None:
+        """Wake now and then to enforce time limits on a node blocked inline; never if none is set."""
+        limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
+        if limits.max_wall_time_s is None and policy.idle_timeout_s is None:
+            return None
+        with self.lock:
+            timeout = self._timeout()
+        return 1.0 if timeout is None else min(1.0, max(0.01, timeout))
+
+    def _take_over(self, message: tuple[Any, ...]) -> RunResult | None:
+        """End the run from here if the driver is stuck in node code; else leave it to the driver."""
+        with self.lock:
+            if self.abandoned or not self.in_node:
+                return None  # the driver is waiting on its queue or working: it acts itself
+            if message[0] == "cancel":
+                self.abandoned = True
+                return self._cancel(message[1])
+            violation = self._time_violation()
+            if violation is None:
+                return None
+            self.abandoned = True
+            with self.kernel._atomic():
+                self.kernel._policy_event("deny", violation.message, limit=violation.limit.value)
+                return self._fail(violation.to_error())
+
+    # --- the driver's side --------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        try:
+            with self.lock:
+                result = self._loop()
+        except BaseException as exc:  # handed to the caller, who raises it
+            self.outcome.put(("error", exc))
+            return
+        if result is not None:
+            self.outcome.put(("done", result))
+
+    def _loop(self) -> RunResult | None:
         # Handling a step's result, checkpointing and starting the next step are one unit of
         # work: one transaction, one commit per step on a database. Waiting happens outside it.
         with self.kernel._atomic():
-            done = self._step_forward()
+            cancel = self._check_inbox()
+            done = self._cancel(cancel) if cancel is not None else self._step_forward()
         while done is None:
-            message = self._next_message()
+            message = self._run_inline() if self.inline is not None else self._wait_unlocked()
+            if self.abandoned:
+                return None
             with self.kernel._atomic():
                 done = self._handle(message) if message is not None else self._on_timeout()
                 if done is None:
                     done = self._step_forward()
         return done
+
+    def _wait_unlocked(self) -> tuple[Any, ...] | None:
+        self.lock.release()
+        try:
+            return self._next_message()
+        finally:
+            self.lock.acquire()
+
+    def _run_inline(self) -> tuple[Any, ...]:
+        assert self.inline is not None
+        index, lane, flight = self.inline
+        self.inline = None
+        self.in_node = True
+        self.lock.release()
+        try:
+            result, error = flight.node.fn(lane.state, flight.ctx), None
+        except BaseException as exc:  # decided by the kernel, as for any node
+            result, error = None, exc
+        finally:
+            self.lock.acquire()
+            self.in_node = False
+        return ("done", index, flight.step_id, result, error)
 
     def _step_forward(self) -> RunResult | None:
         """Finish, let go, join or launch what can run; ``None`` means: wait for a message."""
@@ -276,35 +369,50 @@ class GraphRun:
         return None
 
     def _start_node(self, index: int, lane: Lane, node: Node, step_id: str, attempt: int) -> None:
-        token = self.kernel.cancellation_token().child_token()
+        inline = self.fanout is None
         wake = self.wake
 
-        def post(message: tuple[Any, ...]) -> None:
+        def post_queued(message: tuple[Any, ...]) -> None:
             wake.put(("ctx", step_id, message))
 
-        resume = self.resume_input if lane.interrupted else MISSING
         ctx = NodeContext(
             self.kernel,
-            post,
+            self._post_direct(step_id) if inline else post_queued,
             step_id=step_id,
             node=node.name,
             attempt=attempt,
-            cancellation=token,
+            parent_token=self.kernel.cancellation_token(),
             messages=list(self.pending),
-            resume_input=resume,
+            resume_input=self.resume_input if lane.interrupted else MISSING,
         )
+        flight = _Flight(step_id, node, attempt, self.clock.monotonic(), ctx)
+        self.flights[index] = flight
+        if inline:
+            self.inline = (index, lane, flight)
+            return
         state, fn = lane.state, node.fn
 
         def job() -> None:
             try:
                 result = fn(state, ctx)
-            except BaseException as exc:  # reported to the kernel's thread, which decides
+            except BaseException as exc:  # reported to the driver, which decides
                 wake.put(("done", index, step_id, None, exc))
             else:
                 wake.put(("done", index, step_id, result, None))
 
-        self.flights[index] = _Flight(step_id, node, attempt, self.clock.monotonic(), token)
         default_pool.submit(job)
+
+    def _post_direct(self, step_id: str) -> Any:
+        """How an inline node's context reaches the kernel: straight in, under the lock."""
+
+        def post(message: tuple[Any, ...]) -> None:
+            with self.lock:
+                if self.abandoned:
+                    return
+                with self.kernel._atomic():
+                    self._handle_ctx(step_id, message)
+
+        return post
 
     # --- handling what arrives ----------------------------------------------------------------
 
@@ -320,6 +428,7 @@ class GraphRun:
         if flight is None or flight.step_id != step_id:
             return None  # a step abandoned earlier finished late: its result is ignored
         del self.flights[index]
+        flight.ctx._finish()
         self.last_activity = now = self.clock.monotonic()
         duration = int((now - flight.started) * 1000)
         if exc is None:
@@ -380,12 +489,12 @@ class GraphRun:
         lane = self.lanes[index]
         if self.fanout is not None:
             nxt = self.graph.branch_successor(self.fanout, flight.node.name)
-            return lambda: self._set_lane(index, replace(lane, node=nxt, state=result, interrupted=False))
+            return lambda: self._set_lane(index, Lane(lane.key, nxt, result))
         targets = self.graph.next_targets(flight.node.name, result)
         if targets == [END]:
-            return lambda: self._set_lane(index, replace(lane, node=None, state=result, interrupted=False))
+            return lambda: self._set_lane(index, Lane(lane.key, None, result))
         if len(targets) == 1:
-            return lambda: self._set_lane(index, replace(lane, node=targets[0], state=result, interrupted=False))
+            return lambda: self._set_lane(index, Lane(lane.key, targets[0], result))
         fanout = self.graph.fanouts[flight.node.name]
 
         def fan_out() -> None:
@@ -502,7 +611,7 @@ class GraphRun:
     def _abandon_flights(self, message: str, code: str) -> None:
         now = self.clock.monotonic()
         for flight in self.flights.values():
-            flight.token.cancel(message)
+            flight.ctx._abandon(message)
             error = ExecutionError.kernel_internal(message, code=code)
             self.kernel.fail_step(flight.step_id, error, int((now - flight.started) * 1000))
         self.flights.clear()

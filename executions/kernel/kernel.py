@@ -577,7 +577,9 @@ class ExecutionKernel:
         """Run ``graph`` from its entry point with ``input`` as the first node's state.
 
         Returns when the execution is terminal, or paused or waiting (after a checkpoint, so a
-        later :meth:`resume_graph` continues where it stopped)."""
+        later :meth:`resume_graph` continues where it stopped). The run itself, and the stores'
+        I/O, happen on a runner thread (see ``graph_run``): call this outside any database
+        transaction of your own, as a worker does."""
         self.start()
         return GraphRun.fresh(self, graph, input).run()
 

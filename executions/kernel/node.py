@@ -51,10 +51,11 @@ class NodeContext:
 
     __slots__ = (
         "_kernel",
+        "_parent_token",
         "_post",
         "_resume_input",
+        "_token",
         "attempt",
-        "cancellation",
         "evidence",
         "execution_id",
         "guidance",
@@ -72,7 +73,7 @@ class NodeContext:
         step_id: str,
         node: str,
         attempt: int,
-        cancellation: CancellationToken,
+        parent_token: CancellationToken,
         messages: list[InboxMessage],
         resume_input: Any,
     ) -> None:
@@ -83,15 +84,33 @@ class NodeContext:
         self.step_id = step_id
         self.node = node
         self.attempt = attempt
-        self.cancellation = cancellation
+        self._parent_token = parent_token
+        self._token: CancellationToken | None = None
         self.guidance = [m for m in messages if m.kind == "guidance"]
         self.evidence = [m for m in messages if m.kind == "evidence"]
         self.messages = [m for m in messages if m.kind == "a2a"]
         self._resume_input = resume_input
 
     @property
+    def cancellation(self) -> CancellationToken:
+        """This step's token: fires when the execution is cancelled or the step is abandoned.
+
+        Made on first use, so a step whose code never asks costs nothing."""
+        if self._token is None:
+            self._token = self._parent_token.child_token()
+        return self._token
+
+    @property
     def is_cancelled(self) -> bool:
-        return self.cancellation.is_cancelled
+        return self._parent_token.is_cancelled or (self._token is not None and self._token.is_cancelled)
+
+    def _abandon(self, reason: str) -> None:
+        if self._token is not None:
+            self._token.cancel(reason)
+
+    def _finish(self) -> None:
+        if self._token is not None:
+            self._parent_token.detach(self._token)
 
     def sleep(self, seconds: float) -> None:
         """Sleep that a cancel cuts short (raising :class:`Cancelled`)."""

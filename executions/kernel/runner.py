@@ -19,6 +19,9 @@ _IDLE_EXIT_S = 60.0
 class StepRunnerPool:
     def __init__(self, name: str = "enact-step") -> None:
         self._name = name
+        # Called on the runner thread before each job: the platform refreshes stale database
+        # connections here, since a runner thread keeps its own for its whole life.
+        self.before_job: list[Callable[[], None]] = []
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -49,6 +52,11 @@ class StepRunnerPool:
                         self._threads -= 1
                         return
                 continue
+            for hook in self.before_job:
+                try:
+                    hook()
+                except Exception:  # a hook must never cost the job its run
+                    logger.exception("step runner hook %r failed", hook)
             try:
                 job()
             except BaseException:  # a job reports its own errors; this is a last resort

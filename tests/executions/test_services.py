@@ -238,3 +238,42 @@ def test_claims_never_overfill_a_tenant(tenant_a: Tenant, tenant_b: Tenant, enqu
     Execution.objects.filter(pk=mine[0].pk).update(state="completed")  # as its worker would leave it
     services.execution_release(execution_id=mine[0].pk, worker="w")
     assert enqueued[-1:] == [mine[2].pk]  # the freed slot goes to the oldest queued execution
+
+
+def test_the_reaper_frees_a_waiting_execution_whose_worker_died_before_letting_go(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    execution = submit(tenant_a, graph="demo.approval", input={})
+    # The worker put it in waiting and died before releasing its lease; then it was answered.
+    Execution.objects.filter(pk=execution.pk).update(
+        state="waiting",
+        wait_reason="approval",
+        lease_owner="dead:1",
+        lease_expires_at="2000-01-01T00:00:00Z",
+        resume_requested=True,
+    )
+    enqueued.clear()
+    found = services.executions_reap()
+    assert found == {"orphaned": 1, "expired_leases": 1, "requeued": 0, "resumed": 0}
+    assert enqueued == [execution.pk]
+    row = Execution.objects.get(pk=execution.pk)
+    assert (row.lease_owner, row.lease_expires_at) == ("", None)
+    assert services.execution_claim(execution_id=execution.pk, worker="w2") is not None
+
+
+def test_the_reaper_leaves_live_leases_alone_and_frees_finished_executions(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    live = submit(tenant_a)
+    services.execution_claim(execution_id=live.pk, worker="w1")
+    done = submit(tenant_a)
+    Execution.objects.filter(pk=done.pk).update(
+        state="completed", lease_owner="dead:1", lease_expires_at="2000-01-01T00:00:00Z"
+    )
+    enqueued.clear()
+    found = services.executions_reap()
+    assert (found["orphaned"], found["expired_leases"]) == (0, 1)
+    assert enqueued == []
+    assert Execution.objects.get(pk=live.pk).lease_owner == "w1"
+    assert Execution.objects.get(pk=done.pk).lease_owner == ""  # its dead lease no longer holds a slot
+    assert list(Execution.objects.filter(tenant=tenant_a).active().values_list("pk", flat=True)) == [live.pk]

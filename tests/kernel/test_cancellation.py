@@ -71,3 +71,17 @@ def test_wait_returns_as_soon_as_cancelled() -> None:
     assert time.monotonic() - started < 1
     with pytest.raises(Cancelled):
         token.raise_if_cancelled()
+
+
+def test_a_failing_runner_hook_does_not_cost_the_job() -> None:
+    from executions.kernel.runner import StepRunnerPool
+
+    pool = StepRunnerPool("test")
+    ran = threading.Event()
+
+    def broken_hook() -> None:
+        raise RuntimeError("no database here")
+
+    pool.before_job.append(broken_hook)
+    pool.submit(ran.set)
+    assert ran.wait(2)

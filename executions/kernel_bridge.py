@@ -111,7 +111,7 @@ def kernel_for(
             kernel_execution(execution), tenant_context(limits, user_id), last_seq=last_seq(execution.pk)
         )
         .with_event_sink(sink)
-        .with_checkpoint_store(DjangoCheckpointStore())
+        .with_checkpoint_store(DjangoCheckpointStore(sink))
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))
         .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits))
         .with_unit_of_work(DjangoUnitOfWork(sink))

@@ -474,7 +474,12 @@ class GraphRun:
             return self._fail(ExecutionError.validation(message, code="router_failed"))
         with k._atomic():
             k.complete_step(flight.step_id, result, duration)
-            self.outputs[flight.node.name] = result
+            # The outputs behind the current position: the last step's, or every branch's during a
+            # fan-out. Bounded, so a checkpoint does not grow with the length of the run.
+            if self.fanout is None:
+                self.outputs = {flight.node.name: result}
+            else:
+                self.outputs[flight.node.name] = result
             advance()
             cancel = self._check_inbox()
             if cancel is not None:
@@ -509,6 +514,7 @@ class GraphRun:
     def _join(self) -> None:
         assert self.fanout is not None
         joined = {lane.key: lane.state for lane in self.lanes}
+        self.outputs = {}
         join = self.fanout.join
         self.fanout, self.origin_step_id = None, None
         self.lanes = [Lane("main", join, joined)]

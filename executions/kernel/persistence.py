@@ -74,7 +74,10 @@ class Position:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """All a later process needs to resume a graph after its last completed step."""
+    """All a later process needs to resume a graph after its last completed step.
+
+    ``step_outputs`` holds the outputs behind the current position (the last step's, or each
+    branch's in a fan-out), not the whole run's: a checkpoint's size does not grow with the run."""
 
     id: str
     execution_id: str

@@ -100,12 +100,17 @@ def kernel_execution(execution: Execution) -> KernelExecution:
 
 
 def kernel_for(
-    execution: Execution, token: CancellationToken | None = None, inbox_pending: threading.Event | None = None
+    execution: Execution,
+    token: CancellationToken | None = None,
+    inbox_pending: threading.Event | None = None,
+    *,
+    fence: threading.Event | None = None,
 ) -> ExecutionKernel:
-    """A kernel for this execution with every Django store plugged in."""
+    """A kernel for this execution with every Django store plugged in. ``fence``, once set (the
+    worker lost its lease), stops every store from writing."""
     limits = TenantLimits.objects.get(tenant_id=execution.tenant_id)
     user_id = str(execution.created_by_id) if execution.created_by_id else None
-    sink = DjangoEventSink(execution)
+    sink = DjangoEventSink(execution, fence)
     kernel = (
         ExecutionKernel.with_execution(
             kernel_execution(execution), tenant_context(limits, user_id), last_seq=last_seq(execution.pk)
@@ -113,7 +118,7 @@ def kernel_for(
         .with_event_sink(sink)
         .with_checkpoint_store(DjangoCheckpointStore(sink))
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))
-        .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits))
+        .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits, sink.fence))
         .with_unit_of_work(DjangoUnitOfWork(sink))
     )
     if token is not None:

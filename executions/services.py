@@ -313,12 +313,20 @@ def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
             busy = Execution.objects.filter(tenant_id=execution.tenant_id).active().exclude(pk=execution.pk).count()
             if busy >= limit:
                 return None
+        # The answer to a waiting execution is taken with the claim, so one that arrives while
+        # this run goes on is kept for the next run instead of being cleared after this one.
+        answer = execution.resume_input
         claimed = Execution.objects.filter(pk=execution.pk, claims=execution.claims).update(
-            lease_owner=worker, lease_expires_at=_lease_until(), claims=F("claims") + 1, resume_requested=False
+            lease_owner=worker,
+            lease_expires_at=_lease_until(),
+            claims=F("claims") + 1,
+            resume_requested=False,
+            resume_input=None,
         )
         if not claimed:
             return None
     execution.refresh_from_db()
+    execution.resume_input = answer
     return execution
 
 
@@ -338,11 +346,25 @@ def execution_heartbeat(*, execution_ids: list[str], worker: str) -> list[str]:
 
 
 def execution_release(*, execution_id: str, worker: str) -> None:
-    """Let go of an execution (it ended, paused or waits) and start queued work in its slot."""
-    tenant_id = Execution.objects.filter(pk=execution_id).values_list("tenant_id", flat=True).first()
-    Execution.objects.filter(pk=execution_id, lease_owner=worker).update(lease_owner="", lease_expires_at=None)
-    if tenant_id is not None:
-        executions_dispatch_queued(tenant_id=tenant_id)
+    """Let go of an execution (it ended, paused or waits) and start queued work in its slot.
+
+    A cancel or an answer that came while this worker held the execution is acted on now; a
+    clean let-go (paused, waiting) resets the count of claims that crash-looping is judged by."""
+    released = Execution.objects.filter(pk=execution_id, lease_owner=worker).update(
+        lease_owner="", lease_expires_at=None
+    )
+    execution = Execution.objects.select_related("tenant").filter(pk=execution_id).first()
+    if execution is None:
+        return
+    if released and execution.state in (S.PAUSED, S.WAITING):
+        Execution.objects.filter(pk=execution_id).update(claims=0)
+        if execution.cancel_requested_at:
+            execution_cancel(tenant=execution.tenant, execution_id=execution_id, reason=execution.cancel_reason)
+        elif execution.resume_requested:
+            from executions.tasks import enqueue_run
+
+            enqueue_run(execution_id)
+    executions_dispatch_queued(tenant_id=execution.tenant_id)
 
 
 def _release_slot_after_commit(tenant_id: int) -> None:
@@ -382,9 +404,7 @@ def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:
             lease_owner="", lease_expires_at=None
         )
     # Running with no lease at all: its worker was fenced off or died between run and release.
-    unowned = Execution.objects.filter(
-        state=S.RUNNING, lease_owner="", updated_at__lt=now - timedelta(seconds=settings.ENACT_LEASE_SECONDS)
-    )
+    unowned = Execution.objects.filter(state=S.RUNNING, lease_owner="")
     orphaned = set(
         Execution.objects.filter(pk__in=expired)
         .filter(Q(state__in=(S.RUNNING, S.QUEUED)) | Q(resume_requested=True, state__in=(S.PAUSED, S.WAITING)))

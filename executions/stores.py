@@ -377,20 +377,38 @@ class ArtifactRefused(Exception):
 
 
 class DjangoArtifactStore:
-    def __init__(self, tenant_id: int, limits: TenantLimits) -> None:
+    """Artifact content in the row (small) or in Django's default storage (large).
+
+    The content is written before the short transaction that reserves the tenant's storage and
+    inserts the row, so no lock is held during file I/O; a refused or failed insert removes the
+    file again. A worker that lost its lease (``fence``) stores nothing."""
+
+    def __init__(self, tenant_id: int, limits: TenantLimits, fence: threading.Event | None = None) -> None:
         self.tenant_id = tenant_id
         self.max_artifact_bytes = limits.max_artifact_bytes
         self.max_storage_bytes = limits.max_storage_bytes
+        self.fence = fence or threading.Event()
 
     def put(self, request: PutArtifactRequest) -> ArtifactInfo:
         size = request.size
+        if self.fence.is_set():
+            raise ArtifactRefused("this worker no longer owns the execution")
         if size > self.max_artifact_bytes:
             raise ArtifactRefused(f"artifact of {size} bytes is over the limit of {self.max_artifact_bytes}")
-        # Reserving the bytes and writing the row commit together, so a failed write frees them.
-        with transaction.atomic():
-            if not tenant_reserve_storage(tenant_id=self.tenant_id, size=size, maximum=self.max_storage_bytes):
-                raise ArtifactRefused("the tenant's storage quota is full")
-            self._write(request)
+        row = self._row(request)
+        if size > INLINE_CONTENT_BYTES:
+            row.file.save(request.artifact_id, ContentFile(request.content), save=False)
+        else:
+            row.content = request.content
+        try:
+            with transaction.atomic():
+                if not tenant_reserve_storage(tenant_id=self.tenant_id, size=size, maximum=self.max_storage_bytes):
+                    raise ArtifactRefused("the tenant's storage quota is full")
+                row.save(force_insert=True)
+        except BaseException:
+            if row.file:
+                row.file.delete(save=False)
+            raise
         return ArtifactInfo(
             request.artifact_id,
             request.execution_id,
@@ -403,9 +421,8 @@ class DjangoArtifactStore:
             dict(request.metadata),
         )
 
-    def _write(self, request: PutArtifactRequest) -> None:
-        size = request.size
-        row = Artifact(
+    def _row(self, request: PutArtifactRequest) -> Artifact:
+        return Artifact(
             id=request.artifact_id,
             execution_id=request.execution_id,
             tenant_id=self.tenant_id,
@@ -413,15 +430,10 @@ class DjangoArtifactStore:
             name=request.name,
             artifact_type=request.artifact_type.value,
             content_type=request.content_type,
-            size=size,
+            size=request.size,
             sha256=request.sha256,
             metadata=request.metadata,
         )
-        if size <= INLINE_CONTENT_BYTES:
-            row.content = request.content
-        else:
-            row.file.save(f"{request.artifact_id}", ContentFile(request.content), save=False)
-        row.save(force_insert=True)
 
 
 class DjangoUnitOfWork:

@@ -157,8 +157,7 @@ def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str
         graph = kernel_bridge.graph_for(execution)
     except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
         return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
-    kernel = kernel_bridge.kernel_for(execution, token, entry.inbox_pending)
-    kernel.sink.fence = entry.fence  # type: ignore[attr-defined]
+    kernel = kernel_bridge.kernel_for(execution, token, entry.inbox_pending, fence=entry.fence)
     checkpoint = DjangoCheckpointStore().load_checkpoint(execution.pk)
     if execution.state in (Execution.State.QUEUED, Execution.State.CREATED) and checkpoint is None:
         result = kernel.execute_graph(graph, execution.input)
@@ -167,8 +166,9 @@ def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str
             checkpoint = _entry_checkpoint(execution, graph.name, graph.entry_point)
         answer = execution.resume_input["value"] if execution.resume_input else MISSING
         result = kernel.resume_graph(graph, checkpoint, input=answer)
-        Execution.objects.filter(pk=execution.pk).update(resume_input=None)
-    Execution.objects.filter(pk=execution.pk).update(usage=public_usage(kernel.usage_snapshot() or {}))
+    Execution.objects.filter(pk=execution.pk, lease_owner=worker_id()).update(
+        usage=public_usage(kernel.usage_snapshot() or {})
+    )
     return result.state.value
 
 

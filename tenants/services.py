@@ -119,9 +119,19 @@ def _today_row(tenant: Tenant) -> TenantDailyUsage:
 def tenant_consume_execution_quota(*, tenant: Tenant, limits: TenantLimits) -> None:
     """Count one execution against today's quota, refusing if the day's quotas are spent.
 
-    The check and the increment are one conditional UPDATE, so concurrent submissions can never
-    overshoot the quota."""
+    The checks and the increment are one conditional UPDATE, so concurrent submissions can never
+    overshoot; only after a refusal is the row read, to say which quota it was."""
     row = _today_row(tenant)
+    rows = TenantDailyUsage.objects.filter(pk=row.pk)
+    if limits.executions_per_day is not None:
+        rows = rows.filter(executions__lt=limits.executions_per_day)
+    if limits.tokens_per_day is not None:
+        rows = rows.filter(tokens__lt=limits.tokens_per_day)
+    if limits.cost_per_day_usd is not None:
+        rows = rows.filter(cost_usd__lt=limits.cost_per_day_usd)
+    if rows.update(executions=F("executions") + 1):
+        return
+    row.refresh_from_db()
     if limits.tokens_per_day is not None and row.tokens >= limits.tokens_per_day:
         raise QuotaExceeded(
             "today's token quota is spent",
@@ -132,14 +142,10 @@ def tenant_consume_execution_quota(*, tenant: Tenant, limits: TenantLimits) -> N
             "today's cost quota is spent",
             details={"limit": "cost_per_day_usd", "used": str(row.cost_usd), "maximum": str(limits.cost_per_day_usd)},
         )
-    rows = TenantDailyUsage.objects.filter(pk=row.pk)
-    if limits.executions_per_day is not None:
-        rows = rows.filter(executions__lt=limits.executions_per_day)
-    if rows.update(executions=F("executions") + 1) == 0:
-        raise QuotaExceeded(
-            "today's execution quota is spent",
-            details={"limit": "executions_per_day", "maximum": limits.executions_per_day},
-        )
+    raise QuotaExceeded(
+        "today's execution quota is spent",
+        details={"limit": "executions_per_day", "maximum": limits.executions_per_day},
+    )
 
 
 def tenant_record_usage(*, tenant_id: int, tokens: int, cost_usd: float) -> None:

@@ -86,6 +86,7 @@ class GraphRun:
         self.inline: tuple[int, Lane, _Flight] | None = None  # the node the driver runs next
         self.in_node = False  # the driver is inside node code (the lock is free)
         self.abandoned = False  # the caller finished the run; the driver must stop
+        self.broken: BaseException | None = None  # a store failed under an inline node's call
 
     # --- construction -------------------------------------------------------------------------
 
@@ -199,9 +200,7 @@ class GraphRun:
             if violation is None:
                 return None
             self.abandoned = True
-            with self.kernel._atomic():
-                self.kernel._policy_event("deny", violation.message, limit=violation.limit.value)
-                return self._fail(violation.to_error())
+            return self._fail_on_limit(violation)
 
     # --- the driver's side --------------------------------------------------------------------
 
@@ -225,6 +224,8 @@ class GraphRun:
             message = self._run_inline() if self.inline is not None else self._wait_unlocked()
             if self.abandoned:
                 return None
+            if self.broken is not None:
+                raise self.broken
             with self.kernel._atomic():
                 done = self._handle(message) if message is not None else self._on_timeout()
                 if done is None:
@@ -282,10 +283,12 @@ class GraphRun:
 
     def _on_timeout(self) -> RunResult | None:
         violation = self._time_violation()
-        if violation is None:
-            return None
-        self.kernel._policy_event("deny", violation.message, limit=violation.limit.value)
-        return self._fail(violation.to_error())
+        return None if violation is None else self._fail_on_limit(violation)
+
+    def _fail_on_limit(self, violation: Violation) -> RunResult:
+        with self.kernel._atomic():
+            self.kernel._policy_event("deny", violation.message, limit=violation.limit.value)
+            return self._fail(violation.to_error())
 
     def _next_message(self) -> tuple[Any, ...] | None:
         timeout = self._timeout()
@@ -407,10 +410,16 @@ class GraphRun:
 
         def post(message: tuple[Any, ...]) -> None:
             with self.lock:
-                if self.abandoned:
+                if self.abandoned or self.broken is not None:
                     return
-                with self.kernel._atomic():
-                    self._handle_ctx(step_id, message)
+                try:
+                    with self.kernel._atomic():
+                        self._handle_ctx(step_id, message)
+                except BaseException as exc:
+                    # The event was numbered but not stored: going on would leave a gap in the
+                    # stream, so the run stops here (a worker resumes it from the log).
+                    self.broken = exc
+                    raise
 
         return post
 

@@ -277,3 +277,69 @@ def test_the_reaper_leaves_live_leases_alone_and_frees_finished_executions(
     assert Execution.objects.get(pk=live.pk).lease_owner == "w1"
     assert Execution.objects.get(pk=done.pk).lease_owner == ""  # its dead lease no longer holds a slot
     assert list(Execution.objects.filter(tenant=tenant_a).active().values_list("pk", flat=True)) == [live.pk]
+
+
+def _lease_in(execution: Execution, state: str, **fields: Any) -> None:
+    Execution.objects.filter(pk=execution.pk).update(state=state, **fields)
+
+
+def test_pausing_again_and_again_never_looks_like_a_crash_loop(tenant_a: Tenant, enqueued: list[str]) -> None:
+    from executions.worker import MAX_CLAIMS
+
+    execution = submit(tenant_a)
+    for _ in range(MAX_CLAIMS + 3):
+        claimed = services.execution_claim(execution_id=execution.pk, worker="w1")
+        assert claimed is not None
+        _lease_in(execution, "paused", resume_requested=True)  # paused by the run, then resumed
+        services.execution_release(execution_id=execution.pk, worker="w1")
+        _lease_in(execution, "paused")
+    assert Execution.objects.get(pk=execution.pk).claims == 0
+
+
+def test_an_answer_that_arrives_during_a_run_is_kept_for_the_next(tenant_a: Tenant, enqueued: list[str]) -> None:
+    execution = submit(tenant_a, graph="demo.approval", input={})
+    _lease_in(execution, "waiting", wait_reason="approval", resume_requested=True, resume_input={"value": "first"})
+    claimed = services.execution_claim(execution_id=execution.pk, worker="w1")
+    assert claimed is not None
+    assert claimed.resume_input == {"value": "first"}  # taken with the claim...
+    assert Execution.objects.get(pk=execution.pk).resume_input is None  # ...and cleared in the same update
+
+    # The resumed run asks again; the answer comes while the worker still holds the lease.
+    _lease_in(execution, "waiting", wait_reason="approval")
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="second")
+    enqueued.clear()
+    services.execution_release(execution_id=execution.pk, worker="w1")
+    row = Execution.objects.get(pk=execution.pk)
+    assert row.resume_input == {"value": {"approved": True, "input": "second", "actor": ""}}
+    assert row.resume_requested is True
+    assert enqueued[0] == execution.pk
+
+
+def test_a_cancel_that_arrives_as_the_worker_lets_go_is_carried_out(tenant_a: Tenant, enqueued: list[str]) -> None:
+    execution = submit(tenant_a, graph="demo.approval", input={})
+    assert services.execution_claim(execution_id=execution.pk, worker="w1") is not None
+    _lease_in(execution, "waiting", wait_reason="approval")
+    after = services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="too late?")
+    assert (after.state, after.cancel_reason) == ("waiting", "too late?")
+    services.execution_release(execution_id=execution.pk, worker="w1")
+    row = Execution.objects.get(pk=execution.pk)
+    assert row.state == "cancelled"
+    assert ExecutionEvent.objects.filter(execution=execution).last().data["reason"] == "too late?"  # type: ignore[union-attr]
+
+
+def test_a_fenced_worker_stores_no_artifact(tenant_a: Tenant) -> None:
+    import threading
+
+    from executions.kernel.artifacts import ArtifactType, PutArtifactRequest
+    from executions.stores import ArtifactRefused, DjangoArtifactStore
+    from tenants.models import TenantLimits
+
+    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    fence = threading.Event()
+    store = DjangoArtifactStore(tenant_a.pk, TenantLimits.objects.get(tenant=tenant_a), fence)
+    request = PutArtifactRequest("artifact_x", execution.pk, "step_x", "a.txt", ArtifactType.TEXT, b"hi", "text/plain")
+    fence.set()
+    with pytest.raises(ArtifactRefused, match="no longer owns"):
+        store.put(request)
+    assert Tenant.objects.get(pk=tenant_a.pk).storage_bytes == 0
+    assert not execution.artifacts.exists()

@@ -136,7 +136,7 @@ def test_pause_and_resume_across_worker_runs_without_rerunning_steps(
         "step_3",
     ]
     assert execution.output == {"steps": 3, "seconds": 0.3, "done": 3}
-    assert execution.claims == 2
+    assert execution.claims == 1  # pausing let go cleanly, which resets the count
     types = list(ExecutionEvent.objects.filter(execution=execution).values_list("type", flat=True))
     assert types.count("data-execution-paused") == 1
     assert types.count("data-execution-resumed") == 1

@@ -15,14 +15,14 @@ def execution_get(*, tenant: Tenant, execution_id: object) -> Execution:
     another tenant's alike, so nothing tells them apart."""
     if not is_valid_id(execution_id, IdKind.EXECUTION):
         raise NotFound("execution not found")
-    execution = Execution.objects.filter(tenant=tenant, pk=execution_id).first()
+    execution = Execution.objects.for_tenant(tenant).filter(pk=execution_id).first()
     if execution is None:
         raise NotFound("execution not found")
     return execution
 
 
 def execution_list(*, tenant: Tenant, state: str | None = None, graph: str | None = None) -> QuerySet[Execution]:
-    rows = Execution.objects.filter(tenant=tenant)
+    rows = Execution.objects.for_tenant(tenant)
     if state:
         rows = rows.filter(state=state)
     if graph:

@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from enact_platform.errors import NotFound, PlatformError
 from executions.kernel.ids import IdKind, is_valid_id
 from executions.models import Execution, ExecutionEvent
-from executions.selectors import execution_list
+from executions.selectors import execution_events, execution_list
 from executions.services import execution_cancel, execution_submit
 from tenants.models import ApiKey, TenantLimits
 from tenants.selectors import tenant_get
@@ -265,10 +265,8 @@ class Command(BaseCommand):
         # The row is read before the events: the state and its event commit together, so a
         # terminal row with no terminal event after it means there never will be one.
         state = Execution.objects.filter(pk=execution.pk).values_list("state", flat=True).first()
-        events = list(
-            ExecutionEvent.objects.filter(execution_id=execution.pk, seq__gt=progress.last_seq).order_by("seq")[
-                :EVENT_BATCH
-            ]
+        events = execution_events(
+            tenant=execution.tenant, execution_id=execution.pk, after=progress.last_seq, limit=EVENT_BATCH
         )
         for event in events:
             self.stdout.write(_event_line(event, progress.step_names))

@@ -87,12 +87,15 @@ class GraphRun:
         self.in_node = False  # the driver is inside node code (the lock is free)
         self.abandoned = False  # the caller finished the run; the driver must stop
         self.broken: BaseException | None = None  # a store failed under an inline node's call
+        self.needs_start = False  # a fresh run starts in its first unit of work, with its first step
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
     def fresh(cls, kernel: ExecutionKernel, graph: CompiledGraph, input: Any) -> GraphRun:
-        return cls(kernel, graph, [Lane("main", graph.entry_point, input)])
+        run = cls(kernel, graph, [Lane("main", graph.entry_point, input)])
+        run.needs_start = True
+        return run
 
     @classmethod
     def from_checkpoint(cls, kernel: ExecutionKernel, graph: CompiledGraph, ckpt: Checkpoint, input: Any) -> GraphRun:
@@ -218,6 +221,8 @@ class GraphRun:
         # Handling a step's result, checkpointing and starting the next step are one unit of
         # work: one transaction, one commit per step on a database. Waiting happens outside it.
         with self.kernel._atomic():
+            if self.needs_start:
+                self.kernel.start()
             cancel = self._check_inbox()
             done = self._cancel(cancel) if cancel is not None else self._step_forward()
         while done is None:

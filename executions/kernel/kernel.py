@@ -580,7 +580,6 @@ class ExecutionKernel:
         later :meth:`resume_graph` continues where it stopped). The run itself, and the stores'
         I/O, happen on a runner thread (see ``graph_run``): call this outside any database
         transaction of your own, as a worker does."""
-        self.start()
         return GraphRun.fresh(self, graph, input).run()
 
     def resume_graph(self, graph: CompiledGraph, checkpoint: Checkpoint, *, input: Any = MISSING) -> RunResult:

@@ -16,10 +16,13 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         return self.filter(tenant=tenant)
 
     def active(self) -> ExecutionQuerySet:
-        """Executions that occupy a slot of their tenant: running, or claimed by a worker."""
-        return self.filter(Q(state=Execution.State.RUNNING) | Q(lease_owner__gt="")).exclude(
-            state__in=Execution.TERMINAL
-        )
+        """Executions that occupy a slot of their tenant: running, or claimed by a worker.
+
+        Both arms name their states, so the (tenant, state) index answers it without reading the
+        tenant's finished executions, however many there are."""
+        s = Execution.State
+        claimable = (s.QUEUED, s.CREATED, s.PLANNING, s.PAUSED, s.WAITING)
+        return self.filter(Q(state=s.RUNNING) | Q(state__in=claimable, lease_owner__gt=""))
 
 
 class Execution(models.Model):

@@ -113,6 +113,11 @@ def _bench_tenant() -> Any:
     from tenants.services import tenant_create, tenant_set_limits
 
     tenant = Tenant.objects.filter(slug="bench").first() or tenant_create(slug="bench")
+    # A clean slate: executions an earlier, interrupted run left behind must not compete for
+    # the workers whose pickup this measures.
+    from executions.models import Execution
+
+    Execution.objects.filter(tenant=tenant).exclude(state__in=Execution.TERMINAL).delete()
     unlimited = {
         "max_steps": None,
         "max_tokens": None,
@@ -243,8 +248,9 @@ def pickup_in_child(database: str, count: int, redis_url: str | None) -> list[fl
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"the pickup run ({'redis' if redis_url else 'orm'}) failed:\n{out.stderr[-3000:]}")
     return [float(x) for x in out.stdout.strip().splitlines()[-1].split(",")]
 
 

@@ -177,7 +177,10 @@ class DjangoEventSink:
                 ended_at=at,
             )
         elif t in _EXECUTION_PROJECTIONS:
-            Execution.objects.filter(pk=self.execution_id).update(**_EXECUTION_PROJECTIONS[t](data, at))
+            fields = _EXECUTION_PROJECTIONS[t](data, at)
+            if "usage" in data:
+                fields["usage"] = data["usage"]
+            Execution.objects.filter(pk=self.execution_id).update(**fields)
             if t is EventType.EXECUTION_CANCELLED:
                 for step_id in data.get("skipped_step_ids") or []:
                     self._step_update(step_id, state="skipped", ended_at=at)
@@ -303,8 +306,8 @@ class DjangoCheckpointStore:
         self.sink = sink
 
     def save_checkpoint(self, checkpoint: KernelCheckpoint) -> None:
-        # Live usage is read from here while a run goes on; the worker copies it to the
-        # execution when the run ends (one write per step saved).
+        # Live usage is read from here while a run goes on; the event that ends a run or lets
+        # it go carries the usage onto the execution row (one write per step saved).
         data = checkpoint.to_dict()
         if self.sink is not None and self.sink.stage_checkpoint(checkpoint.id, checkpoint.seq, data):
             return
@@ -315,13 +318,6 @@ class DjangoCheckpointStore:
     def load_checkpoint(self, execution_id: str) -> KernelCheckpoint | None:
         row = Checkpoint.objects.filter(execution_id=execution_id).first()
         return KernelCheckpoint.from_dict(row.data) if row else None
-
-
-def public_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    keys = ("steps", "input_tokens", "output_tokens", "cost_usd", "wall_time_ms", "discovered_steps", "discovery_depth")
-    public = {k: usage.get(k, 0) for k in keys}
-    public["total_tokens"] = public["input_tokens"] + public["output_tokens"]
-    return public
 
 
 class DjangoInboxStore:

@@ -22,7 +22,7 @@ from executions.kernel import MISSING, CancellationToken, Checkpoint, ExecutionE
 from executions.kernel import ids as kernel_ids
 from executions.kernel.persistence import Lane, Position
 from executions.models import Execution, InboxMessage
-from executions.stores import DjangoCheckpointStore, last_seq, public_usage
+from executions.stores import DjangoCheckpointStore, last_seq
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +166,6 @@ def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str
             checkpoint = _entry_checkpoint(execution, graph.name, graph.entry_point)
         answer = execution.resume_input["value"] if execution.resume_input else MISSING
         result = kernel.resume_graph(graph, checkpoint, input=answer)
-    Execution.objects.filter(pk=execution.pk, lease_owner=worker_id()).update(
-        usage=public_usage(kernel.usage_snapshot() or {})
-    )
     return result.state.value
 
 

@@ -499,6 +499,10 @@ class ExecutionKernel:
         else:
             assert isinstance(action, Cancel)
             event_type, data = EventType.EXECUTION_CANCELLED, {"reason": action.reason, "skipped_step_ids": skipped}
+        if self._usage is not None and isinstance(action, (Complete, Fail, Cancel, Pause, Wait)):
+            # Where a run ends or lets go, the event carries the usage so far: a listener (and
+            # the platform's rows) get it in the same commit as the state.
+            data["usage"] = self._usage.to_dict()
         event = StreamEvent(event_type, ex.id, action.at, data, step_id)
         if event_type.carries_content:
             self.emit_protected(event)

@@ -534,7 +534,9 @@ def test_interrupt_waits_for_approval_and_the_node_gets_the_answer(make_kernel: 
     assert waiting.prompt == {"prompt": "ship it?", "schema": None}
     assert calls == []
     waiting_event = events_of(kernel).of_type(EventType.EXECUTION_WAITING)[0]
+    usage = waiting_event.data.pop("usage")  # a run that lets go says what it used so far
     assert waiting_event.data == {"reason": "approval", "detail": {"prompt": "ship it?", "schema": None}}
+    assert (usage["steps"], usage["total_tokens"], usage["cost_usd"]) == (2, 0, 0.0)
 
     assert waiting.checkpoint is not None
     done = kernel.resume_graph(graph, waiting.checkpoint, input={"approved": True})

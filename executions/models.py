@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from executions.kernel import ids
+from executions.kernel.state import TERMINAL_EXECUTION_STATES, ExecutionState
 from tenants.models import Tenant
 
 
@@ -25,19 +26,15 @@ class ExecutionQuerySet(models.QuerySet["Execution"]):
         return self.filter(Q(state=s.RUNNING) | Q(state__in=claimable, lease_owner__gt=""))
 
 
-class Execution(models.Model):
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        CREATED = "created"
-        PLANNING = "planning"
-        RUNNING = "running"
-        PAUSED = "paused"
-        WAITING = "waiting"
-        COMPLETED = "completed"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+# The kernel owns the states; the model's choices are derived from them, never listed again.
+ExecutionStateChoices = models.TextChoices(  # type: ignore[call-overload]  # stubs lack the functional form
+    "State", [(s.name, s.value) for s in ExecutionState]
+)
 
-    TERMINAL = (State.COMPLETED, State.FAILED, State.CANCELLED)
+
+class Execution(models.Model):
+    State = ExecutionStateChoices
+    TERMINAL = tuple(ExecutionStateChoices(s.value) for s in TERMINAL_EXECUTION_STATES)
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.new_execution_id, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="executions")

@@ -236,16 +236,16 @@ def _flush_statements(
             (f"INSERT INTO {ops.quote_name(ExecutionEvent._meta.db_table)} ({cols}) VALUES {rows}", params)
         )
     if steps:
-        cols = DjangoEventSink.STEP_COLUMNS
-        placeholders = "(" + ", ".join(["%s"] * len(cols)) + ")"
+        step_cols = DjangoEventSink.STEP_COLUMNS
+        placeholders = "(" + ", ".join(["%s"] * len(step_cols)) + ")"
         updates = ", ".join(f"{ops.quote_name(c)} = excluded.{ops.quote_name(c)}" for c in DjangoEventSink.STEP_UPDATED)
         sql = (
-            f"INSERT INTO {ops.quote_name(Step._meta.db_table)} ({', '.join(ops.quote_name(c) for c in cols)}) "
+            f"INSERT INTO {ops.quote_name(Step._meta.db_table)} ({', '.join(ops.quote_name(c) for c in step_cols)}) "
             f"VALUES {', '.join([placeholders] * len(steps))} ON CONFLICT ({ops.quote_name('id')}) DO UPDATE SET {updates}"
         )
         params = []
         for step in steps:
-            for column in cols:
+            for column in step_cols:
                 value = step[column]
                 if column in ("output", "error"):
                     value = _json(value)

@@ -181,7 +181,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # django-q2. ``retry`` must exceed ``timeout`` or the broker hands a long task out twice; our
 # lease makes a second delivery harmless anyway. With REDIS_URL the queue is Redis, else the ORM.
 Q_CLUSTER: dict[str, object] = {
-    "name": "enact",
+    # The queue's name: processes that share a broker but not work (a benchmark) use their own.
+    "name": env_str("ENACT_QUEUE_NAME", "enact"),
     "workers": env_int("ENACT_WORKERS", 2, minimum=1),
     "timeout": env_int("ENACT_TASK_TIMEOUT", 6 * 3600, minimum=10),
     "retry": env_int("ENACT_TASK_TIMEOUT", 6 * 3600, minimum=10) + 600,

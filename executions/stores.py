@@ -6,6 +6,7 @@ Step are projections of the log), and is published to live listeners only after 
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -29,6 +30,13 @@ from tenants.models import TenantLimits
 from tenants.services import tenant_record_usage, tenant_reserve_storage
 
 logger = logging.getLogger(__name__)
+
+try:  # a commit sent by the sink itself raises the driver's error, not Django's wrapper of it
+    from psycopg import IntegrityError as _PsycopgIntegrityError
+
+    _INTEGRITY_ERRORS: tuple[type[Exception], ...] = (IntegrityError, _PsycopgIntegrityError)
+except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite needs none of it
+    _INTEGRITY_ERRORS = (IntegrityError,)
 
 # Content up to this size is kept in the row; larger content goes to the default storage.
 INLINE_CONTENT_BYTES = 256 * 1024
@@ -60,12 +68,17 @@ class DjangoEventSink:
         highest = Step.objects.filter(execution_id=execution.pk).aggregate(n=Max("position"))["n"]
         self._next_position = 0 if highest is None else highest + 1
         self._depth = 0
-        self._events: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []  # rows to insert
+        self._staged: list[StreamEvent] = []  # the same events, to publish after commit
         self._checkpoint: tuple[str, int, dict[str, Any]] | None = None
         self._steps: dict[str, dict[str, Any]] = {}  # rows this sink created, by id
         self._dirty: list[str] = []
 
     # --- units of work --------------------------------------------------------------------------
+
+    @property
+    def in_unit(self) -> bool:
+        return self._depth > 0
 
     def begin(self) -> None:
         self._depth += 1
@@ -74,6 +87,7 @@ class DjangoEventSink:
         self._depth -= 1
         if not ok:
             self._events.clear()
+            self._staged.clear()
             self._dirty.clear()
             self._checkpoint = None
         elif self._depth == 0:
@@ -81,16 +95,24 @@ class DjangoEventSink:
 
     def flush(self) -> None:
         events, self._events = self._events, []
+        staged, self._staged = self._staged, []
         dirty, self._dirty = self._dirty, []
         checkpoint, self._checkpoint = self._checkpoint, None
         if not events and not dirty and checkpoint is None:
             return
+        if staged and streaming.publishes_directly():
+            wires = [event.to_wire() for event in staged]
+            transaction.on_commit(lambda: streaming.publish_events(self.tenant_id, wires))
         steps = [self._steps[i] for i in dict.fromkeys(dirty)]
+        statements = _flush_statements(self.execution_id, events, steps, checkpoint)
         try:
-            with connection.cursor() as cursor:
-                for sql, params in _flush_statements(self.execution_id, events, steps, checkpoint):
-                    cursor.execute(sql, params)
-        except IntegrityError as exc:
+            if connection.vendor == "postgresql":
+                _execute_and_commit(*statements[0])
+            else:
+                with connection.cursor() as cursor:
+                    for sql, params in statements:
+                        cursor.execute(sql, params)
+        except _INTEGRITY_ERRORS as exc:
             # (execution, seq) is unique: a clash means another worker writes this stream now.
             # The unique key is the fencing token; this worker must stop.
             raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
@@ -127,9 +149,8 @@ class DjangoEventSink:
                 event.data,
             )
         )
+        self._staged.append(event)
         self._project(event)
-        wire = event.to_wire()
-        transaction.on_commit(lambda: streaming.publish_event(self.tenant_id, wire))
 
     def _step_update(self, step_id: str, **fields: Any) -> None:
         step = self._steps.get(step_id)
@@ -224,6 +245,8 @@ def _flush_statements(
     checkpoint: tuple[str, int, dict[str, Any]] | None,
 ) -> list[tuple[str, list[Any]]]:
     """SQL that writes what a unit staged: one statement on PostgreSQL, one per table elsewhere."""
+    if connection.vendor == "postgresql":
+        return [_postgresql_flush(execution_id, events, steps, checkpoint)]
     ops = connection.ops
     statements: list[tuple[str, list[Any]]] = []
     if events:
@@ -262,13 +285,104 @@ def _flush_statements(
             "data = excluded.data, updated_at = excluded.updated_at"
         )
         statements.append((sql, [execution_id, checkpoint_id, seq, _json(data), _dt(timezone.now())]))
-    if connection.vendor == "postgresql" and len(statements) > 1:
-        # Data-modifying CTEs: every write of the unit in one round trip.
-        *leading, (last_sql, last_params) = statements
-        ctes = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(leading))
-        params = [p for _, ps in leading for p in ps] + last_params
-        return [(f"WITH {ctes} {last_sql}", params)]
     return statements
+
+
+def _execute_and_commit(sql: str, params: list[Any]) -> None:
+    """Run the flush statement; when it ends the outermost transaction, commit in the same round trip.
+
+    A flush is the last write of its unit, so when the unit is the outermost atomic block
+    nothing follows it but the commit, and a network round trip is most of what a durable step
+    costs. If the transaction has sent nothing yet, the statement alone is the transaction: it
+    runs in autocommit, without the BEGIN psycopg would send first. If earlier writes of the
+    unit opened it, ``COMMIT`` goes in the same message (simple query protocol). Either way
+    Django's own commit then finds nothing left to do and still runs the on-commit hooks that
+    publish the events. Inside an enclosing block (a service that appends an event among other
+    writes) the statement runs alone and the block's owner commits.
+    """
+    from psycopg.pq import TransactionStatus
+
+    with connection.cursor() as cursor:
+        if len(connection.atomic_blocks) != 1 or connection.savepoint_ids:
+            cursor.execute(sql, params)
+            return
+        raw = connection.connection
+        status = raw.info.transaction_status
+        if status == TransactionStatus.IDLE:
+            raw.autocommit = True
+            try:
+                cursor.execute(sql, params)
+            finally:
+                raw.autocommit = False
+        elif status == TransactionStatus.INTRANS:
+            cursor.execute(f"{sql}; COMMIT", params)
+        else:
+            cursor.execute(sql, params)
+
+
+def _postgresql_flush_sql() -> str:
+    """One statement for every write of a unit, its text the same whatever the unit holds.
+
+    Each table's rows travel as one JSON array expanded by ``jsonb_populate_recordset``, so the
+    statement has three parameters and a constant text, and psycopg prepares it once per
+    connection: no per-step quoting of dozens of parameters on our side, no planning on the
+    server's. Data-modifying CTEs put it all in one round trip.
+    """
+    q = connection.ops.quote_name
+    events, steps, checkpoints = (q(m._meta.db_table) for m in (ExecutionEvent, Step, Checkpoint))
+    event_cols = ", ".join(q(c) for c in DjangoEventSink.EVENT_COLUMNS)
+    step_cols = ", ".join(q(c) for c in DjangoEventSink.STEP_COLUMNS)
+    step_updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in DjangoEventSink.STEP_UPDATED)
+    checkpoint_cols = "execution_id, checkpoint_id, seq, data, updated_at"
+    return (
+        f"WITH written_events AS (INSERT INTO {events} ({event_cols}) "
+        f"SELECT {event_cols} FROM jsonb_populate_recordset(NULL::{events}, %s::jsonb)), "
+        f"written_steps AS (INSERT INTO {steps} ({step_cols}) "
+        f"SELECT {step_cols} FROM jsonb_populate_recordset(NULL::{steps}, %s::jsonb) "
+        f"ON CONFLICT (id) DO UPDATE SET {step_updates}) "
+        f"INSERT INTO {checkpoints} ({checkpoint_cols}) "
+        f"SELECT {checkpoint_cols} FROM jsonb_populate_recordset(NULL::{checkpoints}, %s::jsonb) "
+        "ON CONFLICT (execution_id) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, seq = excluded.seq, "
+        "data = excluded.data, updated_at = excluded.updated_at"
+    )
+
+
+_POSTGRESQL_FLUSH: list[str] = []
+
+
+def _postgresql_flush(
+    execution_id: str,
+    events: list[tuple[Any, ...]],
+    steps: list[dict[str, Any]],
+    checkpoint: tuple[str, int, dict[str, Any]] | None,
+) -> tuple[str, list[Any]]:
+    if not _POSTGRESQL_FLUSH:
+        _POSTGRESQL_FLUSH.append(_postgresql_flush_sql())
+    event_rows = [dict(zip(DjangoEventSink.EVENT_COLUMNS, row, strict=True)) for row in events]
+    checkpoint_rows = []
+    if checkpoint is not None:
+        checkpoint_id, seq, data = checkpoint
+        checkpoint_rows.append(
+            {
+                "execution_id": execution_id,
+                "checkpoint_id": checkpoint_id,
+                "seq": seq,
+                "data": data,
+                "updated_at": timezone.now(),
+            }
+        )
+    params = [_rows_json(event_rows), _rows_json(steps), _rows_json(checkpoint_rows)]
+    return _POSTGRESQL_FLUSH[0], params
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _dt(value: Any) -> Any:
@@ -440,7 +554,17 @@ class DjangoUnitOfWork:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        # Nested units join the outer transaction: a failure aborts the run, never half of it.
+        if self.sink.in_unit:
+            # A nested unit joins the outer one: a failure rolls the whole unit back, never half.
+            self.sink.begin()
+            try:
+                yield
+            except BaseException:
+                self.sink.end(ok=False)
+                transaction.set_rollback(True)
+                raise
+            self.sink.end(ok=True)
+            return
         with transaction.atomic(savepoint=False):
             self.sink.begin()
             try:

@@ -29,10 +29,19 @@ def tenant_group(tenant_id: int | str) -> str:
     return f"tenant.{tenant_id}"
 
 
-def publish_event(tenant_id: int, wire: dict[str, Any]) -> None:
-    """Hand a committed event to the publisher. Call only after commit (``transaction.on_commit``)."""
-    if settings.ENACT_PUBLISH_DIRECT:
-        publisher().submit(tenant_id, wire)
+def publishes_directly() -> bool:
+    """Whether committed events go to the channel layer from the process that wrote them.
+
+    Otherwise (the embedded default) the relay in the web process reads them from the log.
+    """
+    return bool(settings.ENACT_PUBLISH_DIRECT)
+
+
+def publish_events(tenant_id: int, wires: list[dict[str, Any]]) -> None:
+    """Hand committed events to the publisher. Call only after commit (``transaction.on_commit``)."""
+    if publishes_directly():
+        for wire in wires:
+            publisher().submit(tenant_id, wire)
 
 
 def send_event(tenant_id: int | str, wire: dict[str, Any]) -> None:

@@ -60,10 +60,15 @@ def test_a_unit_writes_events_steps_and_checkpoint_together(tenant_a: Tenant, te
 def test_a_failed_unit_writes_nothing(tenant_a: Tenant) -> None:
     execution = _execution(tenant_a)
     sink = DjangoEventSink(execution)
-    with pytest.raises(Boom), DjangoUnitOfWork(sink).atomic():
-        sink.append(_step_start(execution, 1, "step_one"))
-        sink.stage_checkpoint("ckpt_one", 1, {"id": "ckpt_one"})
-        raise Boom
+
+    def unit() -> None:
+        with DjangoUnitOfWork(sink).atomic():
+            sink.append(_step_start(execution, 1, "step_one"))
+            sink.stage_checkpoint("ckpt_one", 1, {"id": "ckpt_one"})
+            raise Boom
+
+    with pytest.raises(Boom):
+        unit()
     assert not ExecutionEvent.objects.filter(execution=execution).exists()
     assert not Step.objects.filter(execution=execution).exists()
     assert not Checkpoint.objects.filter(execution=execution).exists()
@@ -73,11 +78,16 @@ def test_a_failed_nested_unit_rolls_back_the_outer_one(tenant_a: Tenant) -> None
     execution = _execution(tenant_a)
     sink = DjangoEventSink(execution)
     unit = DjangoUnitOfWork(sink)
-    with pytest.raises(Boom), unit.atomic():
-        sink.append(_step_start(execution, 1, "step_one"))
+
+    def nested() -> None:
         with unit.atomic():
-            sink.append(_event(execution, 2, EventType.STEP_END, "step_one", name="n_1", output=1, duration_ms=1))
-            raise Boom
+            sink.append(_step_start(execution, 1, "step_one"))
+            with unit.atomic():
+                sink.append(_event(execution, 2, EventType.STEP_END, "step_one", name="n_1", output=1, duration_ms=1))
+                raise Boom
+
+    with pytest.raises(Boom):
+        nested()
     assert not ExecutionEvent.objects.filter(execution=execution).exists()
     # The sink is usable again, and the next unit writes only its own events.
     with unit.atomic():
@@ -89,12 +99,17 @@ def test_the_sink_never_commits_its_callers_transaction(tenant_a: Tenant) -> Non
     """An event appended inside a service's transaction is rolled back with it."""
     execution = _execution(tenant_a)
     sink = DjangoEventSink(execution)
-    with pytest.raises(Boom), transaction.atomic():
-        Execution.objects.filter(pk=execution.pk).update(graph="demo.pipeline")
-        sink.append(_event(execution, 1, EventType.EXECUTION_START))
-        with DjangoUnitOfWork(sink).atomic():
-            sink.append(_step_start(execution, 2, "step_one"))
-        raise Boom
+
+    def service() -> None:
+        with transaction.atomic():
+            Execution.objects.filter(pk=execution.pk).update(graph="demo.pipeline")
+            sink.append(_event(execution, 1, EventType.EXECUTION_START))
+            with DjangoUnitOfWork(sink).atomic():
+                sink.append(_step_start(execution, 2, "step_one"))
+            raise Boom
+
+    with pytest.raises(Boom):
+        service()
     execution.refresh_from_db()
     assert execution.graph == "demo.chain"
     assert execution.state == Execution.State.QUEUED
@@ -123,9 +138,14 @@ def test_a_seq_written_by_another_worker_fences_this_one_off(tenant_a: Tenant) -
     other, mine = DjangoEventSink(execution), DjangoEventSink(execution)
     with DjangoUnitOfWork(other).atomic():
         other.append(_step_start(execution, 1, "step_theirs"))
-    with pytest.raises(LeaseLost), DjangoUnitOfWork(mine).atomic():
-        mine.append(_step_start(execution, 2, "step_mine"))
-        mine.append(_event(execution, 1, EventType.STEP_END, "step_mine", name="n_1", output=1, duration_ms=1))
+
+    def clash() -> None:
+        with DjangoUnitOfWork(mine).atomic():
+            mine.append(_step_start(execution, 2, "step_mine"))
+            mine.append(_event(execution, 1, EventType.STEP_END, "step_mine", name="n_1", output=1, duration_ms=1))
+
+    with pytest.raises(LeaseLost):
+        clash()
     assert list(ExecutionEvent.objects.filter(execution=execution).values_list("seq", flat=True)) == [1]
     assert not Step.objects.filter(pk="step_mine").exists()
 
@@ -144,9 +164,14 @@ def test_events_are_published_after_commit_and_never_for_a_rolled_back_unit(
     monkeypatch.setattr(streaming, "publish_events", record)
     execution = _execution(tenant_a)
     sink = DjangoEventSink(execution)
-    with pytest.raises(Boom), DjangoUnitOfWork(sink).atomic():
-        sink.append(_step_start(execution, 1, "step_one"))
-        raise Boom
+
+    def failing() -> None:
+        with DjangoUnitOfWork(sink).atomic():
+            sink.append(_step_start(execution, 1, "step_one"))
+            raise Boom
+
+    with pytest.raises(Boom):
+        failing()
     assert published == []
     with DjangoUnitOfWork(sink).atomic():
         sink.append(_step_start(execution, 1, "step_one"))

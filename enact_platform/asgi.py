@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django; websockets are routed here once the consumers exist."""
+"""ASGI entry point. The SSE stream is served by its own ASGI application, which holds no thread
+while a client waits; everything else goes through Django."""
 
 from __future__ import annotations
 
@@ -8,4 +9,23 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "enact_platform.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()  # sets Django up before the imports below
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from executions.consumers import ExecutionStream  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter(
+            [
+                re_path(
+                    r"^api/v1/executions/(?P<execution_id>[^/]+)/stream$", AuthMiddlewareStack(ExecutionStream.app)
+                ),
+                re_path(r"", django_application),
+            ]
+        ),
+    }
+)

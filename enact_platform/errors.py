@@ -51,3 +51,17 @@ class PayloadTooLarge(PlatformError):
 class QuotaExceeded(PlatformError):
     code = "quota_exceeded"
     status = 429
+
+
+class RateLimited(PlatformError):
+    """Too many requests for one API key in the current minute."""
+
+    code = "rate_limited"
+    status = 429
+
+    @classmethod
+    def after(cls, wait_seconds: float) -> RateLimited:
+        retry_after = max(1, int(wait_seconds + 0.999))
+        return cls(
+            f"too many requests for this API key; retry in {retry_after} s", details={"retry_after": retry_after}
+        )

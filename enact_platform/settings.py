@@ -100,6 +100,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_q",
     "tenants",
@@ -165,6 +167,18 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds the API's request counters; every web process must share it when scaled.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "enact",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -213,3 +227,33 @@ if ENACT_HEARTBEAT_SECONDS * 2 > ENACT_LEASE_SECONDS:
 
 # Where the embedded default keeps its local state besides the database (the admin password).
 ENACT_STATE_DIR = Path(env_str("ENACT_STATE_DIR", str(BASE_DIR)))
+
+# The REST API (enact_platform/api/ and each app's api.py).
+ENACT_API_MAX_BODY_BYTES = env_int("ENACT_API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+ENACT_SSE_KEEPALIVE_SECONDS = env_float("ENACT_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.05)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "enact_platform.api.auth.ApiKeyAuthentication",
+        "enact_platform.api.auth.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["enact_platform.api.auth.TenantScoped"],
+    "DEFAULT_THROTTLE_CLASSES": ["enact_platform.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": ["enact_platform.api.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "enact_platform.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Enact Platform API",
+    "DESCRIPTION": "Run agent and workflow graphs for your tenant, and follow them live.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("enact_platform.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Until the dashboard exists, the admin is the way in.
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
+
+# Under /api/ even an unknown path or a crash answers with the error body.
+handler404 = "enact_platform.api.errors.not_found"
+handler500 = "enact_platform.api.errors.server_error"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from collections.abc import Iterator
+from datetime import datetime
+
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 
 from enact_platform.errors import NotFound
 from executions.kernel.ids import IdKind, is_valid_id
-from executions.models import Execution, ExecutionEvent, Step
+from executions.models import Artifact, Execution, ExecutionEvent, Step
 from tenants.models import Tenant
 
 
@@ -21,13 +24,43 @@ def execution_get(*, tenant: Tenant, execution_id: object) -> Execution:
     return execution
 
 
-def execution_list(*, tenant: Tenant, state: str | None = None, graph: str | None = None) -> QuerySet[Execution]:
+def execution_get_detailed(*, tenant: Tenant, execution_id: object) -> Execution:
+    """:func:`execution_get`, with ``last_seq`` (the seq of its latest event) set."""
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    execution.last_seq = last_event_seq(execution_id=execution.pk)  # type: ignore[attr-defined]
+    return execution
+
+
+def last_event_seq(*, execution_id: str) -> int:
+    found = ExecutionEvent.objects.filter(execution_id=execution_id).aggregate(n=Max("seq"))["n"]
+    return int(found or 0)
+
+
+def execution_list(
+    *,
+    tenant: Tenant,
+    state: str | None = None,
+    graph: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    q: str | None = None,
+) -> QuerySet[Execution]:
+    """The tenant's executions, newest first, each with ``last_seq``. ``q`` matches an id
+    (or its start), a graph name, or an idempotency key."""
     rows = Execution.objects.for_tenant(tenant)
     if state:
         rows = rows.filter(state=state)
     if graph:
         rows = rows.filter(graph=graph)
-    return rows.order_by("-created_at", "-id")
+    if created_after:
+        rows = rows.filter(created_at__gt=created_after)
+    if created_before:
+        rows = rows.filter(created_at__lt=created_before)
+    if q:
+        rows = rows.filter(Q(id__startswith=q) | Q(graph__icontains=q) | Q(idempotency_key=q))
+    # The (execution, seq) unique index answers this with one backward index step per row.
+    latest = ExecutionEvent.objects.filter(execution_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
+    return rows.annotate(last_seq=Subquery(latest)).order_by("-created_at", "-id")
 
 
 def execution_steps(*, tenant: Tenant, execution_id: str) -> QuerySet[Step]:
@@ -37,4 +70,35 @@ def execution_steps(*, tenant: Tenant, execution_id: str) -> QuerySet[Step]:
 
 def execution_events(*, tenant: Tenant, execution_id: str, after: int = 0, limit: int = 1000) -> list[ExecutionEvent]:
     execution = execution_get(tenant=tenant, execution_id=execution_id)
-    return list(ExecutionEvent.objects.filter(execution=execution, seq__gt=after).order_by("seq")[:limit])
+    return events_after(execution_id=execution.pk, after=after, limit=limit)
+
+
+def events_after(*, execution_id: str, after: int, limit: int = 1000) -> list[ExecutionEvent]:
+    """Stored events of an execution the caller already holds, seq > ``after``, ascending."""
+    return list(ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=after).order_by("seq")[:limit])
+
+
+def execution_artifacts(*, tenant: Tenant, execution_id: str) -> QuerySet[Artifact]:
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    return Artifact.objects.filter(execution=execution).defer("content").order_by("created_at", "id")
+
+
+def artifact_get(*, tenant: Tenant, artifact_id: object) -> Artifact:
+    """The tenant's artifact, or :class:`NotFound` (malformed, unknown and foreign ids alike)."""
+    if not is_valid_id(artifact_id, IdKind.ARTIFACT):
+        raise NotFound("artifact not found")
+    artifact = Artifact.objects.filter(tenant=tenant, pk=artifact_id).defer("content").first()
+    if artifact is None:
+        raise NotFound("artifact not found")
+    return artifact
+
+
+def artifact_chunks(*, artifact: Artifact, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+    """An artifact's content, from its row or from storage."""
+    if artifact.file:
+        with artifact.file.open("rb") as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+        return
+    content = Artifact.objects.filter(pk=artifact.pk).values_list("content", flat=True).first()
+    yield bytes(content or b"")

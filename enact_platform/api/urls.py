@@ -1,0 +1,33 @@
+"""``/api/v1/``: the REST contract of API.md, path by path."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from executions import api as executions
+from tenants import api as tenants
+
+urlpatterns = [
+    path("tenant", tenants.TenantView.as_view(), name="tenant"),
+    path("blueprints", executions.BlueprintListView.as_view(), name="blueprints"),
+    path("blueprints/<str:name>", executions.BlueprintDetailView.as_view(), name="blueprint"),
+    path("executions", executions.ExecutionListView.as_view(), name="executions"),
+    # Before the id routes: "cancel" is not an execution id.
+    path("executions/cancel", executions.BulkCancelView.as_view(), name="executions-cancel"),
+    path("executions/<str:execution_id>", executions.ExecutionDetailView.as_view(), name="execution"),
+    path("executions/<str:execution_id>/steps", executions.ExecutionStepsView.as_view(), name="execution-steps"),
+    path("executions/<str:execution_id>/events", executions.ExecutionEventsView.as_view(), name="execution-events"),
+    path("executions/<str:execution_id>/stream", executions.ExecutionStreamView.as_view(), name="execution-stream"),
+    path(
+        "executions/<str:execution_id>/artifacts",
+        executions.ExecutionArtifactsView.as_view(),
+        name="execution-artifacts",
+    ),
+    path("executions/<str:execution_id>/cancel", executions.ExecutionCancelView.as_view(), name="execution-cancel"),
+    path("executions/<str:execution_id>/pause", executions.ExecutionPauseView.as_view(), name="execution-pause"),
+    path("executions/<str:execution_id>/resume", executions.ExecutionResumeView.as_view(), name="execution-resume"),
+    path("executions/<str:execution_id>/input", executions.ExecutionInputView.as_view(), name="execution-input"),
+    path("executions/<str:execution_id>/inbox", executions.ExecutionInboxView.as_view(), name="execution-inbox"),
+    path("artifacts/<str:artifact_id>", executions.ArtifactDetailView.as_view(), name="artifact"),
+    path("artifacts/<str:artifact_id>/content", executions.ArtifactContentView.as_view(), name="artifact-content"),
+]

@@ -1,0 +1,324 @@
+"""REST endpoints for executions, their steps, events and artifacts, and the graphs to run.
+
+Each view validates the request's shape, calls one service or selector with the caller's tenant,
+and serializes what comes back. Errors are raised, and turned into the error body in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers as drf
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from enact_platform.api.auth import request_caller
+from enact_platform.api.pagination import NewestFirst
+from enact_platform.api.renderers import AnyContentRenderer, EventStreamRenderer
+from enact_platform.errors import InvalidInput, NotFound
+from executions import selectors, services
+from executions import serializers as s
+from executions.consumers import sse_frame, stored_frames
+from executions.registry import RegisteredGraph, registry
+
+ERROR = inline_serializer(
+    "Error",
+    {
+        "error": inline_serializer(
+            "ErrorDetail",
+            {"code": drf.CharField(), "message": drf.CharField(), "details": drf.DictField()},
+        )
+    },
+)
+READ_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR, 429: ERROR}
+WRITE_ERRORS = {**READ_ERRORS, 400: ERROR, 409: ERROR, 413: ERROR}
+EXECUTION_ID = OpenApiParameter("execution_id", str, OpenApiParameter.PATH, pattern=r"^exec_[0-9A-Za-z]{27}$")
+
+
+def _valid(serializer_class: type[drf.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _execution(request: Request, execution_id: str) -> dict[str, Any]:
+    caller = request_caller(request)
+    return s.ExecutionSerializer(selectors.execution_get_detailed(tenant=caller.tenant, execution_id=execution_id)).data
+
+
+class ExecutionListView(APIView):
+    @extend_schema(
+        operation_id="executions_list",
+        parameters=[s.ExecutionFilters],
+        responses={200: s.ExecutionSerializer(many=True), **READ_ERRORS, 400: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        filters = _valid(s.ExecutionFilters, request.query_params.dict())
+        rows = selectors.execution_list(
+            tenant=request_caller(request).tenant,
+            state=filters.get("state"),
+            graph=filters.get("blueprint"),
+            created_after=filters.get("created_after"),
+            created_before=filters.get("created_before"),
+            q=filters.get("q"),
+        )
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(s.ExecutionSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="executions_submit",
+        request=s.SubmitRequest,
+        responses={201: s.ExecutionSerializer, 200: s.ExecutionSerializer, **WRITE_ERRORS},
+        description="Submit an execution. A repeated idempotency key returns the first execution with 200.",
+    )
+    def post(self, request: Request) -> Response:
+        body = _valid(s.SubmitRequest, request.data)
+        caller = request_caller(request)
+        entry = registry.get(body["blueprint"])
+        if entry is not None and body.get("version") not in (None, entry.version):
+            raise NotFound(f"{entry.name} has no version {body['version']}", details={"versions": [entry.version]})
+        execution, created = services.execution_submit(
+            tenant=caller.tenant,
+            graph=body["blueprint"],
+            input=body["input"],
+            idempotency_key=body.get("idempotency_key"),
+            metadata=body.get("metadata"),
+            user=request.user if not caller.key else None,
+        )
+        data = _execution(request, execution.pk)
+        return Response(data, status=201 if created else 200)
+
+
+class ExecutionDetailView(APIView):
+    @extend_schema(parameters=[EXECUTION_ID], responses={200: s.ExecutionSerializer, **READ_ERRORS})
+    def get(self, request: Request, execution_id: str) -> Response:
+        return Response(_execution(request, execution_id))
+
+
+class ExecutionStepsView(APIView):
+    @extend_schema(parameters=[EXECUTION_ID], responses={200: s.StepSerializer(many=True), **READ_ERRORS})
+    def get(self, request: Request, execution_id: str) -> Response:
+        steps = selectors.execution_steps(tenant=request_caller(request).tenant, execution_id=execution_id)
+        return Response(s.StepSerializer(steps, many=True).data)
+
+
+class ExecutionEventsView(APIView):
+    @extend_schema(
+        parameters=[EXECUTION_ID, s.EventsQuery],
+        responses={200: s.EventSerializer(many=True), **READ_ERRORS, 400: ERROR},
+    )
+    def get(self, request: Request, execution_id: str) -> Response:
+        caller = request_caller(request)
+        execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
+        query = _valid(s.EventsQuery, request.query_params.dict())
+        events = selectors.events_after(execution_id=execution.pk, after=query["after"], limit=query["limit"])
+        return Response(s.EventSerializer(events, many=True).data)
+
+
+class ExecutionArtifactsView(APIView):
+    @extend_schema(parameters=[EXECUTION_ID], responses={200: s.ArtifactSerializer(many=True), **READ_ERRORS})
+    def get(self, request: Request, execution_id: str) -> Response:
+        artifacts = selectors.execution_artifacts(tenant=request_caller(request).tenant, execution_id=execution_id)
+        return Response(s.ArtifactSerializer(artifacts, many=True).data)
+
+
+class ArtifactDetailView(APIView):
+    @extend_schema(responses={200: s.ArtifactSerializer, **READ_ERRORS})
+    def get(self, request: Request, artifact_id: str) -> Response:
+        artifact = selectors.artifact_get(tenant=request_caller(request).tenant, artifact_id=artifact_id)
+        return Response(s.ArtifactSerializer(artifact).data)
+
+
+class ArtifactContentView(APIView):
+    renderer_classes = [JSONRenderer, AnyContentRenderer]
+
+    @extend_schema(responses={(200, "*/*"): OpenApiResponse(description="the artifact's bytes, with its content type")})
+    def get(self, request: Request, artifact_id: str) -> StreamingHttpResponse:
+        artifact = selectors.artifact_get(tenant=request_caller(request).tenant, artifact_id=artifact_id)
+        response = StreamingHttpResponse(
+            selectors.artifact_chunks(artifact=artifact),
+            content_type=artifact.content_type or "application/octet-stream",
+        )
+        response["Content-Length"] = str(artifact.size)
+        response["Content-Disposition"] = _disposition(artifact.name)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["ETag"] = f'"{artifact.sha256}"'
+        return response
+
+
+def _disposition(name: str) -> str:
+    from urllib.parse import quote
+
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+# --- controls --------------------------------------------------------------------------------
+
+
+class ExecutionCancelView(APIView):
+    @extend_schema(
+        parameters=[EXECUTION_ID],
+        request=s.ReasonRequest,
+        responses={202: s.ExecutionSerializer, 200: s.ExecutionSerializer, **WRITE_ERRORS},
+        description="Cancel. Idempotent: 202 while the cancel takes effect, 200 with the state if it is already over.",
+    )
+    def post(self, request: Request, execution_id: str) -> Response:
+        caller = request_caller(request)
+        body = _valid(s.ReasonRequest, request.data)
+        before = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
+        was_terminal = before.is_terminal
+        services.execution_cancel(
+            tenant=caller.tenant, execution_id=before.pk, reason=body["reason"], actor=caller.actor
+        )
+        return Response(_execution(request, before.pk), status=200 if was_terminal else 202)
+
+
+class ExecutionPauseView(APIView):
+    @extend_schema(
+        parameters=[EXECUTION_ID], request=s.ReasonRequest, responses={202: s.ExecutionSerializer, **WRITE_ERRORS}
+    )
+    def post(self, request: Request, execution_id: str) -> Response:
+        caller = request_caller(request)
+        body = _valid(s.ReasonRequest, request.data)
+        services.execution_pause(
+            tenant=caller.tenant, execution_id=execution_id, reason=body["reason"], actor=caller.actor
+        )
+        return Response(_execution(request, execution_id), status=202)
+
+
+class ExecutionResumeView(APIView):
+    @extend_schema(parameters=[EXECUTION_ID], request=None, responses={202: s.ExecutionSerializer, **WRITE_ERRORS})
+    def post(self, request: Request, execution_id: str) -> Response:
+        caller = request_caller(request)
+        _valid(s.StrictSerializer, request.data or {})
+        services.execution_resume(tenant=caller.tenant, execution_id=execution_id, actor=caller.actor)
+        return Response(_execution(request, execution_id), status=202)
+
+
+class ExecutionInputView(APIView):
+    @extend_schema(
+        parameters=[EXECUTION_ID], request=s.InputRequest, responses={202: s.ExecutionSerializer, **WRITE_ERRORS}
+    )
+    def post(self, request: Request, execution_id: str) -> Response:
+        caller = request_caller(request)
+        body = _valid(s.InputRequest, request.data)
+        services.execution_provide_input(
+            tenant=caller.tenant,
+            execution_id=execution_id,
+            input=body["input"],
+            approve=body["approve"],
+            actor=caller.actor,
+        )
+        return Response(_execution(request, execution_id), status=202)
+
+
+class ExecutionInboxView(APIView):
+    @extend_schema(
+        parameters=[EXECUTION_ID],
+        request=inline_serializer(
+            "InboxMessage",
+            {
+                "kind": drf.ChoiceField(choices=["guidance", "evidence", "a2a"]),
+                "content": drf.CharField(required=False),
+            },
+        ),
+        responses={202: s.InboxResult, **WRITE_ERRORS},
+        description="Post guidance, evidence or an agent message; it is read at the next step boundary.",
+    )
+    def post(self, request: Request, execution_id: str) -> Response:
+        caller = request_caller(request)
+        message = _valid(s.InboxRequest, request.data)
+        message_id = services.execution_post_inbox(
+            tenant=caller.tenant, execution_id=execution_id, message=message, actor=caller.actor
+        )
+        return Response({"id": message_id}, status=202)
+
+
+class BulkCancelView(APIView):
+    @extend_schema(
+        operation_id="executions_bulk_cancel",
+        request=s.BulkCancelRequest,
+        responses={200: s.BulkCancelResult, **WRITE_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        caller = request_caller(request)
+        body = _valid(s.BulkCancelRequest, request.data)
+        counts = services.executions_bulk_cancel(
+            tenant=caller.tenant,
+            ids=body.get("ids"),
+            filter=dict(body["filter"]) if "filter" in body else None,
+            reason=body["reason"],
+            actor=caller.actor,
+        )
+        return Response(counts)
+
+
+# --- graphs ------------------------------------------------------------------------------------
+
+
+def _blueprint(entry: RegisteredGraph) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "version": entry.version,
+        "description": entry.description,
+        "input_schema": entry.input_schema,
+        "source": "code",
+    }
+
+
+class BlueprintListView(APIView):
+    @extend_schema(responses={200: s.BlueprintSerializer(many=True), **READ_ERRORS})
+    def get(self, request: Request) -> Response:
+        request_caller(request)
+        return Response([_blueprint(entry) for entry in registry.all()])
+
+
+class BlueprintDetailView(APIView):
+    @extend_schema(responses={200: s.BlueprintSerializer, **READ_ERRORS})
+    def get(self, request: Request, name: str) -> Response:
+        request_caller(request)
+        entry = registry.get(name)
+        if entry is None:
+            raise NotFound(f"no blueprint named {name!r}")
+        return Response(_blueprint(entry))
+
+
+class ExecutionStreamView(APIView):
+    """The stream as Django serves it without the ASGI router (WSGI, test clients): the stored
+    events after ``Last-Event-ID``, then the response ends; an SSE client reconnects with its
+    last id and so goes on. Under ASGI, ``executions.consumers.ExecutionStream`` answers this
+    path instead, and keeps the response open for live events."""
+
+    renderer_classes = [EventStreamRenderer, JSONRenderer]
+
+    @extend_schema(
+        parameters=[
+            EXECUTION_ID,
+            OpenApiParameter("after", int, description="send events after this seq (or Last-Event-ID)"),
+            OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="the last seq received"),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                description="Server-Sent Events: `id:` is the seq, `event:` the type, `data:` the wire event"
+            ),
+            **READ_ERRORS,
+            400: ERROR,
+        },
+    )
+    def get(self, request: Request, execution_id: str) -> HttpResponse:
+        caller = request_caller(request)
+        execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
+        raw = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0"
+        if not raw.strip().isdigit() or len(raw.strip()) > 12:
+            raise InvalidInput("Last-Event-ID (or after) must be a whole number, the seq of the last event received")
+        wires, _ = stored_frames(execution.pk, int(raw))
+        body = b"retry: 1000\n\n" + b"".join(sse_frame(wire) for wire in wires)
+        response = HttpResponse(body, content_type="text/event-stream; charset=utf-8")
+        response["Cache-Control"] = "no-cache"
+        return response

@@ -1,0 +1,185 @@
+"""Live interfaces over ASGI: the Server-Sent Events stream of one execution.
+
+``GET /api/v1/executions/{id}/stream`` sends the stored events after ``Last-Event-ID`` (or
+``?after=``), then the live ones as they are committed, and ends after the terminal event. Each
+SSE ``id:`` is the event's seq, so a client that reconnects with its last id gets exactly what
+it missed.
+
+An idle client costs a channel-layer subscription and a coroutine: no thread, and no database
+connection (each read borrows one and gives it back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from enact_platform.api.auth import Caller, key_from_header, resolve_caller
+from enact_platform.api.throttling import key_rate_wait
+from enact_platform.errors import InvalidInput, PlatformError, RateLimited
+from executions import selectors, streaming
+from executions.kernel.events import TERMINAL_EVENT_TYPES
+from executions.serializers import EventSerializer
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_TYPES = frozenset(t.value for t in TERMINAL_EVENT_TYPES)
+READ_BATCH = 500
+
+
+def sse_frame(wire: dict[str, Any]) -> bytes:
+    data = json.dumps(wire, separators=(",", ":"))
+    return f"id: {wire['seq']}\nevent: {wire['type']}\ndata: {data}\n\n".encode()
+
+
+def stored_frames(execution_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+    """Stored events after ``after`` (one batch) as wire dicts, and whether there may be more."""
+    events = selectors.events_after(execution_id=execution_id, after=after, limit=READ_BATCH)
+    return EventSerializer(events, many=True).data, len(events) == READ_BATCH
+
+
+class ExecutionStream:
+    """The SSE endpoint, as a plain ASGI application (routed before Django in ``asgi.py``).
+
+    It subscribes to the execution's group before reading the log, so nothing committed in
+    between is missed; live events are then sent in seq order, and a gap (an event that
+    arrived out of order, or one a publisher dropped) is filled from the log.
+    """
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        self.last_seq = 0
+        self.finished = False
+
+    @classmethod
+    async def app(cls, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await cls(scope, receive, send).run()
+
+    async def run(self) -> None:
+        try:
+            self.execution_id, self.last_seq = await self._authorize()
+        except PlatformError as exc:
+            await self._refuse(exc)
+            return
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        group = streaming.execution_group(self.execution_id)
+        await layer.group_add(group, channel)
+        streaming.ensure_relay()
+        disconnected = asyncio.ensure_future(self._wait_disconnect())
+        try:
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
+            await self._body(b"retry: 1000\n\n")
+            await self._catch_up()
+            while not self.finished and not disconnected.done():
+                await self._next_live(layer, channel, disconnected)
+            if not disconnected.done():
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnected.cancel()
+            await layer.group_discard(group, channel)
+
+    async def _next_live(self, layer: Any, channel: str, disconnected: asyncio.Future[None]) -> None:
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        done, _ = await asyncio.wait(
+            {receiving, disconnected},
+            timeout=settings.ENACT_SSE_KEEPALIVE_SECONDS,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if receiving not in done:
+            receiving.cancel()
+            if not disconnected.done():
+                # Quiet for a while: a comment keeps proxies from closing the stream, and a look
+                # at the log covers an event a publisher failed to deliver.
+                await self._body(b": keep-alive\n\n")
+                await self._catch_up()
+            return
+        wire = receiving.result().get("event") or {}
+        seq = wire.get("seq")
+        if not isinstance(seq, int) or seq <= self.last_seq:
+            return  # seen already (the relay may repeat itself)
+        if seq == self.last_seq + 1:
+            await self._emit([wire])
+        else:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        more = True
+        while more and not self.finished:
+            wires, more = await database_sync_to_async(stored_frames)(self.execution_id, self.last_seq)
+            await self._emit(wires)
+
+    async def _emit(self, wires: list[dict[str, Any]]) -> None:
+        for wire in wires:
+            if self.finished:
+                return
+            await self._body(sse_frame(wire))
+            self.last_seq = wire["seq"]
+            self.finished = wire["type"] in TERMINAL_TYPES
+
+    async def _body(self, chunk: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _wait_disconnect(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def _refuse(self, exc: PlatformError) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if isinstance(exc, RateLimited):
+            headers.append((b"retry-after", str(exc.details["retry_after"]).encode()))
+        if exc.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await self.send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": json.dumps(exc.to_body()).encode()})
+
+    async def _authorize(self) -> tuple[str, int]:
+        if self.scope.get("method") not in ("GET", "HEAD"):
+            raise InvalidInput("the stream is read with GET")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        after = _after(headers.get("last-event-id") or (query.get("after") or ["0"])[0])
+        execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
+        execution_id = await database_sync_to_async(_authorize_sync)(
+            headers.get("authorization", ""),
+            self.scope.get("user"),  # set by channels' auth middleware from the session
+            headers.get("x-tenant") or (query.get("tenant") or [""])[0],
+            execution_id,
+        )
+        return execution_id, after
+
+
+def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_id: str) -> str:
+    key = key_from_header(authorization)
+    caller: Caller = resolve_caller(key=key, user=user, tenant_slug=tenant_slug)
+    if key is not None:
+        wait = key_rate_wait(key)
+        if wait is not None:
+            raise RateLimited.after(wait)
+    return selectors.execution_get(tenant=caller.tenant, execution_id=execution_id).pk
+
+
+def _after(raw: str) -> int:
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 12:
+        raise InvalidInput("Last-Event-ID (or after) must be a whole number, the seq of the last event received")
+    return int(raw)

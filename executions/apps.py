@@ -27,4 +27,4 @@ class ExecutionsConfig(AppConfig):
             # delivers cancels, renews leases and reaps, with no extra process to run.
             from executions.worker import monitor
 
-            os.register_at_fork(after_in_child=monitor.start)
+            os.register_at_fork(after_in_child=monitor.start_after_fork)

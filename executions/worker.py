@@ -77,6 +77,18 @@ class WorkerMonitor:
             self._permanent = True
             self._ensure_thread()
 
+    def start_after_fork(self) -> None:
+        """In a freshly forked process: start this process's own monitor.
+
+        A fork copies the parent's monitor object but not its thread; django-q2 forks twice (the
+        cluster's sentinel, then each worker from the sentinel), so without a reset a worker
+        would believe its parent's thread was its own, and nothing would deliver its cancels or
+        renew its leases. The lock is new too: the parent's may have been held at the fork."""
+        self._lock = threading.Lock()
+        self._running = {}
+        self._thread = None
+        self.start()
+
     def _ensure_thread(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="enact-monitor", daemon=True)

@@ -38,12 +38,12 @@ def _database_env() -> dict[str, str]:
 class Cluster:
     """``manage.py qcluster`` in its own process group, with short leases so recovery is quick."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, lease_seconds: float = 2) -> None:
         env = {
             **os.environ,
             **_database_env(),
             "ENACT_WORKERS": "2",
-            "ENACT_LEASE_SECONDS": "2",
+            "ENACT_LEASE_SECONDS": str(lease_seconds),
             "ENACT_HEARTBEAT_SECONDS": "0.5",
             "ENACT_REAP_SECONDS": "0.5",
             "ENACT_QUEUE_POLL_SECONDS": "0.05",
@@ -81,11 +81,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Callable[[], Cluster]]:
+def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     started: list[Cluster] = []
 
-    def start() -> Cluster:
-        started.append(Cluster(tmp_path / f"cluster-{len(started)}.log"))
+    def start(**options: Any) -> Cluster:
+        started.append(Cluster(tmp_path / f"cluster-{len(started)}.log", **options))
         return started[-1]
 
     yield start
@@ -106,7 +106,7 @@ def _log(cluster: Cluster) -> str:
     return cluster.log.read_text(errors="replace")[-3000:]
 
 
-def test_a_real_worker_runs_an_execution(tenant_a: Tenant, cluster: Callable[[], Cluster]) -> None:
+def test_a_real_worker_runs_an_execution(tenant_a: Tenant, cluster: Callable[..., Cluster]) -> None:
     workers = cluster()
     execution = submit(tenant_a, "demo.chain", {"n": 3})
     assert wait_until(lambda: state_of(execution) == "completed", timeout=60), _log(workers)
@@ -118,7 +118,7 @@ def test_a_real_worker_runs_an_execution(tenant_a: Tenant, cluster: Callable[[],
 
 
 def test_sigkill_mid_run_resumes_from_the_checkpoint_on_another_worker(
-    tenant_a: Tenant, cluster: Callable[[], Cluster]
+    tenant_a: Tenant, cluster: Callable[..., Cluster]
 ) -> None:
     workers = cluster()
     execution = submit(tenant_a, "demo.slow", {"steps": 4, "seconds": 0.6})
@@ -146,7 +146,7 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint_on_another_worker(
     assert terminal == 1
 
 
-def test_approval_survives_a_restart_of_every_worker(tenant_a: Tenant, cluster: Callable[[], Cluster]) -> None:
+def test_approval_survives_a_restart_of_every_worker(tenant_a: Tenant, cluster: Callable[..., Cluster]) -> None:
     first = cluster()
     execution = submit(tenant_a, "demo.approval", {})
     assert wait_until(lambda: state_of(execution) == "waiting", timeout=60), _log(first)
@@ -159,12 +159,17 @@ def test_approval_survives_a_restart_of_every_worker(tenant_a: Tenant, cluster: 
     assert execution.output == {"published": True, "note": None}
 
 
-def test_cancel_reaches_a_real_worker_blocked_in_a_long_call(tenant_a: Tenant, cluster: Callable[[], Cluster]) -> None:
-    workers = cluster()
+def test_cancel_reaches_a_real_worker_blocked_in_a_long_call(tenant_a: Tenant, cluster: Callable[..., Cluster]) -> None:
+    # Leases far longer than the test: only the worker's own monitor can deliver this cancel
+    # (the reaper of an expired lease would cancel it too, but much later).
+    workers = cluster(lease_seconds=60)
     execution = submit(tenant_a, "demo.slow", {"steps": 1, "seconds": 60})
     assert wait_until(lambda: Step.objects.filter(execution=execution, state="running").exists(), timeout=60), _log(
         workers
     )
+    first_lease = Execution.objects.get(pk=execution.pk).lease_expires_at
+    # The worker's monitor renews its lease while the step is blocked.
+    assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_expires_at > first_lease, timeout=3)
     services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="stop now")
-    assert wait_until(lambda: state_of(execution) == "cancelled", timeout=3), _log(workers)
+    assert wait_until(lambda: state_of(execution) == "cancelled", timeout=1), _log(workers)
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_owner == "", timeout=5)

@@ -69,6 +69,9 @@ class Execution(models.Model):
     cancel_reason = models.CharField(max_length=500, blank=True)
     resume_requested = models.BooleanField(default=False)
     resume_input = models.JSONField(null=True, blank=True)
+    # The seq of the waiting event last answered: the state stays ``waiting`` until the resumed
+    # run says otherwise, and a second answer to the same question must be refused meanwhile.
+    answered_wait_seq = models.PositiveIntegerField(null=True, blank=True)
 
     objects = ExecutionQuerySet.as_manager()
 

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, PayloadTooLarge, QuotaExceeded
 from executions import kernel_bridge
+from executions.kernel.events import EventType
 from executions.kernel.inbox import message_from_dict
-from executions.models import Execution
+from executions.models import Execution, ExecutionEvent
 from executions.registry import registry, validate_input
 from executions.selectors import execution_get
 from executions.stores import DjangoInboxStore
@@ -182,7 +183,8 @@ def execution_provide_input(
                 "execution is not waiting for input or approval",
                 details={"state": execution.state, "wait_reason": execution.wait_reason},
             )
-        if execution.resume_requested:
+        waiting_seq = _waiting_event_seq(execution)
+        if execution.resume_requested or execution.answered_wait_seq == waiting_seq:
             raise Conflict("execution was already answered and is resuming")
         if execution.wait_reason == "approval":
             if approve is None:
@@ -193,10 +195,23 @@ def execution_provide_input(
             if schema:
                 validate_input(schema, input)
             answer = input
-        Execution.objects.filter(pk=execution.pk).update(resume_requested=True, resume_input={"value": answer})
+        Execution.objects.filter(pk=execution.pk).update(
+            resume_requested=True, resume_input={"value": answer}, answered_wait_seq=waiting_seq
+        )
         _enqueue_after_commit(execution.pk)
     execution.refresh_from_db()
     return execution
+
+
+def _waiting_event_seq(execution: Execution) -> int:
+    """The seq of the event that put the execution in its current wait: the question's identity."""
+    latest = (
+        ExecutionEvent.objects.filter(execution=execution, type=EventType.EXECUTION_WAITING.value)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return int(latest or 0)
 
 
 def execution_post_inbox(*, tenant: Tenant, execution_id: str, message: dict[str, Any], actor: str = "") -> str:

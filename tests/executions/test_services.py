@@ -8,6 +8,7 @@ import pytest
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, QuotaExceeded
 from executions import services
+from executions.kernel_bridge import kernel_for
 from executions.models import Execution, ExecutionEvent, InboxMessage
 from tenants.models import Tenant, TenantDailyUsage
 from tenants.services import tenant_set_limits, tenant_set_status
@@ -343,3 +344,28 @@ def test_a_fenced_worker_stores_no_artifact(tenant_a: Tenant) -> None:
         store.put(request)
     assert Tenant.objects.get(pk=tenant_a.pk).storage_bytes == 0
     assert not execution.artifacts.exists()
+
+
+def test_a_question_is_answered_once_even_while_its_run_resumes(tenant_a: Tenant, enqueued: list[str]) -> None:
+    """Between the claim and the resumed run's first event the row still says waiting; a second
+    answer to the same question must not slip in (it would answer the next question unasked)."""
+    from executions.kernel.state import WaitReason
+
+    execution = submit(tenant_a, graph="demo.approval", input={})
+    kernel = kernel_for(execution)
+    kernel.start()
+    kernel.wait_for(WaitReason.APPROVAL, {"prompt": "publish?"})
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="first")
+    assert services.execution_claim(execution_id=execution.pk, worker="w1") is not None
+    assert Execution.objects.get(pk=execution.pk).state == "waiting"
+    with pytest.raises(Conflict, match="already answered"):
+        services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, input="second")
+    assert Execution.objects.get(pk=execution.pk).resume_input is None
+
+    # The resumed run asks a new question: that one takes an answer, kept for the next run.
+    resumed = kernel_for(Execution.objects.get(pk=execution.pk))
+    resumed.input_received({"approved": True})
+    resumed.wait_for(WaitReason.APPROVAL, {"prompt": "really?"})
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="third")
+    row = Execution.objects.get(pk=execution.pk)
+    assert row.resume_input == {"value": {"approved": True, "input": "third", "actor": ""}}

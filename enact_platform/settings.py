@@ -243,6 +243,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "enact_platform.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "URL_FORMAT_OVERRIDE": None,  # JSON only; ?format= means nothing here
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Enact Platform API",

@@ -19,10 +19,10 @@ from rest_framework.views import APIView
 from enact_platform.api.auth import request_caller
 from enact_platform.api.pagination import NewestFirst
 from enact_platform.api.renderers import AnyContentRenderer, EventStreamRenderer
-from enact_platform.errors import InvalidInput, NotFound
+from enact_platform.errors import NotFound
 from executions import selectors, services
 from executions import serializers as s
-from executions.consumers import sse_frame, stored_frames
+from executions.consumers import parse_last_event_id, sse_frame, stored_frames
 from executions.registry import RegisteredGraph, registry
 
 ERROR = inline_serializer(
@@ -36,6 +36,8 @@ ERROR = inline_serializer(
 )
 READ_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR, 429: ERROR}
 WRITE_ERRORS = {**READ_ERRORS, 400: ERROR, 409: ERROR, 413: ERROR}
+# For endpoints whose success is not JSON, the schema needs each response's media type spelled out.
+READ_ERRORS_JSON = {(status, "application/json"): ERROR for status in READ_ERRORS}
 EXECUTION_ID = OpenApiParameter("execution_id", str, OpenApiParameter.PATH, pattern=r"^exec_[0-9A-Za-z]{27}$")
 
 
@@ -54,7 +56,7 @@ class ExecutionListView(APIView):
     @extend_schema(
         operation_id="executions_list",
         parameters=[s.ExecutionFilters],
-        responses={200: s.ExecutionSerializer(many=True), **READ_ERRORS, 400: ERROR},
+        responses={200: s.ExecutionPage, **READ_ERRORS, 400: ERROR},
     )
     def get(self, request: Request) -> Response:
         filters = _valid(s.ExecutionFilters, request.query_params.dict())
@@ -137,7 +139,12 @@ class ArtifactDetailView(APIView):
 class ArtifactContentView(APIView):
     renderer_classes = [JSONRenderer, AnyContentRenderer]
 
-    @extend_schema(responses={(200, "*/*"): OpenApiResponse(description="the artifact's bytes, with its content type")})
+    @extend_schema(
+        responses={
+            (200, "*/*"): OpenApiResponse(description="the artifact's bytes, with its content type"),
+            **READ_ERRORS_JSON,
+        }
+    )
     def get(self, request: Request, artifact_id: str) -> StreamingHttpResponse:
         artifact = selectors.artifact_get(tenant=request_caller(request).tenant, artifact_id=artifact_id)
         response = StreamingHttpResponse(
@@ -307,17 +314,15 @@ class ExecutionStreamView(APIView):
             (200, "text/event-stream"): OpenApiResponse(
                 description="Server-Sent Events: `id:` is the seq, `event:` the type, `data:` the wire event"
             ),
-            **READ_ERRORS,
-            400: ERROR,
+            **READ_ERRORS_JSON,
+            (400, "application/json"): ERROR,
         },
     )
     def get(self, request: Request, execution_id: str) -> HttpResponse:
         caller = request_caller(request)
         execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
-        raw = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0"
-        if not raw.strip().isdigit() or len(raw.strip()) > 12:
-            raise InvalidInput("Last-Event-ID (or after) must be a whole number, the seq of the last event received")
-        wires, _ = stored_frames(execution.pk, int(raw))
+        after = parse_last_event_id(request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0")
+        wires, _ = stored_frames(execution.pk, after)
         body = b"retry: 1000\n\n" + b"".join(sse_frame(wire) for wire in wires)
         response = HttpResponse(body, content_type="text/event-stream; charset=utf-8")
         response["Cache-Control"] = "no-cache"

@@ -157,7 +157,7 @@ class ExecutionStream:
             raise InvalidInput("the stream is read with GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        after = _after(headers.get("last-event-id") or (query.get("after") or ["0"])[0])
+        after = parse_last_event_id(headers.get("last-event-id") or (query.get("after") or ["0"])[0])
         execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
         execution_id = await database_sync_to_async(_authorize_sync)(
             headers.get("authorization", ""),
@@ -178,8 +178,9 @@ def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_i
     return selectors.execution_get(tenant=caller.tenant, execution_id=execution_id).pk
 
 
-def _after(raw: str) -> int:
+def parse_last_event_id(raw: str) -> int:
+    """The seq a client last received (``Last-Event-ID`` or ``?after=``): a whole number."""
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise InvalidInput("Last-Event-ID (or after) must be a whole number, the seq of the last event received")
     return int(raw)

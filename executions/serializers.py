@@ -202,3 +202,10 @@ class BulkCancelResult(serializers.Serializer):
 
 class InboxResult(serializers.Serializer):
     id = serializers.CharField()
+
+
+class ExecutionPage(serializers.Serializer):
+    """One page of executions, newest first; ``next`` is the next page's URL, or null at the end."""
+
+    results = ExecutionSerializer(many=True)
+    next = serializers.URLField(allow_null=True)

@@ -175,7 +175,14 @@ def test_list_filters(api_a: Api, enqueued: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    [{"state": "sleeping"}, {"created_after": "yesterday"}, {"cursor": "garbage"}, {"limit": "0"}, {"limit": "x"}],
+    [
+        {"state": "sleeping"},
+        {"created_after": "yesterday"},
+        {"cursor": "garbage"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"limit": "¹"},
+    ],
 )
 def test_list_refuses_bad_filters(api_a: Api, query: dict[str, str]) -> None:
     response = api_a.get("executions", query)

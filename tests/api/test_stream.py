@@ -44,7 +44,7 @@ def key_a(tenant_a: Tenant) -> str:
 class Stream:
     """One SSE request to the ASGI application, read frame by frame."""
 
-    def __init__(self, execution_id: str, key: str, *, last_event_id: int | None = None, query: str = "") -> None:
+    def __init__(self, execution_id: str, key: str, *, last_event_id: int | str | None = None, query: str = "") -> None:
         headers = [(b"authorization", f"Bearer {key}".encode())]
         if last_event_id is not None:
             headers.append((b"last-event-id", str(last_event_id).encode()))
@@ -216,6 +216,8 @@ def test_the_stream_refuses_strangers_and_bad_requests(tenant_a: Tenant, tenant_
     assert (status, body["error"]["code"]) == (401, "unauthenticated")
     assert headers[b"www-authenticate"] == b"Bearer"
     status, body, _ = _refusal(mine.pk, key_a, last_event_id=-1)
+    assert (status, body["error"]["code"]) == (400, "invalid_input")
+    status, body, _ = _refusal(mine.pk, key_a, last_event_id="²")  # a digit to str.isdigit, not to int()
     assert (status, body["error"]["code"]) == (400, "invalid_input")
     status, body, _ = _refusal(mine.pk, key_a, query="after=soon")
     assert (status, body["error"]["code"]) == (400, "invalid_input")

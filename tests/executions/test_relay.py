@@ -64,8 +64,11 @@ def test_the_relay_forwards_new_rows_once_each_in_order(tenant_a: Tenant, layer:
     assert again == 0
 
 
-def test_ensure_relay_does_nothing_when_processes_publish_directly(settings: Any) -> None:
+def test_ensure_relay_does_nothing_when_processes_publish_directly(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings.ENACT_PUBLISH_DIRECT = True
+    monkeypatch.setattr(streaming, "_relay_task", None)  # whatever an earlier test's event loop left
 
     async def scenario() -> Any:
         streaming.ensure_relay()

@@ -38,6 +38,11 @@ class NotFound(PlatformError):
     status = 404
 
 
+class MethodNotAllowed(PlatformError):
+    code = "method_not_allowed"
+    status = 405
+
+
 class Conflict(PlatformError):
     code = "conflict"
     status = 409

@@ -23,7 +23,7 @@ from django.conf import settings
 
 from enact_platform.api.auth import Caller, key_from_header, resolve_caller
 from enact_platform.api.throttling import key_rate_wait
-from enact_platform.errors import InvalidInput, PlatformError, RateLimited
+from enact_platform.errors import InvalidInput, MethodNotAllowed, PlatformError, RateLimited
 from executions import selectors, streaming
 from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.serializers import EventSerializer
@@ -149,12 +149,14 @@ class ExecutionStream:
             headers.append((b"retry-after", str(exc.details["retry_after"]).encode()))
         if exc.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        if exc.status == 405:
+            headers.append((b"allow", b"GET"))
         await self.send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": json.dumps(exc.to_body()).encode()})
 
     async def _authorize(self) -> tuple[str, int]:
-        if self.scope.get("method") not in ("GET", "HEAD"):
-            raise InvalidInput("the stream is read with GET")
+        if self.scope.get("method") != "GET":
+            raise MethodNotAllowed("the stream is read with GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         after = parse_last_event_id(headers.get("last-event-id") or (query.get("after") or ["0"])[0])

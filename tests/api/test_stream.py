@@ -44,7 +44,15 @@ def key_a(tenant_a: Tenant) -> str:
 class Stream:
     """One SSE request to the ASGI application, read frame by frame."""
 
-    def __init__(self, execution_id: str, key: str, *, last_event_id: int | str | None = None, query: str = "") -> None:
+    def __init__(
+        self,
+        execution_id: str,
+        key: str,
+        *,
+        last_event_id: int | str | None = None,
+        query: str = "",
+        method: str = "GET",
+    ) -> None:
         headers = [(b"authorization", f"Bearer {key}".encode())]
         if last_event_id is not None:
             headers.append((b"last-event-id", str(last_event_id).encode()))
@@ -53,7 +61,7 @@ class Stream:
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "GET",
+            "method": method,
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),
@@ -221,6 +229,8 @@ def test_the_stream_refuses_strangers_and_bad_requests(tenant_a: Tenant, tenant_
     assert (status, body["error"]["code"]) == (400, "invalid_input")
     status, body, _ = _refusal(mine.pk, key_a, query="after=soon")
     assert (status, body["error"]["code"]) == (400, "invalid_input")
+    status, body, headers = _refusal(mine.pk, key_a, method="POST")
+    assert (status, body["error"]["code"], headers[b"allow"]) == (405, "method_not_allowed", b"GET")
 
 
 def test_the_stream_counts_against_the_keys_rate(tenant_a: Tenant, key_a: str) -> None:

@@ -105,16 +105,17 @@ def kernel_for(
     inbox_pending: threading.Event | None = None,
     *,
     fence: threading.Event | None = None,
+    limits: TenantLimits | None = None,
 ) -> ExecutionKernel:
     """A kernel for this execution with every Django store plugged in. ``fence``, once set (the
-    worker lost its lease), stops every store from writing."""
-    limits = TenantLimits.objects.get(tenant_id=execution.tenant_id)
+    worker lost its lease), stops every store from writing. ``limits``: the tenant's, if the
+    caller has them already."""
+    limits = limits or TenantLimits.objects.get(tenant_id=execution.tenant_id)
     user_id = str(execution.created_by_id) if execution.created_by_id else None
-    sink = DjangoEventSink(execution, fence)
+    rebuilt = kernel_execution(execution)
+    sink = DjangoEventSink(execution, fence, steps_so_far=len(rebuilt.step_order))
     kernel = (
-        ExecutionKernel.with_execution(
-            kernel_execution(execution), tenant_context(limits, user_id), last_seq=last_seq(execution.pk)
-        )
+        ExecutionKernel.with_execution(rebuilt, tenant_context(limits, user_id), last_seq=last_seq(execution.pk))
         .with_event_sink(sink)
         .with_checkpoint_store(DjangoCheckpointStore(sink))
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))

@@ -60,13 +60,16 @@ class DjangoEventSink:
     STEP_UPDATED = ("state", "output", "error", "duration_ms", "ended_at")
     EVENT_COLUMNS = ("id", "execution_id", "tenant_id", "seq", "type", "step_id", "timestamp", "data")
 
-    def __init__(self, execution: Execution, fence: threading.Event | None = None) -> None:
+    def __init__(
+        self, execution: Execution, fence: threading.Event | None = None, *, steps_so_far: int | None = None
+    ) -> None:
         # Set by the worker when its lease was lost: from then on nothing more is written.
         self.fence = fence or threading.Event()
         self.execution_id = execution.pk
         self.tenant_id = execution.tenant_id
-        highest = Step.objects.filter(execution_id=execution.pk).aggregate(n=Max("position"))["n"]
-        self._next_position = 0 if highest is None else highest + 1
+        if steps_so_far is None:  # positions are 0, 1, 2, …: the next one is the count so far
+            steps_so_far = Step.objects.filter(execution_id=execution.pk).count()
+        self._next_position = steps_so_far
         self._depth = 0
         self._events: list[tuple[Any, ...]] = []  # rows to insert
         self._staged: list[StreamEvent] = []  # the same events, to publish after commit

@@ -169,9 +169,14 @@ def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str
         graph = kernel_bridge.graph_for(execution)
     except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
         return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
-    kernel = kernel_bridge.kernel_for(execution, token, entry.inbox_pending, fence=entry.fence)
-    checkpoint = DjangoCheckpointStore().load_checkpoint(execution.pk)
-    if execution.state in (Execution.State.QUEUED, Execution.State.CREATED) and checkpoint is None:
+    kernel = kernel_bridge.kernel_for(
+        execution, token, entry.inbox_pending, fence=entry.fence, limits=execution.tenant.limits
+    )
+    # A run's start commits with its first step, and the first checkpoint with it: an execution
+    # still queued has none, and needs no look.
+    fresh = execution.state in (Execution.State.QUEUED, Execution.State.CREATED)
+    checkpoint = None if fresh else DjangoCheckpointStore().load_checkpoint(execution.pk)
+    if fresh:
         result = kernel.execute_graph(graph, execution.input)
     else:
         if checkpoint is None:  # the worker died before the first step finished

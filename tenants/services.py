@@ -121,14 +121,17 @@ def tenant_consume_execution_quota(*, tenant: Tenant, limits: TenantLimits) -> N
 
     The checks and the increment are one conditional UPDATE, so concurrent submissions can never
     overshoot; only after a refusal is the row read, to say which quota it was."""
-    row = _today_row(tenant)
-    rows = TenantDailyUsage.objects.filter(pk=row.pk)
+    rows = TenantDailyUsage.objects.filter(tenant=tenant, day=timezone.now().date())
     if limits.executions_per_day is not None:
         rows = rows.filter(executions__lt=limits.executions_per_day)
     if limits.tokens_per_day is not None:
         rows = rows.filter(tokens__lt=limits.tokens_per_day)
     if limits.cost_per_day_usd is not None:
         rows = rows.filter(cost_usd__lt=limits.cost_per_day_usd)
+    if rows.update(executions=F("executions") + 1):
+        return
+    # Nothing counted: the day's row is new (make it, then try once more), or a quota is spent.
+    row = _today_row(tenant)
     if rows.update(executions=F("executions") + 1):
         return
     row.refresh_from_db()

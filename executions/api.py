@@ -19,25 +19,13 @@ from rest_framework.views import APIView
 from enact_platform.api.auth import request_caller
 from enact_platform.api.pagination import NewestFirst
 from enact_platform.api.renderers import AnyContentRenderer, EventStreamRenderer
+from enact_platform.api.schema import ERROR, READ_ERRORS, READ_ERRORS_JSON, WRITE_ERRORS
 from enact_platform.errors import NotFound
 from executions import selectors, services
 from executions import serializers as s
-from executions.consumers import parse_last_event_id, sse_frame, stored_frames
+from executions.consumers import parse_last_event_id, sse_frame, stored_frames, stream_is_over
 from executions.registry import RegisteredGraph, registry
 
-ERROR = inline_serializer(
-    "Error",
-    {
-        "error": inline_serializer(
-            "ErrorDetail",
-            {"code": drf.CharField(), "message": drf.CharField(), "details": drf.DictField()},
-        )
-    },
-)
-READ_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR, 429: ERROR}
-WRITE_ERRORS = {**READ_ERRORS, 400: ERROR, 409: ERROR, 413: ERROR}
-# For endpoints whose success is not JSON, the schema needs each response's media type spelled out.
-READ_ERRORS_JSON = {(status, "application/json"): ERROR for status in READ_ERRORS}
 EXECUTION_ID = OpenApiParameter("execution_id", str, OpenApiParameter.PATH, pattern=r"^exec_[0-9A-Za-z]{27}$")
 
 
@@ -178,12 +166,10 @@ class ExecutionCancelView(APIView):
     def post(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         body = _valid(s.ReasonRequest, request.data)
-        before = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
-        was_terminal = before.is_terminal
-        services.execution_cancel(
-            tenant=caller.tenant, execution_id=before.pk, reason=body["reason"], actor=caller.actor
+        after = services.execution_cancel(
+            tenant=caller.tenant, execution_id=execution_id, reason=body["reason"], actor=caller.actor
         )
-        return Response(_execution(request, before.pk), status=200 if was_terminal else 202)
+        return Response(_execution(request, after.pk), status=200 if after.had_ended else 202)
 
 
 class ExecutionPauseView(APIView):
@@ -232,7 +218,19 @@ class ExecutionInboxView(APIView):
             "InboxMessage",
             {
                 "kind": drf.ChoiceField(choices=["guidance", "evidence", "a2a"]),
-                "content": drf.CharField(required=False),
+                "content": drf.CharField(required=False, help_text="guidance (required) and evidence"),
+                "priority": drf.ChoiceField(choices=["normal", "high"], required=False, help_text="guidance"),
+                "source": drf.CharField(required=False, max_length=200, help_text="evidence (required)"),
+                "title": drf.CharField(required=False, max_length=200, help_text="evidence (required)"),
+                "confidence": drf.FloatField(required=False, help_text="evidence, 0 to 1"),
+                "impact": drf.ChoiceField(
+                    choices=["informational", "supports_plan", "requires_change", "contradicts_plan"],
+                    required=False,
+                    help_text="evidence",
+                ),
+                "from_agent": drf.CharField(required=False, max_length=200, help_text="a2a (required)"),
+                "message_type": drf.CharField(required=False, max_length=200, help_text="a2a (required)"),
+                "payload": drf.JSONField(required=False, help_text="a2a"),
             },
         ),
         responses={202: s.InboxResult, **WRITE_ERRORS},
@@ -314,6 +312,7 @@ class ExecutionStreamView(APIView):
             (200, "text/event-stream"): OpenApiResponse(
                 description="Server-Sent Events: `id:` is the seq, `event:` the type, `data:` the wire event"
             ),
+            (204, "text/event-stream"): OpenApiResponse(description="the client has every event, the last included"),
             **READ_ERRORS_JSON,
             (400, "application/json"): ERROR,
         },
@@ -322,6 +321,8 @@ class ExecutionStreamView(APIView):
         caller = request_caller(request)
         execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
         after = parse_last_event_id(request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0")
+        if stream_is_over(execution.pk, execution.is_terminal, after):
+            return HttpResponse(status=204)
         wires, _ = stored_frames(execution.pk, after)
         body = b"retry: 1000\n\n" + b"".join(sse_frame(wire) for wire in wires)
         response = HttpResponse(body, content_type="text/event-stream; charset=utf-8")

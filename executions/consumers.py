@@ -64,9 +64,15 @@ class ExecutionStream:
 
     async def run(self) -> None:
         try:
-            self.execution_id, self.last_seq = await self._authorize()
+            self.execution_id, self.last_seq, over = await self._authorize()
         except PlatformError as exc:
             await self._refuse(exc)
+            return
+        if over:
+            # The client has everything, the terminal event included: 204 tells an EventSource
+            # to stop reconnecting.
+            await self.send({"type": "http.response.start", "status": 204, "headers": []})
+            await self.send({"type": "http.response.body", "body": b""})
             return
         layer = get_channel_layer()
         channel = await layer.new_channel()
@@ -154,30 +160,42 @@ class ExecutionStream:
         await self.send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": json.dumps(exc.to_body()).encode()})
 
-    async def _authorize(self) -> tuple[str, int]:
+    async def _authorize(self) -> tuple[str, int, bool]:
         if self.scope.get("method") != "GET":
             raise MethodNotAllowed("the stream is read with GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         after = parse_last_event_id(headers.get("last-event-id") or (query.get("after") or ["0"])[0])
         execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
-        execution_id = await database_sync_to_async(_authorize_sync)(
+        execution_id, over = await database_sync_to_async(_authorize_sync)(
             headers.get("authorization", ""),
             self.scope.get("user"),  # set by channels' auth middleware from the session
             headers.get("x-tenant") or (query.get("tenant") or [""])[0],
             execution_id,
+            after,
         )
-        return execution_id, after
+        return execution_id, after, over
 
 
-def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_id: str) -> str:
+def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_id: str, after: int) -> tuple[str, bool]:
+    """The execution's id, and whether a client that has seen ``after`` has seen its end."""
     key = key_from_header(authorization)
     caller: Caller = resolve_caller(key=key, user=user, tenant_slug=tenant_slug)
     if key is not None:
         wait = key_rate_wait(key)
         if wait is not None:
             raise RateLimited.after(wait)
-    return selectors.execution_get(tenant=caller.tenant, execution_id=execution_id).pk
+    execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
+    return execution.pk, stream_is_over(execution.pk, execution.is_terminal, after)
+
+
+def stream_is_over(execution_id: str, is_terminal: bool, after: int) -> bool:
+    """Whether a client that has seen ``after`` has seen everything there will be; refuses a
+    seq the log does not have yet (a client resuming from the future would wait forever)."""
+    last = selectors.last_event_seq(execution_id=execution_id)
+    if after > last:
+        raise InvalidInput(f"Last-Event-ID {after} is beyond the last event, {last}", details={"last_seq": last})
+    return is_terminal and after >= last
 
 
 def parse_last_event_id(raw: str) -> int:

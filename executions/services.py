@@ -19,7 +19,7 @@ from django.utils import timezone
 from enact_platform.errors import Conflict, InvalidInput, PayloadTooLarge, QuotaExceeded
 from executions import kernel_bridge
 from executions.kernel.events import EventType
-from executions.kernel.inbox import message_from_dict
+from executions.kernel.inbox import message_from_dict, message_to_dict
 from executions.models import Execution, ExecutionEvent
 from executions.registry import registry, validate_input
 from executions.selectors import execution_get
@@ -107,12 +107,14 @@ def execution_submit(
 def execution_cancel(*, tenant: Tenant, execution_id: str, reason: str = "", actor: str = "") -> Execution:
     """Cancel at once if no worker holds the execution; otherwise record the request durably and
     let the worker's watcher cancel the running step. Cancelling a terminal execution changes
-    nothing and returns it."""
+    nothing and returns it. The returned execution's ``had_ended`` says which it was, as seen
+    under the row's lock."""
     reason = _text(reason, "reason") or (f"cancelled by {actor}" if actor else "cancelled")
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     with transaction.atomic():
         execution = Execution.objects.select_for_update(no_key=True).get(pk=execution.pk)
         if execution.is_terminal:
+            execution.had_ended = True  # type: ignore[attr-defined]
             return execution
         if _leased(execution):
             Execution.objects.filter(pk=execution.pk, cancel_requested_at__isnull=True).update(
@@ -131,6 +133,7 @@ def execution_cancel(*, tenant: Tenant, execution_id: str, reason: str = "", act
     if not _leased(execution):
         _release_slot_after_commit(tenant.pk)
     execution.refresh_from_db()
+    execution.had_ended = False  # type: ignore[attr-defined]
     return execution
 
 
@@ -215,24 +218,34 @@ def _waiting_event_seq(execution: Execution) -> int:
 
 
 def execution_post_inbox(*, tenant: Tenant, execution_id: str, message: dict[str, Any], actor: str = "") -> str:
-    """Post guidance, evidence or an agent message for the execution's next step boundary."""
+    """Post guidance, evidence or an agent message for the execution's next step boundary.
+
+    The message records who posted it (``actor``), whatever names it carries inside."""
     if not isinstance(message, dict) or message.get("kind") not in ("guidance", "evidence", "a2a"):
         raise InvalidInput("kind must be one of guidance, evidence, a2a")
     data = {k: v for k, v in message.items() if k != "id"}
-    if data["kind"] == "guidance" and actor and not data.get("sender"):
+    if data["kind"] == "guidance" and actor:
         data["sender"] = actor
+    for name in _INBOX_SHORT_FIELDS:
+        if name in data and not (isinstance(data[name], str) and 0 < len(data[name]) <= 200):
+            raise InvalidInput(f"{name} must be a string of 1 to 200 characters")
     try:
         parsed = message_from_dict(data)
+        stored = json.dumps(message_to_dict(parsed), allow_nan=False)  # NaN and infinity are not JSON
     except (KeyError, ValueError, TypeError) as exc:
         missing = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InvalidInput(f"invalid {data['kind']} message: {missing}") from None
-    if len(json.dumps(data).encode()) > 64 * 1024:
+    if len(stored.encode()) > 64 * 1024:
         raise PayloadTooLarge("inbox messages are limited to 64 KiB")
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     if execution.is_terminal:
         raise Conflict(f"execution is {execution.state}; it reads no more messages", details={"state": execution.state})
-    DjangoInboxStore(tenant.pk).push(execution.pk, parsed)
+    DjangoInboxStore(tenant.pk).push(execution.pk, parsed, actor=actor)
     return parsed.id
+
+
+# Names and labels inside inbox messages; longer ones are refused, not truncated.
+_INBOX_SHORT_FIELDS = ("sender", "source", "title", "from_agent", "message_type", "priority", "impact")
 
 
 def executions_bulk_cancel(

@@ -447,9 +447,10 @@ class DjangoInboxStore:
         self.tenant_id = tenant_id
         self.pending = pending
 
-    def push(self, execution_id: str, message: KernelMessage) -> None:
+    def push(self, execution_id: str, message: KernelMessage, *, actor: str = "") -> None:
+        """Store a message; ``actor`` is who posted it (else the names the message carries)."""
         payload = message_to_dict(message)
-        actor = payload.get("actor") or payload.get("sender") or payload.get("from_agent") or ""
+        actor = actor or payload.get("actor") or payload.get("sender") or payload.get("from_agent") or ""
         InboxMessage.objects.create(
             id=message.id,
             execution_id=execution_id,

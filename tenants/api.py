@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from enact_platform.api.auth import request_caller
+from enact_platform.api.schema import READ_ERRORS
 from tenants.models import TenantLimits
 from tenants.selectors import tenant_usage
 
@@ -38,7 +39,8 @@ class TenantView(APIView):
                     "limits": serializers.DictField(),
                     "usage": serializers.DictField(),
                 },
-            )
+            ),
+            **READ_ERRORS,
         }
     )
     def get(self, request: Request) -> Response:

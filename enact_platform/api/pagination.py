@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
@@ -26,6 +27,13 @@ class NewestFirst(CursorPagination):
         except Exception:  # DRF raises NotFound for a cursor it cannot read; it is bad input
             cursor = request.query_params.get(self.cursor_query_param)
             raise InvalidInput("invalid cursor", details={"cursor": cursor}) from None
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> Any:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, OverflowError, ValueError):
+            # A cursor that decodes but whose position is not a timestamp: forged or corrupted.
+            raise InvalidInput("invalid cursor", details={"cursor": request.query_params.get("cursor")}) from None
 
     def get_page_size(self, request: Any) -> int:
         raw = request.query_params.get(self.page_size_query_param)

@@ -4,6 +4,7 @@ before it is parsed, whether or not the client said how long it was."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from django.conf import settings
@@ -21,11 +22,20 @@ class LimitedJSONParser(JSONParser):
         if not raw:
             return {}
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidInput(f"malformed JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidInput("malformed JSON: nested too deeply") from None
 
 
+# NaN and infinity are not JSON; let in, they would fail later, on the database or on the way out.
 def _refuse_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; accepting them here would fail later, on the database.
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value

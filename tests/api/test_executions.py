@@ -330,3 +330,87 @@ def test_schema_and_docs_are_served(anonymous: Api) -> None:
     docs = anonymous.client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
+
+
+# --- inputs that once reached the database or the renderer ---------------------------------------
+
+
+def _cursor(position: str) -> str:
+    import base64
+
+    return base64.b64encode(f"p={position}".encode()).decode()
+
+
+def test_a_forged_cursor_is_refused(api_a: Api, enqueued: list[str]) -> None:
+    submit(api_a)
+    response = api_a.get("executions", {"cursor": _cursor("garbage")})
+    assert response.status_code == 400
+    assert error_of(response)["message"] == "invalid cursor"
+
+
+def test_a_cursor_at_the_end_of_time_is_a_page_or_refused_never_a_crash(api_a: Api, enqueued: list[str]) -> None:
+    submit(api_a)
+    response = api_a.get("executions", {"cursor": _cursor("9999-12-31 23:59:59-01:00")})
+    # PostgreSQL has year 10000 (past every row: a full page); SQLite's driver overflows (refused).
+    if response.status_code == 200:
+        assert len(response.json()["results"]) == 1
+    else:
+        assert (response.status_code, error_of(response)["message"]) == (400, "invalid cursor")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,
+        b'{"blueprint": "demo.chain", "input": {"n": 1}, "metadata": {"x": 1e999}}',
+        b'{"blueprint": "demo.chain", "input": {"n": -1e400}}',
+    ],
+)
+def test_json_that_python_reads_but_json_does_not_allow_is_refused(api_a: Api, enqueued: list[str], raw: bytes) -> None:
+    response = api_a.post("executions", raw=raw)
+    assert response.status_code == 400
+    assert error_of(response)["message"].startswith("malformed JSON")
+    assert Execution.objects.count() == 0
+
+
+def test_inbox_records_who_posted_and_refuses_what_it_cannot_store(api_a: Api, enqueued: list[str]) -> None:
+    execution_id = submit(api_a).json()["id"]
+    posted = api_a.post(
+        f"executions/{execution_id}/inbox", {"kind": "guidance", "content": "x", "sender": "user:admin"}
+    )
+    assert posted.status_code == 202
+    message = InboxMessage.objects.get(pk=posted.json()["id"])
+    assert message.actor.startswith("key:")
+    assert message.payload["sender"] == message.actor
+    evidence = {"kind": "evidence", "source": "s", "title": "t"}
+    assert api_a.post(f"executions/{execution_id}/inbox", evidence).status_code == 202
+    for bad in (
+        {**evidence, "confidence": "nan"},
+        {**evidence, "confidence": "inf"},
+        {**evidence, "source": "s" * 201},
+        {"kind": "a2a", "from_agent": "a" * 300, "message_type": "hello"},
+        {"kind": "a2a", "from_agent": 5, "message_type": "hello"},
+    ):
+        response = api_a.post(f"executions/{execution_id}/inbox", bad)
+        assert response.status_code == 400, bad
+    assert InboxMessage.objects.filter(execution_id=execution_id).count() == 2
+
+
+def test_errors_are_json_with_debug_on(api_a: Api, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.DEBUG = True
+    missing = api_a.get("no/such/endpoint")
+    assert missing.status_code == 404
+    assert error_of(missing)["code"] == "not_found"
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("executions.selectors.execution_list", broken)
+    api_a.client.raise_request_exception = False
+    crashed = api_a.get("executions")
+    assert crashed.status_code == 500
+    assert error_of(crashed) == {
+        "code": "server_error",
+        "message": "the server failed; the error was logged",
+        "details": {},
+    }

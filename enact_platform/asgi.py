@@ -1,5 +1,5 @@
-"""ASGI entry point. The SSE stream is served by its own ASGI application, which holds no thread
-while a client waits; everything else goes through Django."""
+"""ASGI entry point. Websockets and the SSE stream are served by consumers that hold no thread
+while a client waits; every other request goes through Django."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ django_application = get_asgi_application()  # sets Django up before the imports
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import re_path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
-from executions.consumers import ExecutionStream  # noqa: E402
+from executions.consumers import ExecutionSocket, ExecutionStream, TenantFeed  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -26,6 +26,14 @@ application = ProtocolTypeRouter(
                 ),
                 re_path(r"", django_application),
             ]
+        ),
+        "websocket": AuthMiddlewareStack(
+            URLRouter(
+                [
+                    path("ws/executions/", TenantFeed.as_asgi()),
+                    path("ws/executions/<str:execution_id>/", ExecutionSocket.as_asgi()),
+                ]
+            )
         ),
     }
 )

@@ -1,4 +1,5 @@
-"""Live interfaces over ASGI: the Server-Sent Events stream of one execution.
+"""Live interfaces over ASGI: the Server-Sent Events stream of one execution, the websocket of
+one execution (events and controls) and the tenant's feed of executions.
 
 ``GET /api/v1/executions/{id}/stream`` sends the stored events after ``Last-Event-ID`` (or
 ``?after=``), then the live ones as they are committed, and ends after the terminal event. Each
@@ -18,15 +19,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from enact_platform.api.auth import Caller, key_from_header, resolve_caller
 from enact_platform.api.throttling import key_rate_wait
-from enact_platform.errors import InvalidInput, MethodNotAllowed, PlatformError, RateLimited
+from enact_platform.errors import Forbidden, InvalidInput, MethodNotAllowed, PlatformError, RateLimited, Unauthenticated
 from executions import selectors, streaming
-from executions.kernel.events import TERMINAL_EVENT_TYPES
-from executions.serializers import EventSerializer
+from executions.kernel.events import TERMINAL_EVENT_TYPES, EventType
+from executions.serializers import EventSerializer, ExecutionSummarySerializer
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +206,208 @@ def parse_last_event_id(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise InvalidInput("Last-Event-ID (or after) must be a whole number, the seq of the last event received")
     return int(raw)
+
+
+# --- websockets ----------------------------------------------------------------------------------
+
+CONTROLS = ("cancel", "pause", "resume")
+
+
+def _socket_caller(scope: dict[str, Any]) -> Caller:
+    """Who opened the socket: an API key (``?token=`` or ``Authorization``), else the session."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    token = (query.get("token") or [""])[0]
+    key = key_from_header(f"Bearer {token}" if token else headers.get("authorization", ""))
+    if key is None and not _same_origin(headers):
+        # A session cookie rides along with any page's websocket; only our own pages may use it.
+        raise Unauthenticated("this origin may not use the session")
+    tenant_slug = headers.get("x-tenant") or (query.get("tenant") or [""])[0]
+    return resolve_caller(key=key, user=scope.get("user"), tenant_slug=tenant_slug)
+
+
+def _same_origin(headers: dict[str, str]) -> bool:
+    from urllib.parse import urlparse
+
+    from django.http.request import validate_host
+
+    origin = headers.get("origin")
+    if origin is None:
+        return True  # not a browser: nothing cross-site to fear
+    host = urlparse(origin).hostname or ""
+    return validate_host(host, settings.ALLOWED_HOSTS) or (settings.DEBUG and host in ("localhost", "127.0.0.1"))
+
+
+def _refusal_code(exc: PlatformError) -> int:
+    return {401: 4401, 403: 4403, 404: 4404, 429: 4429}.get(exc.status, 4400)
+
+
+class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """What both sockets share: authentication at the handshake, ping, malformed frames."""
+
+    caller: Caller
+
+    async def connect(self) -> None:
+        try:
+            await self.authorize()
+        except PlatformError as exc:
+            # Accept, then close with a code: a refused handshake cannot carry one.
+            await self.accept()
+            await self.close(code=_refusal_code(exc))
+            return
+        await self.accept()
+        streaming.ensure_relay()
+        await self.opened()
+
+    async def authorize(self) -> None:
+        self.caller = await database_sync_to_async(_socket_caller)(self.scope)
+
+    async def opened(self) -> None:
+        pass
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            frame = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self.send_error(InvalidInput('a frame is a JSON object with a "type"'))
+            return
+        if frame["type"] == "ping":
+            await self.send_json({"type": "pong"})
+            return
+        await self.on_frame(frame)
+
+    async def on_frame(self, frame: dict[str, Any]) -> None:
+        await self.send_error(InvalidInput(f"unknown frame type {frame['type']!r}", details={"type": frame["type"]}))
+
+    async def send_error(self, exc: PlatformError) -> None:
+        await self.send_json({"type": "error", **exc.to_body()})
+
+
+class ExecutionSocket(_Socket):
+    """``/ws/executions/{id}/?after=N``: the stored events after N, then the live ones, then
+    ``{"type": "end"}``; the socket stays open for controls until the client closes it."""
+
+    async def authorize(self) -> None:
+        await super().authorize()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.last_seq = parse_last_event_id((query.get("after") or ["0"])[0])
+        raw_id = self.scope["url_route"]["kwargs"]["execution_id"]
+        self.execution_id = await database_sync_to_async(_execution_pk)(self.caller, raw_id)
+        self.ended = False
+
+    async def opened(self) -> None:
+        self.group = streaming.execution_group(self.execution_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._catch_up()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def execution_event(self, message: dict[str, Any]) -> None:
+        wire = message.get("event") or {}
+        seq = wire.get("seq")
+        if self.ended or not isinstance(seq, int) or seq <= self.last_seq:
+            return
+        if seq == self.last_seq + 1:
+            await self._emit([wire])
+        else:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        more = True
+        while more and not self.ended:
+            wires, more = await database_sync_to_async(stored_frames)(self.execution_id, self.last_seq)
+            await self._emit(wires)
+
+    async def _emit(self, wires: list[dict[str, Any]]) -> None:
+        for wire in wires:
+            if self.ended:
+                return
+            await self.send_json({"type": "event", "event": wire})
+            self.last_seq = wire["seq"]
+            if wire["type"] in TERMINAL_TYPES:
+                self.ended = True
+                await self.send_json({"type": "end"})
+
+    async def on_frame(self, frame: dict[str, Any]) -> None:
+        action = frame["type"]
+        if action not in CONTROLS:
+            await super().on_frame(frame)
+            return
+        reason = frame.get("reason", "")
+        try:
+            if not self.caller.can_write:
+                raise Forbidden("your role in this tenant cannot change executions")
+            summary = await database_sync_to_async(_control)(self.caller, self.execution_id, action, reason)
+        except PlatformError as exc:
+            await self.send_error(exc)
+            return
+        await self.send_json({"type": "control", "action": action, "execution": summary})
+
+
+class TenantFeed(_Socket):
+    """``/ws/executions/``: ``{"type": "execution", "execution": summary}`` whenever one of the
+    tenant's executions is created or changes state."""
+
+    async def opened(self) -> None:
+        self.group = streaming.tenant_group(self.caller.tenant.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def execution_created(self, message: dict[str, Any]) -> None:
+        await self._send_summary(message["execution_id"])
+
+    async def execution_event(self, message: dict[str, Any]) -> None:
+        wire = message.get("event") or {}
+        if wire.get("type") in STATE_CHANGING_TYPES:
+            await self._send_summary(wire["execution_id"])
+
+    async def _send_summary(self, execution_id: str) -> None:
+        summary = await database_sync_to_async(_summary)(self.caller.tenant, execution_id)
+        if summary is not None:
+            await self.send_json({"type": "execution", "execution": summary})
+
+
+# Events after which an execution's state differs (the feed sends its new summary).
+STATE_CHANGING_TYPES = frozenset(
+    t.value
+    for t in (
+        EventType.EXECUTION_START,
+        EventType.EXECUTION_PAUSED,
+        EventType.EXECUTION_RESUMED,
+        EventType.EXECUTION_WAITING,
+        EventType.EXECUTION_INPUT_RECEIVED,
+        *TERMINAL_EVENT_TYPES,
+    )
+)
+
+
+def _execution_pk(caller: Caller, execution_id: str) -> str:
+    return selectors.execution_get(tenant=caller.tenant, execution_id=execution_id).pk
+
+
+def _summary(tenant: Any, execution_id: str) -> dict[str, Any] | None:
+    execution = selectors.execution_list(tenant=tenant).filter(pk=execution_id).first()
+    return dict(ExecutionSummarySerializer(execution).data) if execution is not None else None
+
+
+def _control(caller: Caller, execution_id: str, action: str, reason: Any) -> dict[str, Any]:
+    from executions import services
+
+    if not isinstance(reason, str):
+        raise InvalidInput("reason must be a string")
+    if action == "cancel":
+        services.execution_cancel(tenant=caller.tenant, execution_id=execution_id, reason=reason, actor=caller.actor)
+    elif action == "pause":
+        services.execution_pause(tenant=caller.tenant, execution_id=execution_id, reason=reason, actor=caller.actor)
+    else:
+        services.execution_resume(tenant=caller.tenant, execution_id=execution_id, actor=caller.actor)
+    summary = _summary(caller.tenant, execution_id)
+    assert summary is not None
+    return summary

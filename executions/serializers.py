@@ -131,6 +131,17 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return int(getattr(execution, "last_seq", None) or 0)
 
 
+class ExecutionSummarySerializer(ExecutionSerializer):
+    """An execution as live lists show it: no input, output or error."""
+
+    class Meta(ExecutionSerializer.Meta):
+        fields = [
+            "id", "blueprint", "version", "state", "wait_reason", "parent_id", "created_at", "started_at",
+            "ended_at", "last_seq",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
 class StepSerializer(serializers.ModelSerializer):
     type = serializers.CharField(source="step_type")
     output = AnyJSONField()

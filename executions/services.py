@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, PayloadTooLarge, QuotaExceeded
-from executions import kernel_bridge
+from executions import kernel_bridge, streaming
 from executions.kernel.events import EventType
 from executions.kernel.inbox import message_from_dict, message_to_dict
 from executions.models import Execution, ExecutionEvent
@@ -92,6 +93,7 @@ def execution_submit(
                 created_by=user if user is not None and user.is_authenticated else None,
             )
             _enqueue_after_commit(execution.pk)
+            transaction.on_commit(partial(streaming.publish_created, tenant.pk, execution.pk))
     except IntegrityError:
         # A concurrent submission with the same key won; its quota use stands, ours rolled back.
         existing = Execution.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()

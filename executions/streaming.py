@@ -44,6 +44,25 @@ def publish_events(tenant_id: int, wires: list[dict[str, Any]]) -> None:
             publisher().submit(tenant_id, wire)
 
 
+def publish_created(tenant_id: int, execution_id: str) -> None:
+    """Tell the tenant's live lists about a new execution. Call only after commit.
+
+    A new execution has no event yet (its first comes when a worker starts it); without Redis,
+    the relay finds new rows itself."""
+    if publishes_directly():
+        publisher().submit_created(tenant_id, execution_id)
+
+
+def created_message(execution_id: str) -> dict[str, Any]:
+    return {"type": "execution.created", "execution_id": execution_id}
+
+
+def send_created(tenant_id: int | str, execution_id: str) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(tenant_group(tenant_id), created_message(execution_id))
+
+
 def send_event(tenant_id: int | str, wire: dict[str, Any]) -> None:
     """Send one event to its groups now (from a thread with no running event loop)."""
     layer = get_channel_layer()
@@ -62,21 +81,28 @@ class Publisher:
     """A daemon thread that sends events in commit order, so the committing thread never waits."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any]]] = queue.SimpleQueue()
+        # (tenant id, wire event) for an event; (tenant id, execution id) for a new execution.
+        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any] | str]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="enact-publisher", daemon=True)
         self._thread.start()
 
     def submit(self, tenant_id: int, wire: dict[str, Any]) -> None:
         self._queue.put((tenant_id, wire))
 
+    def submit_created(self, tenant_id: int, execution_id: str) -> None:
+        self._queue.put((tenant_id, execution_id))
+
     def _run(self) -> None:
         while True:
-            tenant_id, wire = self._queue.get()
+            tenant_id, item = self._queue.get()
             try:
-                send_event(tenant_id, wire)
+                if isinstance(item, str):
+                    send_created(tenant_id, item)
+                else:
+                    send_event(tenant_id, item)
             except Exception:
                 # Listeners recover from the log (they resume after their last seq); keep going.
-                logger.exception("publishing event %s of %s failed", wire.get("seq"), wire.get("execution_id"))
+                logger.exception("publishing to the groups of tenant %s failed: %r", tenant_id, item)
 
 
 _publisher: Publisher | None = None
@@ -106,6 +132,35 @@ class Relay:
         self.batch = batch
         self.high_water: int | None = None
         self._sent: dict[int, None] = {}
+        self.created_since: Any = None  # the relay's clock for new executions
+        self._created_sent: dict[str, None] = {}
+
+    def fetch_created(self) -> list[tuple[int, str]]:
+        """New executions to announce, as (tenant id, execution id). Sync: call from a thread.
+
+        Rows commit out of creation order too; a window of a few seconds back covers that."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from executions.models import Execution
+
+        now = timezone.now()
+        if self.created_since is None:
+            self.created_since = now
+            return []
+        rows = Execution.objects.filter(created_at__gt=self.created_since - timedelta(seconds=5)).values_list(
+            "tenant_id", "id"
+        )[: self.batch]
+        fresh = [
+            (tenant_id, execution_id) for tenant_id, execution_id in rows if execution_id not in self._created_sent
+        ]
+        for _, execution_id in fresh:
+            self._created_sent[execution_id] = None
+        self.created_since = now
+        while len(self._created_sent) > 4 * self.batch:
+            self._created_sent.pop(next(iter(self._created_sent)))
+        return fresh
 
     def fetch(self) -> list[tuple[int, int, dict[str, Any]]]:
         """Rows to send now, as (key, tenant id, wire event). Sync: call from a thread."""
@@ -147,6 +202,9 @@ class Relay:
         from channels.db import database_sync_to_async
 
         layer = get_channel_layer()
+        created = await database_sync_to_async(self.fetch_created)()
+        for tenant_id, execution_id in created:
+            await layer.group_send(tenant_group(tenant_id), created_message(execution_id))
         fresh = await database_sync_to_async(self.fetch)()
         for _, tenant_id, wire in fresh:
             await _send_both(layer, tenant_id, wire["execution_id"], {"type": "execution.event", "event": wire})

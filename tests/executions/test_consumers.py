@@ -1,0 +1,268 @@
+"""The websockets, through the project's ASGI application: an execution's socket (stored events,
+live ones, the end, controls) and the tenant's feed. Workers run on threads of this process and
+commit through their own connections; events cross by the relay, or by Redis when it is set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from enact_platform.asgi import application
+from executions import services
+from executions.models import Execution
+from tenants.models import Membership, Tenant
+from tenants.services import api_key_create, membership_set
+
+from ..conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_layer(settings: Any) -> None:
+    if not settings.REDIS_URL:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture
+def writer(tenant_a: Tenant) -> str:
+    return api_key_create(tenant=tenant_a, scope="write")[1]
+
+
+@pytest.fixture
+def reader(tenant_a: Tenant) -> str:
+    return api_key_create(tenant=tenant_a, scope="read")[1]
+
+
+def socket(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=headers or [])
+
+
+async def frames_until_end(ws: WebsocketCommunicator, timeout: float = 20) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        while not frames or frames[-1]["type"] != "end":
+            frames.append(await ws.receive_json_from(timeout))
+
+    await asyncio.wait_for(read(), timeout)
+    return frames
+
+
+def _seqs(frames: list[dict[str, Any]]) -> list[int]:
+    return [f["event"]["seq"] for f in frames if f["type"] == "event"]
+
+
+def test_a_finished_execution_replays_then_ends_and_the_socket_stays_open(
+    tenant_a: Tenant, writer: str, inline_worker: Any
+) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    assert wait_until(lambda: Execution.objects.get(pk=execution.pk).is_terminal)
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
+        connected, _ = await ws.connect()
+        assert connected
+        frames = await frames_until_end(ws)
+        await ws.send_json_to({"type": "ping"})
+        pong = await ws.receive_json_from(5)
+        await ws.disconnect()
+        later = socket(f"/ws/executions/{execution.pk}/?token={writer}&after=4")
+        await later.connect()
+        rest = await frames_until_end(later)
+        await later.disconnect()
+        return frames, pong, rest
+
+    frames, pong, rest = asyncio.run(scenario())
+    seqs = _seqs(frames)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert frames[-2]["event"]["type"] == "data-execution-end"
+    assert frames[-1] == {"type": "end"}
+    assert pong == {"type": "pong"}
+    assert _seqs(rest) == list(range(5, seqs[-1] + 1))
+
+
+def test_live_events_arrive_and_a_reconnect_misses_nothing(tenant_a: Tenant, reader: str, inline_worker: Any) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = socket(f"/ws/executions/{execution.pk}/", [(b"authorization", f"Bearer {reader}".encode())])
+        assert (await ws.connect())[0]
+        first = [await ws.receive_json_from(10) for _ in range(3)]
+        await ws.disconnect()
+        await asyncio.sleep(0.5)
+        last = first[-1]["event"]["seq"]
+        again = socket(
+            f"/ws/executions/{execution.pk}/?after={last}", [(b"authorization", f"Bearer {reader}".encode())]
+        )
+        assert (await again.connect())[0]
+        rest = await frames_until_end(again)
+        await again.disconnect()
+        return first + rest
+
+    frames = asyncio.run(scenario())
+    seqs = _seqs(frames)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert seqs[-1] == Execution.objects.get(pk=execution.pk).events.count()
+    assert frames[-1] == {"type": "end"}
+
+
+def test_cancel_over_the_socket(tenant_a: Tenant, writer: str, inline_worker: Any) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 60})
+    assert wait_until(lambda: execution.steps.filter(state="running").exists())
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
+        assert (await ws.connect())[0]
+        await ws.send_json_to({"type": "cancel", "reason": "from the socket"})
+        frames = await frames_until_end(ws, timeout=10)
+        await ws.disconnect()
+        return frames
+
+    frames = asyncio.run(scenario())
+    control = next(f for f in frames if f["type"] == "control")
+    assert control["action"] == "cancel"
+    assert control["execution"]["id"] == execution.pk
+    cancelled = [
+        f["event"] for f in frames if f["type"] == "event" and f["event"]["type"] == "data-execution-cancelled"
+    ]
+    assert cancelled[0]["data"]["reason"] == "from the socket"
+    assert Execution.objects.get(pk=execution.pk).state == "cancelled"
+
+
+def test_a_read_key_cannot_control_and_bad_frames_get_errors(tenant_a: Tenant, reader: str) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
+        assert (await ws.connect())[0]
+        replies = []
+        for frame in ('{"type": "cancel"}', "not json", "[1, 2]", '{"no": "type"}', '{"type": "dance"}'):
+            await ws.send_to(text_data=frame)
+            replies.append(await ws.receive_json_from(5))
+        await ws.send_to(bytes_data=b"\x00\x01")
+        replies.append(await ws.receive_json_from(5))
+        await ws.send_json_to({"type": "ping"})
+        replies.append(await ws.receive_json_from(5))  # still open
+        await ws.disconnect()
+        return replies
+
+    replies = asyncio.run(scenario())
+    assert replies[0]["type"] == "error"
+    assert replies[0]["error"]["code"] == "forbidden"
+    assert [r["error"]["code"] for r in replies[1:6]] == ["invalid_input"] * 5
+    assert replies[4]["error"]["details"] == {"type": "dance"}
+    assert replies[-1] == {"type": "pong"}
+    assert Execution.objects.get(pk=execution.pk).state == "queued"
+
+
+def _close_code(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    async def scenario() -> int:
+        ws = socket(path, headers)
+        connected, _ = await ws.connect()
+        assert connected  # accepted, so that the close can say why
+        message = await ws.receive_output(5)
+        assert message["type"] == "websocket.close"
+        return int(message["code"])
+
+    return asyncio.run(scenario())
+
+
+def test_the_handshake_refuses_strangers(tenant_a: Tenant, tenant_b: Tenant, writer: str) -> None:
+    theirs, _ = services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    assert _close_code(f"/ws/executions/{mine.pk}/") == 4401
+    assert _close_code(f"/ws/executions/{mine.pk}/?token=enact_bad_key") == 4401
+    assert _close_code("/ws/executions/") == 4401
+    assert _close_code(f"/ws/executions/{theirs.pk}/?token={writer}") == 4404
+    assert _close_code(f"/ws/executions/exec_nope/?token={writer}") == 4404
+    assert _close_code(f"/ws/executions/{mine.pk}/?token={writer}&after=x") == 4400
+
+
+def _session_headers(tenant: Tenant, role: str, origin: str = "http://localhost") -> list[tuple[bytes, bytes]]:
+    user = User.objects.create_user(f"{role}-user")
+    membership_set(tenant=tenant, user=user, role=role)
+    client = Client()
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    return [(b"cookie", cookie.encode()), (b"origin", origin.encode())]
+
+
+def test_a_viewers_session_watches_but_cannot_control(tenant_a: Tenant) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    headers = _session_headers(tenant_a, Membership.Role.VIEWER)
+
+    async def scenario() -> dict[str, Any]:
+        ws = socket(f"/ws/executions/{execution.pk}/", headers)
+        assert (await ws.connect())[0]
+        await ws.send_json_to({"type": "pause"})
+        reply = await ws.receive_json_from(5)
+        await ws.disconnect()
+        return reply
+
+    assert asyncio.run(scenario())["error"]["code"] == "forbidden"
+    assert Execution.objects.get(pk=execution.pk).state == "queued"
+
+
+def test_a_session_from_another_site_is_refused(tenant_a: Tenant) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    headers = _session_headers(tenant_a, Membership.Role.ADMIN, origin="https://evil.example")
+    assert _close_code(f"/ws/executions/{execution.pk}/", headers) == 4401
+
+
+def test_the_tenant_feed_shows_new_executions_and_state_changes(
+    tenant_a: Tenant, tenant_b: Tenant, writer: str, inline_worker: Any
+) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        ws = socket(f"/ws/executions/?token={writer}")
+        assert (await ws.connect())[0]
+        await asyncio.sleep(0.2)  # the relay's first poll sets its clock
+        await asyncio.to_thread(_submit_both, tenant_a, tenant_b)
+        summaries: list[dict[str, Any]] = []
+        while not summaries or summaries[-1]["state"] != "completed":
+            frame = await ws.receive_json_from(15)
+            assert frame["type"] == "execution"
+            summaries.append(frame["execution"])
+        await ws.disconnect()
+        return summaries
+
+    summaries = asyncio.run(scenario())
+    mine = Execution.objects.get(tenant=tenant_a)
+    assert {s["id"] for s in summaries} == {mine.pk}  # nothing of tenant B
+    states = [s["state"] for s in summaries]
+    assert states[-1] == "completed"
+    assert "running" in states or "queued" in states
+    assert set(summaries[-1]) >= {"id", "blueprint", "state", "created_at", "last_seq"}
+    assert "input" not in summaries[-1]
+
+
+def _submit_both(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    from django.db import connection
+
+    try:
+        services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+        services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    finally:
+        connection.close()
+
+
+def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
+    """Every frame the server sends parses as JSON with a type (clients rely on it)."""
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)
+
+    async def scenario() -> list[str]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
+        await ws.connect()
+        raw = [await ws.receive_from(5) for _ in range(2)]
+        await ws.disconnect()
+        return raw
+
+    raw = asyncio.run(scenario())
+    assert [json.loads(r)["type"] for r in raw] == ["event", "end"]

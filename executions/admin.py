@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
 from executions.models import Artifact, Execution, Step
-from executions.selectors import execution_events
+from executions.selectors import execution_events, last_event_seq
 from executions.services import execution_cancel, execution_pause, execution_resume
 from tenants.admin import NOT_ALLOWED, TenantScopedAdmin, report
 
@@ -33,6 +33,19 @@ EVENT_DATA_CHARS = 1000
 
 
 # --- controls ---------------------------------------------------------------------------------
+
+
+# The execution's state after each event that changes it, for the change page's live state field.
+LIVE_STATES = {
+    "data-execution-start": "running",
+    "data-execution-resumed": "running",
+    "data-execution-input-received": "running",
+    "data-execution-paused": "paused",
+    "data-execution-waiting": "waiting",
+    "data-execution-end": "completed",
+    "data-execution-failed": "failed",
+    "data-execution-cancelled": "cancelled",
+}
 
 
 @dataclass(frozen=True)
@@ -285,4 +298,12 @@ class ExecutionAdmin(TenantScopedAdmin):
                 if c.applies(obj)
             ]
         context["execution_controls"] = controls
+        if obj is not None:
+            # What the page's script needs to follow the execution live (static/executions/admin_live.js).
+            context["execution_live"] = {
+                "id": obj.pk,
+                "tenant": obj.tenant.slug,
+                "last_seq": last_event_seq(execution_id=obj.pk),
+                "states": LIVE_STATES,
+            }
         return super().render_change_form(request, context, add, change, form_url, obj)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 
@@ -102,3 +103,44 @@ def artifact_chunks(*, artifact: Artifact, chunk_size: int = 64 * 1024) -> Itera
         return
     content = Artifact.objects.filter(pk=artifact.pk).values_list("content", flat=True).first()
     yield bytes(content or b"")
+
+
+def execution_graph_outline(*, execution: Execution) -> dict[str, Any]:
+    """The graph an execution runs, as a picture needs it: nodes and edges, entry first."""
+    from executions.registry import registry
+
+    entry = registry.get(execution.graph)
+    if entry is None:
+        return {"entry": None, "nodes": [], "edges": []}
+    try:
+        graph = entry.build(execution.input)
+    except Exception:  # an input the graph no longer accepts: draw nothing rather than fail the page
+        return {"entry": None, "nodes": [], "edges": []}
+    edges = [{"from": src, "to": dst, "label": ""} for src, targets in graph.static.items() for dst in targets]
+    for src, conditional in graph.conditional.items():
+        edges += [{"from": src, "to": dst, "label": key} for key, dst in conditional.destinations.items()]
+    nodes = [{"name": node.name, "type": node.step_type.value} for node in graph.nodes.values()]
+    return {"entry": graph.entry_point, "nodes": nodes, "edges": edges}
+
+
+def executions_per_hour(*, tenant: Tenant, hours: int = 24) -> list[dict[str, Any]]:
+    """How many executions the tenant started in each of the last ``hours`` hours, oldest first."""
+    from datetime import timedelta
+
+    from django.db.models import Count
+    from django.db.models.functions import TruncHour
+    from django.utils import timezone
+
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(hours=hours - 1)
+    counts = dict(
+        Execution.objects.for_tenant(tenant)
+        .filter(created_at__gte=start)
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour")
+        .annotate(n=Count("id"))
+        .values_list("hour", "n")
+    )
+    return [
+        {"hour": start + timedelta(hours=i), "count": counts.get(start + timedelta(hours=i), 0)} for i in range(hours)
+    ]

@@ -1,0 +1,14 @@
+"""The dashboard's pages."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from executions import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.executions_page, name="executions"),
+    path("executions/<str:execution_id>/", views.execution_page, name="execution"),
+    path("usage/", views.usage_page, name="usage"),
+]

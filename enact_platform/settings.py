@@ -151,6 +151,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
             },
+            # Keep connections: the web process's event relay and its websocket consumers read
+            # many times a second, and opening SQLite (with its pragmas) each time was most of it.
+            "CONN_MAX_AGE": 60,
             # A file (worker processes in the tests must see it), one per test session.
             "TEST": {
                 "NAME": env_str(
@@ -220,6 +223,9 @@ else:
 # Live events: with Redis every process publishes what it commits; without it the web process
 # relays rows of the event log (see executions/streaming.py).
 ENACT_PUBLISH_DIRECT = env_bool("ENACT_PUBLISH_DIRECT", bool(REDIS_URL))
+# How often the relay looks for new rows of the event log: one indexed query a poll, and what a
+# live event waits at most before the relay sees it.
+ENACT_RELAY_POLL_SECONDS = env_float("ENACT_RELAY_POLL_SECONDS", 0.01, minimum=0.001)
 
 # Workers. A worker holds a lease on each execution it runs and renews it with heartbeats; the
 # reaper hands executions whose lease expired to another worker.

@@ -37,8 +37,11 @@ READ_BATCH = 500
 
 
 def sse_frame(wire: dict[str, Any]) -> bytes:
-    data = json.dumps(wire, separators=(",", ":"))
-    return f"id: {wire['seq']}\nevent: {wire['type']}\ndata: {data}\n\n".encode()
+    return sse_text(wire["seq"], wire["type"], json.dumps(wire, separators=(",", ":")))
+
+
+def sse_text(seq: int, event_type: str, data: str) -> bytes:
+    return f"id: {seq}\nevent: {event_type}\ndata: {data}\n\n".encode()
 
 
 def stored_frames(execution_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
@@ -119,12 +122,14 @@ class ExecutionStream:
                 await self._body(b": keep-alive\n\n")
                 await self._catch_up()
             return
-        wire = receiving.result().get("event") or {}
-        seq = wire.get("seq")
+        message = receiving.result()
+        seq = message.get("seq")
         if not isinstance(seq, int) or seq <= self.last_seq:
             return  # seen already (the relay may repeat itself)
         if seq == self.last_seq + 1:
-            await self._emit([wire])
+            await self._body(sse_text(seq, message["event_type"], message["json"]))
+            self.last_seq = seq
+            self.finished = message["event_type"] in TERMINAL_TYPES
         else:
             await self._catch_up()
 
@@ -307,14 +312,18 @@ class ExecutionSocket(_Socket):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def execution_event(self, message: dict[str, Any]) -> None:
-        wire = message.get("event") or {}
-        seq = wire.get("seq")
+        seq = message.get("seq")
         if self.ended or not isinstance(seq, int) or seq <= self.last_seq:
             return
-        if seq == self.last_seq + 1:
-            await self._emit([wire])
-        else:
+        if seq != self.last_seq + 1:
             await self._catch_up()
+            return
+        # The event comes encoded once for every listener; the frame is put together around it.
+        await self.send(text_data='{"type":"event","event":' + message["json"] + "}")
+        self.last_seq = seq
+        if message["event_type"] in TERMINAL_TYPES:
+            self.ended = True
+            await self.send_json({"type": "end"})
 
     async def _catch_up(self) -> None:
         more = True
@@ -364,9 +373,8 @@ class TenantFeed(_Socket):
         await self._send_summary(message["execution_id"])
 
     async def execution_event(self, message: dict[str, Any]) -> None:
-        wire = message.get("event") or {}
-        if wire.get("type") in STATE_CHANGING_TYPES:
-            await self._send_summary(wire["execution_id"])
+        if message.get("event_type") in STATE_CHANGING_TYPES:
+            await self._send_summary(message["execution_id"])
 
     async def _send_summary(self, execution_id: str) -> None:
         summary = await database_sync_to_async(_summary)(self.caller.tenant, execution_id)

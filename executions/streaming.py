@@ -9,6 +9,7 @@ Two ways, one per deployment:
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -44,6 +45,19 @@ def publish_events(tenant_id: int, wires: list[dict[str, Any]]) -> None:
             publisher().submit(tenant_id, wire)
 
 
+def event_message(wire: dict[str, Any]) -> dict[str, Any]:
+    """What the groups get for one event: its seq and type to act on, and the event as JSON text,
+    encoded once here rather than once per listener (and small, so that the in-memory layer's
+    copy for each listener is cheap)."""
+    return {
+        "type": "execution.event",
+        "execution_id": wire["execution_id"],
+        "seq": wire["seq"],
+        "event_type": wire["type"],
+        "json": json.dumps(wire, separators=(",", ":")),
+    }
+
+
 def publish_created(tenant_id: int, execution_id: str) -> None:
     """Tell the tenant's live lists about a new execution. Call only after commit.
 
@@ -68,8 +82,7 @@ def send_event(tenant_id: int | str, wire: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "execution.event", "event": wire}
-    async_to_sync(_send_both)(layer, tenant_id, wire["execution_id"], message)
+    async_to_sync(_send_both)(layer, tenant_id, wire["execution_id"], event_message(wire))
 
 
 async def _send_both(layer: Any, tenant_id: int | str, execution_id: str, message: dict[str, Any]) -> None:
@@ -133,6 +146,7 @@ class Relay:
         self.high_water: int | None = None
         self._sent: dict[int, None] = {}
         self.created_since: Any = None  # the relay's clock for new executions
+        self._polls = 0
         self._created_sent: dict[str, None] = {}
 
     def fetch_created(self) -> list[tuple[int, str]]:
@@ -198,16 +212,22 @@ class Relay:
             self._sent.pop(next(iter(self._sent)))
         return fresh
 
+    def fetch_all(self) -> tuple[list[tuple[int, str]], list[tuple[int, int, dict[str, Any]]]]:
+        """New executions (every few polls: they are rarer, and less urgent) and new events."""
+        self._polls += 1
+        created = self.fetch_created() if self._polls % 5 == 1 else []
+        return created, self.fetch()
+
     async def run_once(self) -> int:
         from channels.db import database_sync_to_async
 
         layer = get_channel_layer()
-        created = await database_sync_to_async(self.fetch_created)()
+        # One hop to the database thread a poll: the poll runs a hundred times a second.
+        created, fresh = await database_sync_to_async(self.fetch_all)()
         for tenant_id, execution_id in created:
             await layer.group_send(tenant_group(tenant_id), created_message(execution_id))
-        fresh = await database_sync_to_async(self.fetch)()
         for _, tenant_id, wire in fresh:
-            await _send_both(layer, tenant_id, wire["execution_id"], {"type": "execution.event", "event": wire})
+            await _send_both(layer, tenant_id, wire["execution_id"], event_message(wire))
         return len(fresh)
 
     async def run(self) -> None:
@@ -231,4 +251,4 @@ def ensure_relay() -> None:
     global _relay_task
     if settings.ENACT_PUBLISH_DIRECT or (_relay_task is not None and not _relay_task.done()):
         return
-    _relay_task = asyncio.get_running_loop().create_task(Relay().run())
+    _relay_task = asyncio.get_running_loop().create_task(Relay(poll_seconds=settings.ENACT_RELAY_POLL_SECONDS).run())

@@ -164,3 +164,32 @@ def test_a_lost_connection_shows_and_comes_back_without_losing_events(
     seqs = [int(s) for s in page.locator("#events tbody tr").evaluate_all("rows => rows.map(r => r.dataset.seq)")]
     assert seqs == list(range(1, len(seqs) + 1))
     assert len(seqs) == Execution.objects.get(pk=execution.pk).events.count()
+
+
+def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
+    live_server_url: str, page: Any, tenant_a: Tenant
+) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    waiting, _ = services.execution_submit(tenant=tenant_a, graph="demo.approval", input={})
+    assert wait_until(lambda: _state(waiting.pk) == "waiting", timeout=20)
+    _log_in(page, live_server_url, "olga")
+    page.goto(f"{live_server_url}/executions/{waiting.pk}/")
+    expect(page.locator("#answer")).to_be_visible()
+    expect(page.locator("#answer-prompt")).to_contain_text("Approve publishing")
+    expect(page.locator('#controls button[data-control="pause"]')).to_be_disabled()
+    page.fill("#guidance-text", "mention the numbers")
+    page.click("#guidance button[type=submit]")
+    expect(page.locator("#control-result")).to_contain_text("Guidance sent")
+    page.click('#answer button[data-answer="approve"]')
+    expect(page.locator("#state")).to_have_text("completed", timeout=20_000)
+    expect(page.locator("#answer")).to_be_hidden()
+    assert Execution.objects.get(pk=waiting.pk).output["published"] is True
+
+    pipeline, _ = services.execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
+    assert wait_until(lambda: _state(pipeline.pk) == "completed", timeout=20)
+    page.goto(f"{live_server_url}/executions/{pipeline.pk}/")
+    text_artifact = page.locator('#artifacts li[data-type^="text/"] a').first
+    text_artifact.click()
+    expect(page.locator("#artifact-view pre")).not_to_be_empty()
+    page.locator('#artifacts li[data-type*="json"] a').first.click()
+    expect(page.locator("#artifact-view pre")).to_contain_text("{")

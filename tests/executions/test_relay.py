@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -56,11 +57,13 @@ def test_the_relay_forwards_new_rows_once_each_in_order(tenant_a: Tenant, layer:
         return received, again
 
     received, again = asyncio.run(scenario())
-    assert [(m["event"]["seq"], m["event"]["type"]) for m in received] == [
+    events = [json.loads(m["json"]) for m in received]
+    assert [(m["seq"], m["event_type"]) for m in received] == [(e["seq"], e["type"]) for e in events]
+    assert [(e["seq"], e["type"]) for e in events] == [
         (1, "data-execution-start"),
         (2, "data-execution-cancelled"),
     ]
-    assert received[1]["event"]["data"] == {"reason": "relayed", "skipped_step_ids": []}
+    assert events[1]["data"] == {"reason": "relayed", "skipped_step_ids": []}
     assert again == 0
 
 

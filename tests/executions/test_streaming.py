@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -53,8 +54,11 @@ def test_an_event_is_published_to_its_execution_and_tenant_groups_after_commit(t
         message = _receive(layer, channel)
         assert message is not None
         assert message["type"] == "execution.event"
-        assert (message["event"]["seq"], message["event"]["type"]) == (1, "data-execution-cancelled")
-        assert message["event"]["execution_id"] == execution.pk
+        event = json.loads(message["json"])
+        assert (
+            (message["seq"], message["event_type"]) == (event["seq"], event["type"]) == (1, "data-execution-cancelled")
+        )
+        assert message["execution_id"] == event["execution_id"] == execution.pk
 
 
 def test_a_rolled_back_event_is_never_published(tenant_a: Tenant, layer: Any) -> None:

@@ -23,6 +23,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
+from executions import streaming
 from executions.models import Artifact, Execution, Step
 from executions.selectors import execution_events, last_event_seq
 from executions.services import execution_cancel, execution_pause, execution_resume
@@ -33,19 +34,6 @@ EVENT_DATA_CHARS = 1000
 
 
 # --- controls ---------------------------------------------------------------------------------
-
-
-# The execution's state after each event that changes it, for the change page's live state field.
-LIVE_STATES = {
-    "data-execution-start": "running",
-    "data-execution-resumed": "running",
-    "data-execution-input-received": "running",
-    "data-execution-paused": "paused",
-    "data-execution-waiting": "waiting",
-    "data-execution-end": "completed",
-    "data-execution-failed": "failed",
-    "data-execution-cancelled": "cancelled",
-}
 
 
 @dataclass(frozen=True)
@@ -304,6 +292,6 @@ class ExecutionAdmin(TenantScopedAdmin):
                 "id": obj.pk,
                 "tenant": obj.tenant.slug,
                 "last_seq": last_event_seq(execution_id=obj.pk),
-                "states": LIVE_STATES,
+                "states": streaming.STATE_AFTER_EVENT,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)

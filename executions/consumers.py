@@ -27,7 +27,7 @@ from enact_platform.api.auth import Caller, key_from_header, resolve_caller
 from enact_platform.api.throttling import key_rate_wait
 from enact_platform.errors import Forbidden, InvalidInput, MethodNotAllowed, PlatformError, RateLimited, Unauthenticated
 from executions import selectors, streaming
-from executions.kernel.events import TERMINAL_EVENT_TYPES, EventType
+from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.serializers import EventSerializer, ExecutionSummarySerializer
 
 logger = logging.getLogger(__name__)
@@ -383,17 +383,7 @@ class TenantFeed(_Socket):
 
 
 # Events after which an execution's state differs (the feed sends its new summary).
-STATE_CHANGING_TYPES = frozenset(
-    t.value
-    for t in (
-        EventType.EXECUTION_START,
-        EventType.EXECUTION_PAUSED,
-        EventType.EXECUTION_RESUMED,
-        EventType.EXECUTION_WAITING,
-        EventType.EXECUTION_INPUT_RECEIVED,
-        *TERMINAL_EVENT_TYPES,
-    )
-)
+STATE_CHANGING_TYPES = frozenset(streaming.STATE_AFTER_EVENT)
 
 
 def _execution_pk(caller: Caller, execution_id: str) -> str:

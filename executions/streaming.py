@@ -22,6 +22,19 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 
+# An execution's state after each event that changes it: what live pages and feeds show.
+STATE_AFTER_EVENT = {
+    "data-execution-start": "running",
+    "data-execution-resumed": "running",
+    "data-execution-input-received": "running",
+    "data-execution-paused": "paused",
+    "data-execution-waiting": "waiting",
+    "data-execution-end": "completed",
+    "data-execution-failed": "failed",
+    "data-execution-cancelled": "cancelled",
+}
+
+
 def execution_group(execution_id: str) -> str:
     return f"execution.{execution_id}"
 

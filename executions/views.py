@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from enact_platform.errors import NotFound
-from executions import selectors
+from executions import selectors, streaming
 from executions.models import Execution
 from executions.registry import registry
 from tenants.models import Membership, Tenant, TenantLimits
@@ -104,6 +104,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         },
         "can_operate": seat.can_operate,
         "tenant": seat.tenant.slug,
+        "states": streaming.STATE_AFTER_EVENT,
     }
     return _page(
         request,

@@ -65,6 +65,14 @@ def _run_closing_connection(fn: Callable[[str], Any], execution_id: str) -> None
         connection.close()
 
 
+@pytest.fixture
+def fresh_channel_layer(settings: Any) -> None:
+    """A channel layer of the test's own (the in-memory one keeps queues bound to an event loop);
+    with Redis, the real one."""
+    if not settings.REDIS_URL:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -26,14 +26,7 @@ from tenants.services import api_key_create, tenant_set_limits
 
 from ..conftest import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_layer(settings: Any) -> None:
-    """A channel layer of this test's own (the in-memory one keeps queues bound to an event loop)."""
-    if not settings.REDIS_URL:
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_channel_layer")]
 
 
 @pytest.fixture

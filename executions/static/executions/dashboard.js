@@ -4,17 +4,6 @@
 
 const Enact = (() => {
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-  const STATE_OF_EVENT = {
-    "data-execution-start": "running",
-    "data-execution-resumed": "running",
-    "data-execution-input-received": "running",
-    "data-execution-paused": "paused",
-    "data-execution-waiting": "waiting",
-    "data-execution-end": "completed",
-    "data-execution-failed": "failed",
-    "data-execution-cancelled": "cancelled",
-  };
-
   function $(selector, root = document) { return root.querySelector(selector); }
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -205,8 +194,8 @@ const Enact = (() => {
         if (state === "completed") view.stepsDone += 1;
         upsertStepRow(event, step, d, state);
       }
-      if (STATE_OF_EVENT[event.type]) {
-        view.state = STATE_OF_EVENT[event.type];
+      if (page.states[event.type]) {
+        view.state = page.states[event.type];
         view.waitReason = event.type === "data-execution-waiting" ? d.reason : "";
         view.waitDetail = event.type === "data-execution-waiting" ? d.detail : null;
         if (TERMINAL.has(view.state)) view.endedAt = Date.parse(event.timestamp);

@@ -64,11 +64,18 @@ def tenant_context(limits: TenantLimits, user_id: str | None = None) -> TenantCo
     )
 
 
+def _never_started(execution: Execution) -> bool:
+    """Queued and never started: no steps and no events yet (a run's start event commits with
+    its first step), so there is nothing to read back."""
+    return execution.state in (Execution.State.QUEUED, Execution.State.CREATED)
+
+
 def kernel_execution(execution: Execution) -> KernelExecution:
     """Rebuild the kernel's execution from its rows (projections of the event log)."""
     steps = {}
     order = []
-    for row in Step.objects.filter(execution=execution).order_by("position"):
+    rows = [] if _never_started(execution) else Step.objects.filter(execution=execution).order_by("position")
+    for row in rows:
         steps[row.pk] = KernelStep(
             id=row.pk,
             name=row.name,
@@ -115,7 +122,11 @@ def kernel_for(
     rebuilt = kernel_execution(execution)
     sink = DjangoEventSink(execution, fence, steps_so_far=len(rebuilt.step_order))
     kernel = (
-        ExecutionKernel.with_execution(rebuilt, tenant_context(limits, user_id), last_seq=last_seq(execution.pk))
+        ExecutionKernel.with_execution(
+            rebuilt,
+            tenant_context(limits, user_id),
+            last_seq=0 if _never_started(execution) else last_seq(execution.pk),
+        )
         .with_event_sink(sink)
         .with_checkpoint_store(DjangoCheckpointStore(sink))
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))

@@ -66,11 +66,17 @@ def _run_closing_connection(fn: Callable[[str], Any], execution_id: str) -> None
 
 
 @pytest.fixture
-def fresh_channel_layer(settings: Any) -> None:
-    """A channel layer of the test's own (the in-memory one keeps queues bound to an event loop);
-    with Redis, the real one."""
+def fresh_channel_layer(settings: Any) -> Iterator[None]:
+    """A channel layer object of the test's own: each test runs its own event loop, and a layer
+    keeps queues and locks bound to the loop that first used them (a server has one loop). With
+    Redis it is the real layer, new; without, an in-memory one."""
+    from channels.layers import channel_layers
+
     if not settings.REDIS_URL:
         settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

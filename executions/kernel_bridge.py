@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from django.db import connection
+
+from executions import streaming
+from executions.group_commit import GroupCommitter
 from executions.kernel import (
     CancellationToken,
     CompiledGraph,
@@ -32,6 +36,7 @@ from executions.stores import (
     DjangoInboxStore,
     DjangoUnitOfWork,
     last_seq,
+    write_staged_unit,
 )
 from tenants.models import TenantLimits
 
@@ -113,14 +118,20 @@ def kernel_for(
     *,
     fence: threading.Event | None = None,
     limits: TenantLimits | None = None,
+    background_commits: bool = False,
 ) -> ExecutionKernel:
     """A kernel for this execution with every Django store plugged in. ``fence``, once set (the
     worker lost its lease), stops every store from writing. ``limits``: the tenant's, if the
-    caller has them already."""
+    caller has them already. ``background_commits``: follow the tenant's ``durability`` (a run
+    of a worker); the caller must then :func:`kernel_close` the kernel when the run is over."""
     limits = limits or TenantLimits.objects.get(tenant_id=execution.tenant_id)
     user_id = str(execution.created_by_id) if execution.created_by_id else None
     rebuilt = kernel_execution(execution)
-    sink = DjangoEventSink(execution, fence, steps_so_far=len(rebuilt.step_order))
+    committer = None
+    if background_commits and limits.durability == TenantLimits.Durability.ASYNC and connection.vendor == "postgresql":
+        tenant_id = execution.tenant_id
+        committer = GroupCommitter(write_staged_unit, lambda wires: streaming.publish_events(tenant_id, wires))
+    sink = DjangoEventSink(execution, fence, steps_so_far=len(rebuilt.step_order), committer=committer)
     kernel = (
         ExecutionKernel.with_execution(
             rebuilt,
@@ -136,6 +147,12 @@ def kernel_for(
     if token is not None:
         kernel.with_cancellation_token(token)
     return kernel
+
+
+def kernel_close(kernel: ExecutionKernel) -> None:
+    """Store what the run still has in flight (asynchronous durability) and stop its committer."""
+    if isinstance(kernel.sink, DjangoEventSink):
+        kernel.sink.close()
 
 
 def graph_for(execution: Execution) -> CompiledGraph:

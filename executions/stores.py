@@ -20,6 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from executions import streaming
+from executions.group_commit import GroupCommitter, StagedUnit
 from executions.kernel import Checkpoint as KernelCheckpoint
 from executions.kernel.artifacts import ArtifactInfo, PutArtifactRequest
 from executions.kernel.events import EventType, StreamEvent
@@ -61,10 +62,17 @@ class DjangoEventSink:
     EVENT_COLUMNS = ("id", "execution_id", "tenant_id", "seq", "type", "step_id", "timestamp", "data")
 
     def __init__(
-        self, execution: Execution, fence: threading.Event | None = None, *, steps_so_far: int | None = None
+        self,
+        execution: Execution,
+        fence: threading.Event | None = None,
+        *,
+        steps_so_far: int | None = None,
+        committer: GroupCommitter | None = None,
     ) -> None:
         # Set by the worker when its lease was lost: from then on nothing more is written.
         self.fence = fence or threading.Event()
+        # Asynchronous durability (see executions/group_commit.py): units are stored in the background.
+        self.committer = committer
         self.execution_id = execution.pk
         self.tenant_id = execution.tenant_id
         if steps_so_far is None:  # positions are 0, 1, 2, …: the next one is the count so far
@@ -103,10 +111,14 @@ class DjangoEventSink:
         checkpoint, self._checkpoint = self._checkpoint, None
         if not events and not dirty and checkpoint is None:
             return
+        steps = [self._steps[i] for i in dict.fromkeys(dirty)]
+        if self.committer is not None and _only_write_of_transaction():
+            self._hand_off(events, staged, steps, checkpoint)
+            return
+        self.sync()
         if staged and streaming.publishes_directly():
             wires = [event.to_wire() for event in staged]
             transaction.on_commit(lambda: streaming.publish_events(self.tenant_id, wires))
-        steps = [self._steps[i] for i in dict.fromkeys(dirty)]
         statements = _flush_statements(self.execution_id, events, steps, checkpoint)
         try:
             if connection.vendor == "postgresql":
@@ -118,6 +130,47 @@ class DjangoEventSink:
         except _INTEGRITY_ERRORS as exc:
             # (execution, seq) is unique: a clash means another worker writes this stream now.
             # The unique key is the fencing token; this worker must stop.
+            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
+
+    def _hand_off(
+        self,
+        events: list[tuple[Any, ...]],
+        staged: list[StreamEvent],
+        steps: list[dict[str, Any]],
+        checkpoint: tuple[str, int, dict[str, Any]] | None,
+    ) -> None:
+        assert self.committer is not None
+        wires: list[dict[str, Any]] = []
+        if staged and streaming.publishes_directly():  # a copy: the next step may change the data
+            wires = json.loads(_rows_json([event.to_wire() for event in staged]))
+        unit = StagedUnit(
+            events=[_rows_json(dict(zip(self.EVENT_COLUMNS, row, strict=True))) for row in events],
+            steps={step["id"]: _rows_json(step) for step in steps},
+            checkpoint=None if checkpoint is None else _rows_json(_checkpoint_row(self.execution_id, checkpoint)),
+            wires=wires,
+        )
+        try:
+            self.committer.submit(unit)
+        except _INTEGRITY_ERRORS as exc:
+            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
+
+    def sync(self) -> None:
+        """Wait until every unit handed to the committer is stored; raise what storing them met."""
+        if self.committer is None:
+            return
+        try:
+            self.committer.drain()
+        except _INTEGRITY_ERRORS as exc:
+            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
+
+    def close(self) -> None:
+        """Store what is still queued and stop the committer. Call when the run is over."""
+        if self.committer is None:
+            return
+        committer, self.committer = self.committer, None
+        try:
+            committer.close()
+        except _INTEGRITY_ERRORS as exc:
             raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
 
     def stage_checkpoint(self, checkpoint_id: str, seq: int, data: dict[str, Any]) -> bool:
@@ -158,6 +211,7 @@ class DjangoEventSink:
     def _step_update(self, step_id: str, **fields: Any) -> None:
         step = self._steps.get(step_id)
         if step is None:  # a step from an earlier run of this execution
+            self.sync()
             Step.objects.filter(pk=step_id).update(**fields)
             return
         step.update(fields)
@@ -204,12 +258,14 @@ class DjangoEventSink:
             fields = _EXECUTION_PROJECTIONS[t](data, at)
             if "usage" in data:
                 fields["usage"] = data["usage"]
+            self.sync()  # the execution's new state never lands before the events leading to it
             Execution.objects.filter(pk=self.execution_id).update(**fields)
             if t is EventType.EXECUTION_CANCELLED:
                 for step_id in data.get("skipped_step_ids") or []:
                     self._step_update(step_id, state="skipped", ended_at=at)
         elif t is EventType.USAGE:
             delta = data.get("delta") or {}
+            self.sync()
             Execution.objects.filter(pk=self.execution_id).update(usage={k: v for k, v in data.items() if k != "delta"})
             tokens = int(delta.get("input_tokens", 0)) + int(delta.get("output_tokens", 0))
             tenant_record_usage(tenant_id=self.tenant_id, tokens=tokens, cost_usd=float(delta.get("cost_usd", 0.0)))
@@ -362,20 +418,46 @@ def _postgresql_flush(
     if not _POSTGRESQL_FLUSH:
         _POSTGRESQL_FLUSH.append(_postgresql_flush_sql())
     event_rows = [dict(zip(DjangoEventSink.EVENT_COLUMNS, row, strict=True)) for row in events]
-    checkpoint_rows = []
-    if checkpoint is not None:
-        checkpoint_id, seq, data = checkpoint
-        checkpoint_rows.append(
-            {
-                "execution_id": execution_id,
-                "checkpoint_id": checkpoint_id,
-                "seq": seq,
-                "data": data,
-                "updated_at": timezone.now(),
-            }
-        )
+    checkpoint_rows = [] if checkpoint is None else [_checkpoint_row(execution_id, checkpoint)]
     params = [_rows_json(event_rows), _rows_json(steps), _rows_json(checkpoint_rows)]
     return _POSTGRESQL_FLUSH[0], params
+
+
+def _checkpoint_row(execution_id: str, checkpoint: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
+    checkpoint_id, seq, data = checkpoint
+    return {
+        "execution_id": execution_id,
+        "checkpoint_id": checkpoint_id,
+        "seq": seq,
+        "data": data,
+        "updated_at": timezone.now(),
+    }
+
+
+def _only_write_of_transaction() -> bool:
+    """Whether a flush would be the first and last statement of an outermost transaction.
+
+    Only then may a unit be handed to the committer: a unit that also wrote rows itself (the
+    execution's state, an inbox drain) commits them with its events, in its own thread."""
+    if connection.vendor != "postgresql" or len(connection.atomic_blocks) > 1 or connection.savepoint_ids:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    raw = connection.connection
+    return raw is not None and raw.info.transaction_status == TransactionStatus.IDLE
+
+
+def write_staged_unit(unit: StagedUnit) -> None:
+    """Store a (merged) unit in one statement and commit it; runs in the committer's thread."""
+    if not _POSTGRESQL_FLUSH:
+        _POSTGRESQL_FLUSH.append(_postgresql_flush_sql())
+    params = [
+        "[" + ",".join(unit.events) + "]",
+        "[" + ",".join(unit.steps.values()) + "]",
+        "[]" if unit.checkpoint is None else f"[{unit.checkpoint}]",
+    ]
+    with connection.cursor() as cursor:  # this thread's connection, in autocommit: the statement commits
+        cursor.execute(_POSTGRESQL_FLUSH[0], params)
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> str:

@@ -18,7 +18,15 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from executions import kernel_bridge, services
-from executions.kernel import MISSING, CancellationToken, Checkpoint, ExecutionError, ExecutionState
+from executions.kernel import (
+    MISSING,
+    CancellationToken,
+    Checkpoint,
+    CompiledGraph,
+    ExecutionError,
+    ExecutionKernel,
+    ExecutionState,
+)
 from executions.kernel import ids as kernel_ids
 from executions.kernel.persistence import Lane, Position
 from executions.models import Execution, InboxMessage
@@ -170,8 +178,20 @@ def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str
     except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
         return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
     kernel = kernel_bridge.kernel_for(
-        execution, token, entry.inbox_pending, fence=entry.fence, limits=execution.tenant.limits
+        execution,
+        token,
+        entry.inbox_pending,
+        fence=entry.fence,
+        limits=execution.tenant.limits,
+        background_commits=True,
     )
+    try:
+        return _drive(kernel, execution, graph)
+    finally:
+        kernel_bridge.kernel_close(kernel)
+
+
+def _drive(kernel: ExecutionKernel, execution: Execution, graph: CompiledGraph) -> str:
     # A run's start commits with its first step, and the first checkpoint with it: an execution
     # still queued has none, and needs no look.
     fresh = execution.state in (Execution.State.QUEUED, Execution.State.CREATED)

@@ -178,6 +178,7 @@ PER_EXECUTION_LIMITS = (
     "warning_threshold",
     "max_concurrent_branches",
     "pii_masking",
+    "durability",
 )
 TENANT_WIDE_LIMITS = (
     "max_concurrent_executions",

@@ -79,6 +79,19 @@ class TenantLimits(models.Model):
         default=False, help_text="Mask e-mails, phone and card numbers in streamed content."
     )
 
+    class Durability(models.TextChoices):
+        SYNC = "sync", "sync: each step is stored before the next starts"
+        ASYNC = "async", "async: steps are stored in the background, in order (PostgreSQL)"
+
+    durability = models.CharField(
+        max_length=8,
+        choices=Durability.choices,
+        default=Durability.SYNC,
+        help_text="With async, a step may start before the previous one is stored, and a worker "
+        "that dies runs those steps again; events are still published only once stored. "
+        "Async takes effect on PostgreSQL only.",
+    )
+
     class Meta:
         verbose_name = "limits"
         verbose_name_plural = "limits"

@@ -169,6 +169,14 @@ def test_limits_sets_then_shows(tenant_a: Tenant, tenant_b: Tenant) -> None:
     assert run("limits", "acme") == lines
 
 
+def test_limits_sets_the_durability(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    assert dict(line.split(": ", 1) for line in run("limits", "acme"))["durability"] == "sync"
+    shown = dict(line.split(": ", 1) for line in run("limits", "acme", "--durability", "async"))
+    assert shown["durability"] == "async"
+    assert TenantLimits.objects.get(tenant=tenant_a).durability == "async"
+    assert TenantLimits.objects.get(tenant=tenant_b).durability == "sync"
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -180,6 +188,7 @@ def test_limits_sets_then_shows(tenant_a: Tenant, tenant_b: Tenant) -> None:
         ("--max-wall-time", "soon", "Error: argument --max-wall-time: 'soon' is not a number of seconds"),
         ("--max-cost", "-1", "Error: argument --max-cost: must be an amount of at least 0, not -1"),
         ("--max-cost", "NaN", "Error: argument --max-cost: must be an amount of at least 0, not NaN"),
+        ("--durability", "fast", "Error: argument --durability: must be one of sync, async, not 'fast'"),
         (
             "--max-cost",
             "1.23456",

@@ -101,6 +101,12 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
+def _durability(text: str) -> str:
+    if text not in TenantLimits.Durability.values:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(TenantLimits.Durability.values)}, not {text!r}")
+    return text
+
+
 # (option, TenantLimits field, type, metavar, help)
 LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--max-concurrent", "max_concurrent_executions", _whole(1), "N", "executions running at once"),
@@ -109,6 +115,7 @@ LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--max-wall-time", "max_wall_time_s", _or_none(_seconds), "S", "seconds per execution, or none"),
     ("--max-cost", "max_cost_usd", _or_none(_usd), "USD", "US dollars per execution, or none"),
     ("--per-day", "executions_per_day", _or_none(_whole(0)), "N", "executions per UTC day, or none"),
+    ("--durability", "durability", _durability, "MODE", "sync (each step stored before the next) or async"),
 )
 
 

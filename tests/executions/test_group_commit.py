@@ -1,0 +1,209 @@
+"""Asynchronous durability: units stored in the background, in order, in groups; published only
+once stored; a failed commit stops the run. The committer itself is tested with a writer of the
+test's own; the whole path through a worker needs PostgreSQL (elsewhere runs stay synchronous)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from executions import kernel_bridge, services, worker
+from executions.group_commit import GroupCommitter, StagedUnit
+from executions.kernel.events import EventType, StreamEvent
+from executions.models import Checkpoint, ExecutionEvent, Step
+from executions.stores import DjangoEventSink, write_staged_unit
+from executions.worker import LeaseLost
+from tenants.models import Tenant, TenantLimits
+from tenants.services import tenant_set_limits
+
+
+class Boom(Exception):
+    pass
+
+
+def unit(n: int, *, step: str = "", checkpoint: str | None = None) -> StagedUnit:
+    return StagedUnit(
+        events=[f'{{"seq": {n}}}'],
+        steps={step: f'{{"id": "{step}", "unit": {n}}}'} if step else {},
+        checkpoint=checkpoint,
+        wires=[{"seq": n}],
+    )
+
+
+class Recorder:
+    """A writer that can be held inside its first write, and a publisher; both keep a log."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.log: list[tuple[str, Any]] = []
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.fail_on = fail_on
+
+    def write(self, group: StagedUnit) -> None:
+        self.writing.set()
+        assert self.release.wait(5)
+        if self.fail_on is not None and f'{{"seq": {self.fail_on}}}' in group.events:
+            raise Boom("the database said no")
+        self.log.append(("write", (list(group.events), dict(group.steps), group.checkpoint)))
+
+    def publish(self, wires: list[dict[str, Any]]) -> None:
+        self.log.append(("publish", [w["seq"] for w in wires]))
+
+
+def test_units_that_end_during_a_commit_go_together_in_the_next() -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(recorder.write, recorder.publish)
+    committer.submit(unit(1, step="step_a", checkpoint='{"c": 1}'))
+    assert recorder.writing.wait(5)  # the first commit is in flight; the next units queue up
+    committer.submit(unit(2, step="step_a", checkpoint='{"c": 2}'))
+    committer.submit(unit(3, step="step_b", checkpoint='{"c": 3}'))
+    recorder.release.set()
+    committer.close()
+
+    assert recorder.log == [
+        ("write", (['{"seq": 1}'], {"step_a": '{"id": "step_a", "unit": 1}'}, '{"c": 1}')),
+        ("publish", [1]),
+        (
+            "write",
+            (
+                ['{"seq": 2}', '{"seq": 3}'],
+                # one row a step: its later state wins; only the latest checkpoint is written
+                {"step_a": '{"id": "step_a", "unit": 2}', "step_b": '{"id": "step_b", "unit": 3}'},
+                '{"c": 3}',
+            ),
+        ),
+        ("publish", [2, 3]),
+    ]
+
+
+def test_drain_returns_only_once_everything_is_stored_and_published() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    committer = GroupCommitter(recorder.write, recorder.publish)
+    for n in range(1, 21):
+        committer.submit(unit(n))
+    committer.drain()
+    written = [seq for kind, what in recorder.log if kind == "write" for seq in what[0]]
+    published = [seq for kind, what in recorder.log if kind == "publish" for seq in what]
+    assert written == [f'{{"seq": {n}}}' for n in range(1, 21)]
+    assert published == list(range(1, 21))
+    committer.close()
+
+
+def test_a_failed_commit_stops_the_committer_and_is_raised_to_the_run() -> None:
+    recorder = Recorder(fail_on=1)
+    committer = GroupCommitter(recorder.write, recorder.publish)
+    committer.submit(unit(1))
+    assert recorder.writing.wait(5)
+    committer.submit(unit(2))  # queued behind the commit that is about to fail
+    recorder.release.set()
+
+    with pytest.raises(Boom, match="the database said no"):
+        committer.drain()
+    with pytest.raises(Boom):
+        committer.submit(unit(3))
+    with pytest.raises(Boom):
+        committer.close()
+    assert recorder.log == []  # nothing after the failed unit was stored or published
+
+
+# --- through the database ------------------------------------------------------------------------
+
+needs_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="asynchronous durability is for PostgreSQL; elsewhere runs are sync"
+)
+
+
+def _async(tenant: Tenant) -> None:
+    tenant_set_limits(tenant=tenant, changes={"durability": TenantLimits.Durability.ASYNC, "max_steps": None})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_a_worker_run_on_postgresql_commits_in_the_background(tenant_a: Tenant) -> None:
+    _async(tenant_a)
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    by_worker = kernel_bridge.kernel_for(execution, background_commits=True)
+    other = kernel_bridge.kernel_for(execution)  # a service's or an operator's kernel: always sync
+    try:
+        assert isinstance(by_worker.sink, DjangoEventSink)
+        assert isinstance(other.sink, DjangoEventSink)
+        assert (by_worker.sink.committer is not None) is (connection.vendor == "postgresql")
+        assert other.sink.committer is None
+    finally:
+        kernel_bridge.kernel_close(by_worker)
+    assert by_worker.sink.committer is None  # closed
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_an_async_run_stores_every_event_in_order_and_publishes_each_once_after_its_commit(
+    tenant_a: Tenant, tenant_b: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch, enqueued: list[str]
+) -> None:
+    _async(tenant_a)
+    settings.ENACT_PUBLISH_DIRECT = True
+    published: list[int] = []
+    stored_when_published: list[bool] = []
+    commits: list[int] = []
+    first_commit_slow = threading.Event()
+
+    def publish(tenant_id: int, wires: list[dict[str, Any]]) -> None:
+        assert tenant_id == tenant_a.pk
+        seqs = [w["seq"] for w in wires]
+        published.extend(seqs)
+        stored = ExecutionEvent.objects.filter(execution_id=wires[0]["execution_id"], seq__in=seqs).count()
+        stored_when_published.append(stored == len(seqs))
+
+    def write(group: StagedUnit) -> None:
+        if not first_commit_slow.is_set():  # hold the first commit so the next steps must queue
+            first_commit_slow.set()
+            threading.Event().wait(0.05)
+        commits.append(len(group.events))
+        write_staged_unit(group)
+
+    monkeypatch.setattr("executions.streaming.publish_events", publish)
+    monkeypatch.setattr("executions.kernel_bridge.write_staged_unit", write)
+    n = 40
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": n})
+    assert worker.execution_run(execution.pk) == "completed"
+
+    execution.refresh_from_db()
+    assert (execution.state, execution.output) == ("completed", n)
+    seqs = list(ExecutionEvent.objects.filter(execution=execution).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert published == seqs  # every event once, in order, only after it was stored
+    assert all(stored_when_published)
+    assert list(Step.objects.filter(execution=execution).order_by("position").values_list("position", "state")) == [
+        (i, "completed") for i in range(n)
+    ]
+    assert Checkpoint.objects.get(execution=execution).data["step_outputs"] != {}
+    assert len(commits) < n  # steps that ended during a commit went together
+    assert sum(commits) < len(seqs)  # the last events (the end) were written with the row, synchronously
+    assert not ExecutionEvent.objects.filter(tenant=tenant_b).exists()
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_background_commit_that_clashes_with_another_workers_seq_stops_the_run(tenant_a: Tenant) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    other_worker = DjangoEventSink(execution)
+
+    def event(seq: int, id_: str) -> StreamEvent:
+        return StreamEvent(EventType.EXECUTION_START, execution.pk, datetime.now(UTC), {}, id=id_, seq=seq)
+
+    other_worker.append(event(1, "evt_other_1"))
+    committer = GroupCommitter(write_staged_unit, lambda wires: None)
+    sink = DjangoEventSink(execution, committer=committer)
+    sink.begin()
+    sink.append(event(2, "evt_mine_2"))
+    sink.append(event(1, "evt_mine_1"))  # seq 1 is the other worker's: the whole group is refused
+    sink.end(ok=True)  # handed off; the clash comes back at the next write
+
+    with pytest.raises(LeaseLost):
+        sink.sync()
+    with pytest.raises(LeaseLost):
+        sink.close()
+    assert list(ExecutionEvent.objects.filter(execution=execution).values_list("id", flat=True)) == ["evt_other_1"]

@@ -141,19 +141,19 @@ def ours_durable(tenant: Any, n: int, durability: str = "sync") -> float:
     as a worker runs it, with the tenant's durability set to ``durability``."""
     from django.db.models import Count, Max
 
-    from executions.kernel_bridge import graph_for, kernel_close, kernel_for
+    from executions.kernel_bridge import kernel_close, kernel_for, runnable_for
     from executions.models import Execution, ExecutionEvent
 
     limits = tenant.limits
     limits.durability = durability
     execution = Execution.objects.create(tenant=tenant, graph="demo.chain", input={"n": n})
-    graph = graph_for(execution)
+    runnable = runnable_for(execution)
 
     def run() -> Any:
         # As in a worker: its monitor raises this flag when a message arrives, so steps need not ask.
         kernel = kernel_for(execution, inbox_pending=threading.Event(), limits=limits, background_commits=True)
         try:
-            return kernel.execute_graph(graph, execution.input)
+            return kernel.execute_graph(runnable.graph, runnable.initial_state)
         finally:
             kernel_close(kernel)
 

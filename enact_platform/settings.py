@@ -269,3 +269,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
 }
+
+# Tenant secrets (provider keys) are encrypted with this key (Fernet: 32 url-safe base64 bytes;
+# `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`).
+# Without it, a key derived from SECRET_KEY is used; a deployment sets its own, and keeps it:
+# secrets saved under one key cannot be read under another.
+ENACT_SECRETS_KEY = env_str("ENACT_SECRETS_KEY", "")
+if not DEBUG and not ENACT_SECRETS_KEY:
+    raise SettingError("ENACT_SECRETS_KEY must be set when ENACT_DEBUG is off")
+# The `llm` node's default timeout for one model call, in seconds.
+ENACT_LLM_TIMEOUT_SECONDS = env_float("ENACT_LLM_TIMEOUT_SECONDS", 120.0, minimum=1.0)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -24,7 +25,8 @@ from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
 from executions import streaming
-from executions.models import Artifact, Execution, Step
+from executions.blueprints.services import blueprint_problems, blueprint_save
+from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ModelPrice, Step
 from executions.selectors import execution_events, last_event_seq
 from executions.services import execution_cancel, execution_pause, execution_resume
 from tenants.admin import NOT_ALLOWED, TenantScopedAdmin, report
@@ -295,3 +297,93 @@ class ExecutionAdmin(TenantScopedAdmin):
                 "states": streaming.STATE_AFTER_EVENT,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+# --- blueprints and model prices ------------------------------------------------------------------
+
+
+class BlueprintForm(forms.ModelForm):
+    definition = forms.JSONField(
+        widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "class": "vLargeTextField", "spellcheck": "false"}),
+        help_text="The JSON definition: entry, nodes (each with a kind and its config), edges, routes, "
+        "input_schema. Saving makes a new version; executions keep the version they ran.",
+    )
+
+    class Meta:
+        model = Blueprint
+        fields = ["tenant", "name"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        tenant, name = (
+            data.get("tenant") or getattr(self.instance, "tenant", None),
+            data.get("name") or self.instance.name,
+        )
+        definition = data.get("definition")
+        if tenant is None or not name or definition is None:
+            return data
+        for problem in blueprint_problems(tenant=tenant, name=name, definition=definition):
+            self.add_error("definition", f"{problem.path}: {problem.message}" if problem.path else problem.message)
+        return data
+
+
+class BlueprintVersionInline(admin.TabularInline):
+    model = BlueprintVersion
+    fields = ["version", "created_at", "created_by", "nodes"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    ordering = ["-version"]
+
+    @admin.display(description="nodes")
+    def nodes(self, obj: BlueprintVersion) -> str:
+        nodes = obj.definition.get("nodes", {})
+        return ", ".join(f"{name} ({node.get('kind')})" for name, node in nodes.items())
+
+    # Versions are written by the service only; here they are shown.
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Blueprint)
+class BlueprintAdmin(TenantScopedAdmin):
+    """Blueprints are saved through ``blueprint_save``: each save of the form is a new version."""
+
+    form = BlueprintForm
+    list_display = ["name", "tenant", "latest_version", "description", "updated_at"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "description"]
+    list_select_related = ["tenant"]
+    inlines = [BlueprintVersionInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else ["tenant", "name", "latest_version"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is not None:
+            latest = obj.versions.order_by("-version").first()
+            form.base_fields["definition"].initial = latest.definition if latest else {}
+        return form
+
+    def save_model(self, request: HttpRequest, obj: Blueprint, form: forms.ModelForm, change: bool) -> None:
+        saved = blueprint_save(
+            tenant=obj.tenant, name=obj.name, definition=form.cleaned_data["definition"], user=request.user
+        )
+        obj.pk, obj.latest_version = saved.blueprint.pk, saved.version
+        obj._state.adding = False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # executions point at their versions; a blueprint is retired, not erased
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """Prices per model: ``llm`` nodes record the cost of their tokens from here. Superusers set them."""
+
+    list_display = ["model", "input_usd_per_million", "output_usd_per_million", "updated_at"]
+    search_fields = ["model"]

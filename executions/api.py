@@ -23,8 +23,9 @@ from enact_platform.api.schema import ERROR, READ_ERRORS, READ_ERRORS_JSON, WRIT
 from enact_platform.errors import NotFound
 from executions import selectors, services
 from executions import serializers as s
+from executions.blueprints.catalog import CatalogEntry, graph_catalog, graph_lookup
+from executions.blueprints.services import blueprint_save, blueprint_versions
 from executions.consumers import parse_last_event_id, sse_frame, stored_frames, stream_is_over
-from executions.registry import RegisteredGraph, registry
 
 EXECUTION_ID = OpenApiParameter("execution_id", str, OpenApiParameter.PATH, pattern=r"^exec_[0-9A-Za-z]{27}$")
 
@@ -69,12 +70,10 @@ class ExecutionListView(APIView):
     def post(self, request: Request) -> Response:
         body = _valid(s.SubmitRequest, request.data)
         caller = request_caller(request)
-        entry = registry.get(body["blueprint"])
-        if entry is not None and body.get("version") not in (None, entry.version):
-            raise NotFound(f"{entry.name} has no version {body['version']}", details={"versions": [entry.version]})
         execution, created = services.execution_submit(
             tenant=caller.tenant,
             graph=body["blueprint"],
+            version=body.get("version"),
             input=body["input"],
             idempotency_key=body.get("idempotency_key"),
             metadata=body.get("metadata"),
@@ -264,34 +263,82 @@ class BulkCancelView(APIView):
         return Response(counts)
 
 
-# --- graphs ------------------------------------------------------------------------------------
+# --- graphs and blueprints --------------------------------------------------------------------
 
 
-def _blueprint(entry: RegisteredGraph) -> dict[str, Any]:
-    return {
+def _graph(entry: CatalogEntry, *, detail: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
         "name": entry.name,
         "version": entry.version,
         "description": entry.description,
         "input_schema": entry.input_schema,
-        "source": "code",
+        "source": entry.source,
     }
+    if detail:
+        version = entry.blueprint_version
+        data["definition"] = entry.definition
+        data["versions"] = (
+            [entry.version] if version is None else blueprint_versions(tenant=version.tenant, name=entry.name)
+        )
+        data["created_at"] = version.created_at if version is not None else None
+    return data
+
+
+BLUEPRINT_NAME = OpenApiParameter("name", str, OpenApiParameter.PATH)
+VERSION = OpenApiParameter(
+    "version", int, OpenApiParameter.QUERY, required=False, description="a version (default: the latest)"
+)
 
 
 class BlueprintListView(APIView):
     @extend_schema(responses={200: s.BlueprintSerializer(many=True), **READ_ERRORS})
     def get(self, request: Request) -> Response:
-        request_caller(request)
-        return Response([_blueprint(entry) for entry in registry.all()])
+        tenant = request_caller(request).tenant
+        return Response([_graph(entry) for entry in graph_catalog(tenant=tenant)])
+
+    @extend_schema(
+        request=s.BlueprintCreateRequest,
+        responses={201: s.BlueprintDetailSerializer, **WRITE_ERRORS},
+        description="Create a declarative blueprint (version 1). Invalid definitions answer 400 with every "
+        "problem in error.details.problems, each with the path it concerns.",
+    )
+    def post(self, request: Request) -> Response:
+        body = _valid(s.BlueprintCreateRequest, request.data)
+        caller = request_caller(request)
+        saved = blueprint_save(
+            tenant=caller.tenant, name=body["name"], definition=body["definition"], user=_user(request), create=True
+        )
+        return Response(_saved(request, saved.blueprint.name, saved.version), status=201)
 
 
 class BlueprintDetailView(APIView):
-    @extend_schema(responses={200: s.BlueprintSerializer, **READ_ERRORS})
+    @extend_schema(parameters=[BLUEPRINT_NAME, VERSION], responses={200: s.BlueprintDetailSerializer, **READ_ERRORS})
     def get(self, request: Request, name: str) -> Response:
-        request_caller(request)
-        entry = registry.get(name)
-        if entry is None:
-            raise NotFound(f"no blueprint named {name!r}")
-        return Response(_blueprint(entry))
+        query = _valid(s.VersionQuery, request.query_params.dict())
+        return Response(_saved(request, name, query.get("version")))
+
+    @extend_schema(
+        parameters=[BLUEPRINT_NAME],
+        request=s.BlueprintUpdateRequest,
+        responses={200: s.BlueprintDetailSerializer, **WRITE_ERRORS},
+        description="Save a new version of a blueprint; earlier versions stay, and executions keep the version they ran.",
+    )
+    def put(self, request: Request, name: str) -> Response:
+        body = _valid(s.BlueprintUpdateRequest, request.data)
+        caller = request_caller(request)
+        saved = blueprint_save(
+            tenant=caller.tenant, name=name, definition=body["definition"], user=_user(request), create=False
+        )
+        return Response(_saved(request, name, saved.version))
+
+
+def _saved(request: Request, name: str, version: int | None) -> dict[str, Any]:
+    entry = graph_lookup(tenant=request_caller(request).tenant, name=name, version=version, missing=NotFound)
+    return _graph(entry, detail=True)
+
+
+def _user(request: Request) -> Any:
+    return request.user if not request_caller(request).key else None
 
 
 class ExecutionStreamView(APIView):

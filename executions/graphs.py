@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+from executions.blueprints.functions import blueprint_function
 from executions.kernel import (
     ArtifactType,
     Backoff,
@@ -217,3 +218,37 @@ def _chain(name: str, n: int, fn: Any, prefix: str) -> CompiledGraph:
         if i > 1:
             builder.add_edge(f"{prefix}_{i - 1}", f"{prefix}_{i}")
     return builder.set_entry_point(f"{prefix}_1").set_finish_point(f"{prefix}_{n}").compile()
+
+
+# --- functions that blueprints call (function nodes, agent tools) ------------------------------
+
+DEMO_FACTS = {
+    "refund": "Refunds are paid within 5 working days to the card used for the purchase.",
+    "shipping": "Orders ship within 24 hours; delivery takes 2 to 4 days.",
+    "warranty": "Every product has a 2-year warranty; repairs are free within it.",
+}
+
+
+@blueprint_function(
+    "demo.lookup",
+    description="Look up a fact in the demo knowledge base (refunds, shipping, warranty).",
+    parameters={
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "what to look up"}},
+        "required": ["query"],
+    },
+)
+def demo_lookup(value: Any, ctx: NodeContext) -> Any:
+    query = str(value.get("query", "") if isinstance(value, dict) else value).lower()
+    found = [fact for topic, fact in DEMO_FACTS.items() if topic in query]
+    return {"query": query, "facts": found or ["No fact found; topics: " + ", ".join(DEMO_FACTS) + "."]}
+
+
+@blueprint_function(
+    "demo.word_count",
+    description="Count the words of a text.",
+    parameters={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+)
+def demo_word_count(value: Any, ctx: NodeContext) -> Any:
+    text = value.get("text", "") if isinstance(value, dict) else str(value)
+    return {"words": len(text.split())}

@@ -54,6 +54,19 @@ class StagedUnit:
 WriteUnit = Callable[[StagedUnit], None]
 # Hands committed events to live listeners: (wires) -> None.
 Publish = Callable[[list[dict[str, Any]]], None]
+# Told when a commit failed, from the committer's thread, so the run stops at once: (error) -> None.
+OnFailure = Callable[[BaseException], None]
+
+# How many units may wait; a run that gets further ahead than this waits for the database.
+MAX_QUEUED_UNITS = 32
+
+
+class Fenced(Exception):
+    """The worker lost its lease before these units were stored."""
+
+
+class CommitFailed(Exception):
+    """A background commit failed; its cause is what the database raised. Nothing after it is stored."""
 
 
 class GroupCommitter:
@@ -63,9 +76,21 @@ class GroupCommitter:
     and raises the first error a commit met (after which nothing more is stored: the run must stop).
     """
 
-    def __init__(self, write: WriteUnit, publish: Publish) -> None:
+    def __init__(
+        self,
+        write: WriteUnit,
+        publish: Publish,
+        *,
+        fence: threading.Event | None = None,
+        on_failure: OnFailure | None = None,
+        max_queued: int = MAX_QUEUED_UNITS,
+    ) -> None:
         self._write = write
         self._publish = publish
+        # Set when the worker lost its lease: from then on nothing queued is stored.
+        self._fence = fence or threading.Event()
+        self._on_failure = on_failure
+        self._max_queued = max_queued
         self._cond = threading.Condition()
         self._queue: list[StagedUnit] = []
         self._busy = False
@@ -76,6 +101,8 @@ class GroupCommitter:
 
     def submit(self, unit: StagedUnit) -> None:
         with self._cond:
+            while len(self._queue) >= self._max_queued and self._error is None:
+                self._cond.wait()
             self._raise_error()
             if self._closed:
                 raise RuntimeError("the committer is closed")
@@ -100,13 +127,19 @@ class GroupCommitter:
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            raise self._error
+            # A new exception each time: several threads may be told, and tracebacks must not pile up.
+            raise CommitFailed(f"a background commit failed: {self._error}") from self._error
 
     def _next_group(self) -> StagedUnit | None:
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
             if not self._queue or self._error is not None:
+                return None
+            if self._fence.is_set():  # this worker no longer owns the execution: store nothing more
+                self._error = Fenced("the worker lost its lease; queued steps were not stored")
+                self._queue.clear()
+                self._cond.notify_all()
                 return None
             group, *rest = self._queue
             for unit in rest:
@@ -126,6 +159,8 @@ class GroupCommitter:
                         self._queue.clear()
                         self._busy = False
                         self._cond.notify_all()
+                    if self._on_failure is not None:
+                        self._on_failure(exc)
                     continue
                 if group.wires:  # before anyone waiting in drain() may publish later events
                     try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection
 
 from executions import streaming
+from executions.blueprints.catalog import graph_lookup, run_resources
 from executions.group_commit import GroupCommitter
 from executions.kernel import (
     CancellationToken,
@@ -28,7 +31,6 @@ from executions.kernel import (
     Step as KernelStep,
 )
 from executions.models import Execution, Step
-from executions.registry import registry
 from executions.stores import (
     DjangoArtifactStore,
     DjangoCheckpointStore,
@@ -127,11 +129,8 @@ def kernel_for(
     limits = limits or TenantLimits.objects.get(tenant_id=execution.tenant_id)
     user_id = str(execution.created_by_id) if execution.created_by_id else None
     rebuilt = kernel_execution(execution)
-    committer = None
-    if background_commits and limits.durability == TenantLimits.Durability.ASYNC and connection.vendor == "postgresql":
-        tenant_id = execution.tenant_id
-        committer = GroupCommitter(write_staged_unit, lambda wires: streaming.publish_events(tenant_id, wires))
-    sink = DjangoEventSink(execution, fence, steps_so_far=len(rebuilt.step_order), committer=committer)
+    fence = fence or threading.Event()
+    sink = DjangoEventSink(execution, fence, steps_so_far=len(rebuilt.step_order))
     kernel = (
         ExecutionKernel.with_execution(
             rebuilt,
@@ -141,12 +140,30 @@ def kernel_for(
         .with_event_sink(sink)
         .with_checkpoint_store(DjangoCheckpointStore(sink))
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))
-        .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits, sink.fence))
+        .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits, sink.fence, sink))
         .with_unit_of_work(DjangoUnitOfWork(sink))
     )
     if token is not None:
         kernel.with_cancellation_token(token)
+    if background_commits and limits.durability == TenantLimits.Durability.ASYNC and connection.vendor == "postgresql":
+        # Made last, so nothing above can fail and leave its thread running.
+        sink.committer = _committer(execution.tenant_id, fence, token)
     return kernel
+
+
+def _committer(tenant_id: int, fence: threading.Event, token: CancellationToken | None) -> GroupCommitter:
+    def failed(error: BaseException) -> None:
+        # Stop the run now, not at its next write: the node that runs meanwhile may act on the world.
+        fence.set()
+        if token is not None:
+            token.cancel("a background commit failed; this worker stops")
+
+    return GroupCommitter(
+        write_staged_unit,
+        lambda wires: streaming.publish_events(tenant_id, wires),
+        fence=fence,
+        on_failure=failed,
+    )
 
 
 def kernel_close(kernel: ExecutionKernel) -> None:
@@ -155,8 +172,19 @@ def kernel_close(kernel: ExecutionKernel) -> None:
         kernel.sink.close()
 
 
-def graph_for(execution: Execution) -> CompiledGraph:
-    entry = registry.get(execution.graph)
-    if entry is None:
-        raise LookupError(f"graph {execution.graph!r} of {execution.pk} is not registered in this process")
-    return entry.build(execution.input)
+@dataclass(frozen=True)
+class Runnable:
+    """An execution's graph, built for a run, and the state its entry node starts from."""
+
+    graph: CompiledGraph
+    initial_state: Any
+
+
+def runnable_for(execution: Execution) -> Runnable:
+    """Build the graph an execution runs, at the version it recorded, with what its nodes need
+    (a blueprint's secrets, prices, tool policy) resolved now, before the kernel runs."""
+    entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
+    resources = None
+    if entry.definition is not None:
+        resources = run_resources(tenant_id=execution.tenant_id, definition=entry.definition)
+    return Runnable(entry.build(execution.input, resources), entry.initial_state(execution.input))

@@ -197,3 +197,63 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint of {self.execution_id} at #{self.seq}"
+
+
+class Blueprint(models.Model):
+    """A graph a tenant defines as JSON. Never edited in place: every save is a new version."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="blueprints")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    latest_version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="one_blueprint_name_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.latest_version}"
+
+
+class BlueprintVersion(models.Model):
+    """One saved definition of a blueprint; an execution records the version it ran."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    blueprint = models.ForeignKey(Blueprint, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    definition = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["blueprint", "-version"]
+        constraints = [models.UniqueConstraint(fields=["blueprint", "version"], name="one_row_per_blueprint_version")]
+
+    def __str__(self) -> str:
+        return f"{self.blueprint.name} v{self.version}"
+
+
+class ModelPrice(models.Model):
+    """What a model costs, set by operators; ``llm`` nodes record cost from it so cost limits bite.
+
+    ``model`` is the name an ``llm`` node gives (``gpt-4o-mini``, ``demo``); a node whose model has
+    no price records tokens and a cost of 0."""
+
+    model = models.CharField(max_length=200, unique=True)
+    input_usd_per_million = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    output_usd_per_million = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        per_token = input_tokens * self.input_usd_per_million + output_tokens * self.output_usd_per_million
+        return float(per_token / 1_000_000)

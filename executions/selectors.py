@@ -107,12 +107,10 @@ def artifact_chunks(*, artifact: Artifact, chunk_size: int = 64 * 1024) -> Itera
 
 def execution_graph_outline(*, execution: Execution) -> dict[str, Any]:
     """The graph an execution runs, as a picture needs it: nodes and edges, entry first."""
-    from executions.registry import registry
+    from executions.blueprints.catalog import graph_lookup
 
-    entry = registry.get(execution.graph)
-    if entry is None:
-        return {"entry": None, "nodes": [], "edges": []}
     try:
+        entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
         graph = entry.build(execution.input)
     except Exception:  # an input the graph no longer accepts: draw nothing rather than fail the page
         return {"entry": None, "nodes": [], "edges": []}

@@ -204,6 +204,25 @@ class BlueprintSerializer(serializers.Serializer):
     source = serializers.CharField()
 
 
+class BlueprintDetailSerializer(BlueprintSerializer):
+    definition = serializers.DictField(child=AnyJSONField(), allow_null=True, help_text="null for built-in graphs")
+    versions = serializers.ListField(child=serializers.IntegerField())
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class BlueprintCreateRequest(StrictSerializer):
+    name = TextField(max_length=100)
+    definition = serializers.DictField(child=AnyJSONField())
+
+
+class BlueprintUpdateRequest(StrictSerializer):
+    definition = serializers.DictField(child=AnyJSONField())
+
+
+class VersionQuery(StrictSerializer):
+    version = serializers.IntegerField(required=False, min_value=1)
+
+
 class BulkCancelResult(serializers.Serializer):
     cancelled = serializers.IntegerField()
     cancel_requested = serializers.IntegerField()

@@ -19,10 +19,11 @@ from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, PayloadTooLarge, QuotaExceeded
 from executions import kernel_bridge, streaming
+from executions.blueprints.catalog import graph_lookup
 from executions.kernel.events import EventType
 from executions.kernel.inbox import message_from_dict, message_to_dict
 from executions.models import Execution, ExecutionEvent
-from executions.registry import registry, validate_input
+from executions.registry import validate_input
 from executions.selectors import execution_get
 from executions.stores import DjangoInboxStore
 from tenants.models import Tenant, TenantLimits
@@ -52,17 +53,17 @@ def execution_submit(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
     user: User | None = None,
+    version: int | None = None,
 ) -> tuple[Execution, bool]:
-    """Create an execution (``queued``) and enqueue it after commit. Returns it and whether it is
-    new: a repeated idempotency key returns the first execution, unchanged."""
+    """Create an execution (``queued``) of graph ``graph`` (a built-in graph or one of the tenant's
+    blueprints, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
+    it is new: a repeated idempotency key returns the first execution, unchanged."""
     limits = TenantLimits.objects.get(tenant=tenant)
     if not tenant.is_active:
         raise QuotaExceeded(
             f"tenant {tenant.slug} is suspended and cannot submit executions", details={"status": tenant.status}
         )
-    entry = registry.get(graph) if isinstance(graph, str) else None
-    if entry is None:
-        raise InvalidInput(f"unknown graph {graph!r}", details={"graphs": [g.name for g in registry.all()]})
+    entry = graph_lookup(tenant=tenant, name=graph, version=version)
     if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200):
         raise InvalidInput("idempotency_key must be a string of 1 to 200 characters")
     if metadata is not None and not isinstance(metadata, dict):

@@ -20,7 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from executions import streaming
-from executions.group_commit import GroupCommitter, StagedUnit
+from executions.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
 from executions.kernel import Checkpoint as KernelCheckpoint
 from executions.kernel.artifacts import ArtifactInfo, PutArtifactRequest
 from executions.kernel.events import EventType, StreamEvent
@@ -149,29 +149,34 @@ class DjangoEventSink:
             checkpoint=None if checkpoint is None else _rows_json(_checkpoint_row(self.execution_id, checkpoint)),
             wires=wires,
         )
-        try:
+        with self._committer_errors():
             self.committer.submit(unit)
-        except _INTEGRITY_ERRORS as exc:
-            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
 
     def sync(self) -> None:
         """Wait until every unit handed to the committer is stored; raise what storing them met."""
         if self.committer is None:
             return
-        try:
+        with self._committer_errors():
             self.committer.drain()
-        except _INTEGRITY_ERRORS as exc:
-            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
 
     def close(self) -> None:
         """Store what is still queued and stop the committer. Call when the run is over."""
         if self.committer is None:
             return
         committer, self.committer = self.committer, None
-        try:
+        with self._committer_errors():
             committer.close()
-        except _INTEGRITY_ERRORS as exc:
-            raise _lease_lost(f"a seq of {self.execution_id} was written by another worker") from exc
+
+    @contextmanager
+    def _committer_errors(self) -> Iterator[None]:
+        """A background commit that clashed with another worker's seq, or that the fence stopped,
+        means this worker lost the execution: LeaseLost, as a synchronous write would say."""
+        try:
+            yield
+        except CommitFailed as exc:
+            if isinstance(exc.__cause__, (*_INTEGRITY_ERRORS, Fenced)):
+                raise _lease_lost(f"{self.execution_id} is owned by another worker now") from exc
+            raise
 
     def stage_checkpoint(self, checkpoint_id: str, seq: int, data: dict[str, Any]) -> bool:
         """Write the checkpoint with this unit's events; False outside a unit (write it yourself)."""
@@ -510,6 +515,8 @@ class DjangoCheckpointStore:
         data = checkpoint.to_dict()
         if self.sink is not None and self.sink.stage_checkpoint(checkpoint.id, checkpoint.seq, data):
             return
+        if self.sink is not None:
+            self.sink.sync()  # an older checkpoint still queued must not land after this one
         fields = {"checkpoint_id": checkpoint.id, "seq": checkpoint.seq, "data": data}
         if not Checkpoint.objects.filter(execution_id=checkpoint.execution_id).update(**fields):
             Checkpoint.objects.create(execution_id=checkpoint.execution_id, **fields)
@@ -579,7 +586,14 @@ class DjangoArtifactStore:
     inserts the row, so no lock is held during file I/O; a refused or failed insert removes the
     file again. A worker that lost its lease (``fence``) stores nothing."""
 
-    def __init__(self, tenant_id: int, limits: TenantLimits, fence: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        tenant_id: int,
+        limits: TenantLimits,
+        fence: threading.Event | None = None,
+        sink: DjangoEventSink | None = None,
+    ) -> None:
+        self.sink = sink
         self.tenant_id = tenant_id
         self.max_artifact_bytes = limits.max_artifact_bytes
         self.max_storage_bytes = limits.max_storage_bytes
@@ -591,6 +605,8 @@ class DjangoArtifactStore:
             raise ArtifactRefused("this worker no longer owns the execution")
         if size > self.max_artifact_bytes:
             raise ArtifactRefused(f"artifact of {size} bytes is over the limit of {self.max_artifact_bytes}")
+        if self.sink is not None:
+            self.sink.sync()  # the step that stores it is in the log before the artifact's row
         row = self._row(request)
         if size > INLINE_CONTENT_BYTES:
             row.file.save(request.artifact_id, ContentFile(request.content), save=False)

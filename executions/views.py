@@ -12,8 +12,8 @@ from django.shortcuts import render
 
 from enact_platform.errors import NotFound
 from executions import selectors, streaming
+from executions.blueprints.catalog import graph_catalog
 from executions.models import Execution
-from executions.registry import registry
 from tenants.models import Membership, Tenant, TenantLimits
 from tenants.selectors import tenant_membership, tenant_usage, tenants_for_user
 
@@ -64,7 +64,8 @@ def executions_page(request: HttpRequest) -> HttpResponse:
     q = (request.GET.get("q") or "").strip()[:200] or None
     rows = list(selectors.execution_list(tenant=seat.tenant, state=state, graph=graph, q=q)[:100])
     blueprints = [
-        {"name": g.name, "description": g.description, "input_schema": g.input_schema} for g in registry.all()
+        {"name": g.name, "version": g.version, "description": g.description, "input_schema": g.input_schema}
+        for g in graph_catalog(tenant=seat.tenant)
     ]
     return _page(
         request,

@@ -22,7 +22,6 @@ from executions.kernel import (
     MISSING,
     CancellationToken,
     Checkpoint,
-    CompiledGraph,
     ExecutionError,
     ExecutionKernel,
     ExecutionState,
@@ -174,7 +173,7 @@ def execution_run(execution_id: str) -> str:
 
 def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str:
     try:
-        graph = kernel_bridge.graph_for(execution)
+        runnable = kernel_bridge.runnable_for(execution)
     except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
         return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
     kernel = kernel_bridge.kernel_for(
@@ -186,33 +185,39 @@ def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str
         background_commits=True,
     )
     try:
-        return _drive(kernel, execution, graph)
-    finally:
-        kernel_bridge.kernel_close(kernel)
+        outcome = _drive(kernel, execution, runnable)
+    except BaseException:
+        try:
+            kernel_bridge.kernel_close(kernel)
+        except Exception:  # the error being raised says more than what closing found after it
+            logger.exception("closing the run of %s after its failure", execution.pk)
+        raise
+    kernel_bridge.kernel_close(kernel)
+    return outcome
 
 
-def _drive(kernel: ExecutionKernel, execution: Execution, graph: CompiledGraph) -> str:
+def _drive(kernel: ExecutionKernel, execution: Execution, runnable: kernel_bridge.Runnable) -> str:
     # A run's start commits with its first step, and the first checkpoint with it: an execution
     # still queued has none, and needs no look.
     fresh = execution.state in (Execution.State.QUEUED, Execution.State.CREATED)
     checkpoint = None if fresh else DjangoCheckpointStore().load_checkpoint(execution.pk)
     if fresh:
-        result = kernel.execute_graph(graph, execution.input)
+        result = kernel.execute_graph(runnable.graph, runnable.initial_state)
     else:
         if checkpoint is None:  # the worker died before the first step finished
-            checkpoint = _entry_checkpoint(execution, graph.name, graph.entry_point)
+            checkpoint = _entry_checkpoint(execution, runnable)
         answer = execution.resume_input["value"] if execution.resume_input else MISSING
-        result = kernel.resume_graph(graph, checkpoint, input=answer)
+        result = kernel.resume_graph(runnable.graph, checkpoint, input=answer)
     return result.state.value
 
 
-def _entry_checkpoint(execution: Execution, graph: str, entry: str) -> Checkpoint:
+def _entry_checkpoint(execution: Execution, runnable: kernel_bridge.Runnable) -> Checkpoint:
     return Checkpoint(
         id=kernel_ids.new_checkpoint_id(),
         execution_id=execution.pk,
-        graph=graph,
+        graph=runnable.graph.name,
         seq=last_seq(execution.pk),
-        position=Position((Lane("main", entry, execution.input),)),
+        position=Position((Lane("main", runnable.graph.entry_point, runnable.initial_state),)),
         usage={},
         created_at=datetime.now(UTC),
     )

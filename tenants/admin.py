@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
-from tenants.models import ApiKey, Membership, Tenant, TenantLimits
+from tenants.models import ApiKey, Membership, Tenant, TenantLimits, TenantSecret
 from tenants.selectors import tenant_usage
 from tenants.services import (
     _SLUG as TENANT_SLUG,
@@ -36,6 +36,7 @@ from tenants.services import (
     api_key_revoke,
     membership_set,
     tenant_create,
+    tenant_secret_set,
     tenant_set_limits,
     tenant_set_status,
 )
@@ -190,6 +191,13 @@ TENANT_WIDE_LIMITS = (
     "max_storage_bytes",
     "requests_per_minute",
 )
+TOOL_POLICY = (
+    "tool_allowed_domains",
+    "tool_trusted_domains",
+    "tool_allowed_methods",
+    "tool_timeout_s",
+    "tool_max_response_bytes",
+)
 
 
 class TenantLimitsInline(admin.StackedInline):
@@ -200,8 +208,12 @@ class TenantLimitsInline(admin.StackedInline):
     fieldsets = [
         ("Per execution (checked before every step)", {"fields": PER_EXECUTION_LIMITS}),
         ("Across the tenant (checked at submission and dispatch)", {"fields": TENANT_WIDE_LIMITS}),
+        ("Tool policy (checked before every HTTP tool call)", {"fields": TOOL_POLICY}),
         # A limit added to the model later is editable before anyone files it under a heading.
-        ("Other", {"fields": [f for f in LIMIT_FIELDS if f not in PER_EXECUTION_LIMITS + TENANT_WIDE_LIMITS]}),
+        (
+            "Other",
+            {"fields": [f for f in LIMIT_FIELDS if f not in PER_EXECUTION_LIMITS + TENANT_WIDE_LIMITS + TOOL_POLICY]},
+        ),
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: models.Model | None = None) -> list[tuple[Any, Any]]:
@@ -482,3 +494,36 @@ class ApiKeyAdmin(TenantScopedAdmin):
             else:
                 done["Revoked" if was_active else "Already revoked"].append(key.prefix)
         report(request, done, failed)
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+class TenantSecretForm(forms.ModelForm):
+    value = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted; it is never shown again. Enter a new value to replace it.",
+    )
+
+    class Meta:
+        model = TenantSecret
+        fields = ["tenant", "name"]
+
+
+@admin.register(TenantSecret)
+class TenantSecretAdmin(TenantScopedAdmin):
+    """Secrets are written, replaced or deleted here, never read: the form has no value to show."""
+
+    form = TenantSecretForm
+    list_display = ["name", "tenant", "updated_at"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name"]
+    list_select_related = ["tenant"]
+    write_check = staticmethod(_may_manage)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: models.Model | None = None) -> list[str]:
+        return [] if obj is None else ["tenant", "name", "created_at", "updated_at"]
+
+    def save_model(self, request: HttpRequest, obj: TenantSecret, form: forms.ModelForm, change: bool) -> None:
+        saved = tenant_secret_set(tenant=obj.tenant, name=obj.name, value=form.cleaned_data["value"])
+        _adopt(obj, saved)

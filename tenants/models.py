@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import date
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 
@@ -36,6 +38,28 @@ class Tenant(models.Model):
 
 
 POSITIVE = [MinValueValidator(1)]
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$")
+
+
+def default_tool_methods() -> list[str]:
+    return ["GET", "POST"]
+
+
+def validate_host_patterns(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("must be a list of host names")
+    bad = [v for v in value if not _HOST_PATTERN.match(v)]
+    if bad:
+        raise ValidationError(f"not a host name or *.domain pattern: {', '.join(bad)}")
+
+
+def validate_http_methods(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("must be a list of HTTP methods")
+    bad = [v for v in value if v not in HTTP_METHODS]
+    if bad:
+        raise ValidationError(f"unknown HTTP methods: {', '.join(bad)}; allowed: {', '.join(HTTP_METHODS)}")
 
 
 class TenantLimits(models.Model):
@@ -74,6 +98,29 @@ class TenantLimits(models.Model):
     max_artifact_bytes = models.PositiveIntegerField(default=10 * 1024 * 1024, validators=POSITIVE)
     max_storage_bytes = models.PositiveBigIntegerField(null=True, blank=True, default=1024 * 1024 * 1024)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True, default=600)
+
+    # Tool policy: what ``http`` nodes, and the http tools of an agent, may call.
+    tool_allowed_domains = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_host_patterns],
+        help_text='Hosts tools may call: exact ("api.example.com", "127.0.0.1:8080") or "*.example.com". '
+        "Empty: no HTTP tool may run.",
+    )
+    tool_trusted_domains = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_host_patterns],
+        help_text="Of the allowed hosts, those called without approval; a call to any other waits for an operator.",
+    )
+    tool_allowed_methods = models.JSONField(
+        default=default_tool_methods,
+        blank=True,
+        validators=[validate_http_methods],
+        help_text="HTTP methods tools may use.",
+    )
+    tool_timeout_s = models.FloatField(default=10.0, validators=[MinValueValidator(0.1), MaxValueValidator(300.0)])
+    tool_max_response_bytes = models.PositiveIntegerField(default=1024 * 1024, validators=POSITIVE)
 
     pii_masking = models.BooleanField(
         default=False, help_text="Mask e-mails, phone and card numbers in streamed content."
@@ -179,3 +226,25 @@ class ApiKey(models.Model):
     @property
     def can_write(self) -> bool:
         return self.scope == self.Scope.WRITE
+
+
+class TenantSecret(models.Model):
+    """A provider key or other secret of a tenant, encrypted at rest (``tenants.secrets``).
+
+    Written, replaced or deleted; never shown again after it is saved."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(
+        max_length=100,
+        validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "letters, digits and _, not starting with a digit")],
+    )
+    ciphertext = models.TextField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="one_secret_name_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.tenant_id}"

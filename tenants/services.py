@@ -14,7 +14,17 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
-from tenants.models import ApiKey, Membership, Tenant, TenantDailyUsage, TenantLimits, generate_api_key, hash_api_key
+from tenants import secrets
+from tenants.models import (
+    ApiKey,
+    Membership,
+    Tenant,
+    TenantDailyUsage,
+    TenantLimits,
+    TenantSecret,
+    generate_api_key,
+    hash_api_key,
+)
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -168,3 +178,34 @@ def tenant_reserve_storage(*, tenant_id: int, size: int, maximum: int | None) ->
     if maximum is not None:
         rows = rows.filter(Q(storage_bytes__lte=maximum - size))
     return rows.update(storage_bytes=F("storage_bytes") + size) == 1
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+SECRET_MAX_CHARS = 8192
+
+
+def tenant_secret_set(*, tenant: Tenant, name: str, value: str) -> TenantSecret:
+    """Store (or replace) a secret, encrypted. The value is never readable through the platform again."""
+    if not isinstance(value, str) or not value or len(value) > SECRET_MAX_CHARS:
+        raise InvalidInput(f"a secret's value must be text of 1 to {SECRET_MAX_CHARS} characters")
+    secret = TenantSecret.objects.filter(tenant=tenant, name=name).first() or TenantSecret(tenant=tenant, name=name)
+    try:
+        secret.full_clean(exclude=["ciphertext", "tenant"], validate_unique=False)
+    except ValidationError as exc:
+        raise InvalidInput("invalid secret", details=exc.message_dict) from None
+    secret.ciphertext = secrets.encrypt(value)
+    secret.save()
+    return secret
+
+
+def tenant_secret_delete(*, tenant: Tenant, name: str) -> None:
+    deleted, _ = TenantSecret.objects.filter(tenant=tenant, name=name).delete()
+    if not deleted:
+        raise NotFound(f"tenant {tenant.slug} has no secret named {name!r}")
+
+
+def tenant_secrets_plain(*, tenant_id: int, names: set[str]) -> dict[str, str]:
+    """The named secrets of a tenant, decrypted, for a worker about to run nodes that use them."""
+    rows = TenantSecret.objects.filter(tenant_id=tenant_id, name__in=names)
+    return {row.name: secrets.decrypt(row.ciphertext) for row in rows}

@@ -3,6 +3,7 @@ shown once, controls act per execution, and staff see and change only their own 
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -211,6 +212,8 @@ def limits_form(tenant: Tenant, name: str, **changes: Any) -> dict[str, Any]:
     for field, value in limits.items():
         if value is False:
             continue  # an unchecked box is not posted
+        if isinstance(value, (list, dict)):  # JSON fields (the tool policy's lists) are posted as JSON
+            value = json.dumps(value)
         data[f"limits-0-{field}"] = "" if value is None else str(value)
     return data
 

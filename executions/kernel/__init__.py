@@ -25,7 +25,7 @@ from .inbox import (
     InMemoryInbox,
 )
 from .kernel import ExecutionKernel
-from .node import MISSING, Interrupt, NodeContext, RunResult
+from .node import MISSING, Interrupt, NodeContext, RunResult, StepResult
 from .persistence import Checkpoint, ExecutionSnapshot
 from .reducer import ReducerError, reduce, replay
 from .spawn import SpawnMode
@@ -77,6 +77,7 @@ __all__ = [
     "RunResult",
     "SpawnMode",
     "Step",
+    "StepResult",
     "StepState",
     "StepType",
     "StreamEvent",

@@ -25,7 +25,7 @@ from .errors import ErrorCategory, ExecutionError
 from .events import EventType, StreamEvent
 from .graph import END, CompiledGraph, FanOut, Node
 from .inbox import ControlAction, ControlMessage, InboxMessage, message_from_dict, message_to_dict
-from .node import MISSING, Interrupt, NodeContext, RunResult
+from .node import MISSING, Interrupt, NodeContext, RunResult, StepResult
 from .persistence import Checkpoint, Lane, Position
 from .runner import default_pool
 from .state import ExecutionState, WaitReason
@@ -477,17 +477,20 @@ class GraphRun:
 
     def _succeeded(self, index: int, flight: _Flight, result: Any, duration: int) -> RunResult | None:
         k = self.kernel
+        output = result
+        if isinstance(result, StepResult):
+            output, result = result.output, result.state
         try:
             advance = self._advance(index, flight, result)
         except ExecutionError as exc:  # a router that routes nowhere
-            k.complete_step(flight.step_id, result, duration)
+            k.complete_step(flight.step_id, output, duration)
             return self._fail(exc)
         except Exception as exc:  # a router that raises
-            k.complete_step(flight.step_id, result, duration)
+            k.complete_step(flight.step_id, output, duration)
             message = f"router of '{flight.node.name}' failed: {type(exc).__name__}: {exc}"
             return self._fail(ExecutionError.validation(message, code="router_failed"))
         with k._atomic():
-            k.complete_step(flight.step_id, result, duration)
+            k.complete_step(flight.step_id, output, duration)
             # The outputs behind the current position: the last step's, or every branch's during a
             # fan-out. Bounded, so a checkpoint does not grow with the length of the run.
             if self.fanout is None:

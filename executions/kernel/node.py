@@ -35,6 +35,19 @@ class Interrupt(BaseException):
 
 
 @dataclass(frozen=True)
+class StepResult:
+    """What a node may return instead of its new state: the ``state`` that flows on to the next
+    node (and to routers), and the ``output`` recorded on the step. Without it, the returned
+    value is both.
+
+    Declarative blueprints keep the run's state as one object that every node adds to, while a
+    step's record shows only what that node produced."""
+
+    state: Any
+    output: Any
+
+
+@dataclass(frozen=True)
 class RunResult:
     """How a run of a graph ended: terminal, or let go of (paused, waiting) until resumed."""
 
@@ -116,6 +129,11 @@ class NodeContext:
         """Sleep that a cancel cuts short (raising :class:`Cancelled`)."""
         if self.cancellation.wait(seconds):
             raise Cancelled(self.cancellation.reason or "cancelled")
+
+    @property
+    def has_answer(self) -> bool:
+        """Whether this run of the node is the one resumed with an answer (``interrupt`` returns it)."""
+        return self._resume_input is not MISSING
 
     def interrupt(self, reason: WaitReason = WaitReason.USER_INPUT, *, prompt: Any = None, schema: Any = None) -> Any:
         """Ask for input or approval: the first time, the execution waits; on resume the node

@@ -193,3 +193,31 @@ def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
     expect(page.locator("#artifact-view pre")).not_to_be_empty()
     page.locator('#artifacts li[data-type*="json"] a').first.click()
     expect(page.locator("#artifact-view pre")).to_contain_text("{")
+
+
+def test_the_demo_blueprint_from_the_start_form_to_its_approval(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    """An agent with a tool, a map over another blueprint, a router and an approval, all offline."""
+    from executions.blueprints.demo import blueprints_install_demo
+
+    blueprints_install_demo(tenant=tenant_a)
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    _log_in(page, live_server_url, "olga")
+    page.select_option("#start-blueprint", "demo-triage")
+    page.fill("#start-input", json.dumps({"request": "Please approve my refund", "items": ["late parcel", "broken lid"]}))
+    page.click("#start-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/executions/exec_\w+/$"), timeout=20_000)
+    execution_id = page.url.rstrip("/").rsplit("/", 1)[1]
+
+    # The graph shows the blueprint's nodes; the agent's streamed text and its tool call are logged.
+    expect(page.locator("#graph g.node")).to_have_count(5)
+    expect(page.locator("#answer")).to_be_visible(timeout=30_000)
+    expect(page.locator("#answer-prompt")).to_have_text("Publish the answer to: Please approve my refund?")
+    expect(page.locator("#events tbody")).to_contain_text("data-tool-output-available")
+    expect(page.locator("#events tbody")).to_contain_text("data-text-delta")
+    page.click('#answer button[data-answer="approve"]')
+    expect(page.locator("#state")).to_have_text("completed", timeout=20_000)
+
+    output = Execution.objects.get(pk=execution_id).output
+    assert output["publish"]["approved"] is True
+    assert "Refunds are paid within 5 working days" in output["publish"]["answer"]
+    assert output["route"]["route"] == "review"

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from executions import kernel_bridge, services, worker
-from executions.group_commit import GroupCommitter, StagedUnit
+from executions.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
 from executions.kernel.events import EventType, StreamEvent
 from executions.models import Checkpoint, ExecutionEvent, Step
 from executions.stores import DjangoEventSink, write_staged_unit
@@ -96,19 +96,56 @@ def test_drain_returns_only_once_everything_is_stored_and_published() -> None:
 
 def test_a_failed_commit_stops_the_committer_and_is_raised_to_the_run() -> None:
     recorder = Recorder(fail_on=1)
-    committer = GroupCommitter(recorder.write, recorder.publish)
+    failures: list[BaseException] = []
+    committer = GroupCommitter(recorder.write, recorder.publish, on_failure=failures.append)
     committer.submit(unit(1))
     assert recorder.writing.wait(5)
     committer.submit(unit(2))  # queued behind the commit that is about to fail
     recorder.release.set()
 
-    with pytest.raises(Boom, match="the database said no"):
+    with pytest.raises(CommitFailed, match="the database said no") as raised:
         committer.drain()
-    with pytest.raises(Boom):
+    assert isinstance(raised.value.__cause__, Boom)
+    assert [type(f) for f in failures] == [Boom]  # told at once, from the committer's thread
+    with pytest.raises(CommitFailed):
         committer.submit(unit(3))
-    with pytest.raises(Boom):
+    with pytest.raises(CommitFailed):
         committer.close()
     assert recorder.log == []  # nothing after the failed unit was stored or published
+
+
+def test_once_fenced_nothing_queued_is_stored() -> None:
+    recorder = Recorder()
+    fence = threading.Event()
+    committer = GroupCommitter(recorder.write, recorder.publish, fence=fence)
+    committer.submit(unit(1))
+    assert recorder.writing.wait(5)
+    committer.submit(unit(2))
+    fence.set()  # the worker lost its lease while unit 1 was being written
+    recorder.release.set()
+
+    with pytest.raises(CommitFailed) as raised:
+        committer.close()
+    assert isinstance(raised.value.__cause__, Fenced)
+    assert [kind for kind, _ in recorder.log] == ["write", "publish"]  # unit 1 only
+
+
+def test_a_run_that_gets_too_far_ahead_waits_for_the_database() -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(recorder.write, recorder.publish, max_queued=2)
+    committer.submit(unit(1))
+    assert recorder.writing.wait(5)
+    committer.submit(unit(2))
+    committer.submit(unit(3))
+    fourth = threading.Thread(target=committer.submit, args=(unit(4),))
+    fourth.start()
+    fourth.join(0.2)
+    assert fourth.is_alive()  # two are queued: the fourth waits
+    recorder.release.set()
+    fourth.join(5)
+    assert not fourth.is_alive()
+    committer.close()
+    assert [seq for kind, what in recorder.log if kind == "publish" for seq in what] == [1, 2, 3, 4]
 
 
 # --- through the database ------------------------------------------------------------------------

@@ -718,3 +718,39 @@ def test_a_kernel_refuses_an_execution_of_another_tenant() -> None:
 def test_a_tenant_context_needs_a_tenant() -> None:
     with pytest.raises(ValueError, match="needs a tenant id"):
         TenantContext("")
+
+
+def test_a_step_result_records_its_output_and_passes_its_state_on(make_kernel: Build) -> None:
+    from executions.kernel import StepResult
+
+    seen: list[Any] = []
+
+    def produce(state: dict[str, Any], ctx: Any) -> StepResult:
+        return StepResult(state={**state, "a": 1}, output="made a")
+
+    def consume(state: dict[str, Any], ctx: Any) -> StepResult:
+        seen.append(state)
+        return StepResult(state={**state, "b": state["a"] + 1}, output={"b": state["a"] + 1})
+
+    graph = (
+        GraphBuilder("step-result")
+        .add_node("produce", produce)
+        .add_node("consume", consume)
+        .add_node("other", lambda state, ctx: state)
+        .set_entry_point("produce")
+        .add_conditional_edges("produce", lambda state: "consume" if state["a"] == 1 else "other", ["consume", "other"])
+        .compile()
+    )
+    kernel = make_kernel()
+    result = kernel.execute_graph(graph, {"input": 0})
+
+    assert result.state is ExecutionState.COMPLETED
+    assert result.output == {"input": 0, "a": 1, "b": 2}  # the run's output is the state
+    assert seen == [{"input": 0, "a": 1}]  # the router and the next node got the state
+    steps = kernel.execution.steps
+    assert [(s.name, s.output) for s in (steps[i] for i in kernel.execution.step_order)] == [
+        ("produce", "made a"),
+        ("consume", {"b": 2}),
+    ]
+    ends = [e.data["output"] for e in events_of(kernel).events if e.type is EventType.STEP_END]
+    assert ends == ["made a", {"b": 2}]

@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from executions.blueprints.demo import blueprints_install_demo
 from tenants.models import Membership, Tenant
 from tenants.services import membership_set, tenant_create
 
@@ -75,6 +76,7 @@ class Command(BaseCommand):
             password = "(as set before; change it with: python manage.py changepassword admin)"
         if not Membership.objects.filter(user=user, tenant=tenant).exists():
             membership_set(tenant=tenant, user=user, role=Membership.Role.ADMIN)
+        blueprints_install_demo(tenant=tenant)
         return password
 
     def _start(self, host: str, port: int, *, with_worker: bool) -> list[subprocess.Popen[bytes]]:

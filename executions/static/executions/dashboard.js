@@ -242,7 +242,10 @@ const Enact = (() => {
       answer.hidden = !inputWait;
       if (inputWait) {
         const approval = view.waitReason === "approval";
-        $("#answer-prompt").textContent = (view.waitDetail && view.waitDetail.prompt) || (approval ? "Approve to continue?" : "Input needed.");
+        const prompt = view.waitDetail && view.waitDetail.prompt;
+        // A tool waiting for approval asks with the call itself (method, URL, body): show it as JSON.
+        $("#answer-prompt").textContent = typeof prompt === "string" && prompt ? prompt
+          : prompt ? JSON.stringify(prompt, null, 2) : (approval ? "Approve to continue?" : "Input needed.");
         answer.querySelector('[data-answer="approve"]').hidden = !approval;
         answer.querySelector('[data-answer="deny"]').hidden = !approval;
         answer.querySelector('[data-answer="input"]').hidden = approval;

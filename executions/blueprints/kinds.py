@@ -1,0 +1,336 @@
+"""The node kinds that need nothing outside the run: function, router, template, wait, map, subgraph.
+
+(``llm`` is in ``llm.py``; ``http`` and the tool policy in ``tools.py``.)
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from enact_platform.errors import InvalidInput
+from executions.blueprints.definition import (
+    BuildContext,
+    Checker,
+    Kind,
+    NodeSpec,
+    Resources,
+    ValidationContext,
+    _targets,
+    check_cases,
+    compile_definition,
+    expression_names,
+    register_kind,
+)
+from executions.blueprints.expressions import ExpressionError, compile_expression, render_template
+from executions.kernel import (
+    ExecutionError,
+    ExecutionKernel,
+    ExecutionState,
+    StepType,
+    TenantContext,
+    WaitReason,
+)
+from executions.kernel.graph import NodeFn
+from executions.registry import validate_input
+
+MAX_SUBGRAPH_DEPTH = 5
+MAP_MAX_ITEMS = 1000
+MAP_MAX_CONCURRENCY = 16
+
+
+def _render(template: Any, state: Any, where: str) -> Any:
+    """A template rendered against the state; a failure is the tenant's mistake, so not retried."""
+    try:
+        return render_template(template, expression_names(state))
+    except ExpressionError as exc:
+        raise ExecutionError.validation(f"{where}: {exc.message}", code="template_failed") from None
+
+
+def _unknown_keys(config: dict[str, Any], allowed: set[str], checker: Checker) -> None:
+    for key in sorted(set(config) - allowed):
+        checker.add(f"unknown field; allowed: {', '.join(sorted(allowed))}", key)
+
+
+# --- function ------------------------------------------------------------------------------------
+
+
+def _check_function(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    _unknown_keys(config, {"function", "input"}, checker)
+    name = config.get("function")
+    if not isinstance(name, str) or name not in context.functions:
+        known = ", ".join(sorted(context.functions)) or "none are registered"
+        checker.add(f"unknown function {name!r}; functions: {known}", "function")
+    if "input" in config:
+        checker.template(config["input"], "input")
+
+
+def _build_function(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    name = spec.config["function"]
+    template = spec.config.get("input")
+
+    def run(state: Any, ctx: Any) -> Any:
+        registered = resources.functions.get(name)
+        if registered is None:  # registered when saved, not in this worker: a deployment problem
+            raise ExecutionError.validation(f"function {name!r} is not registered in this worker")
+        value = state if template is None else _render(template, state, f"node '{spec.name}' input")
+        return registered.fn(value, ctx)
+
+    return run
+
+
+register_kind(Kind("function", _check_function, _build_function))
+
+
+# --- router --------------------------------------------------------------------------------------
+
+
+def _check_router(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    check_cases(config, checker, context.node_names)
+    if "from" in config:
+        checker.add("a router routes from itself; leave out 'from'", "from")
+
+
+def _build_router(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    cases = [(compile_expression(case["when"]), case["to"]) for case in spec.config["cases"]]
+    default = spec.config.get("default")
+
+    def run(state: Any, ctx: Any) -> Any:
+        names = expression_names(state)
+        for index, (expression, target) in enumerate(cases):
+            try:
+                if expression.evaluate(names):
+                    return {"route": target, "case": index}
+            except ExpressionError as exc:
+                raise ExecutionError.validation(
+                    f"router '{spec.name}', case {index}: {exc.message}", code="router_failed"
+                ) from None
+        return {"route": default, "case": None}
+
+    # The step's output names the route; the edge reads it back, so the choice is made once.
+    build.routers[spec.name] = (lambda state: (state.get(spec.name) or {}).get("route"), _targets(spec.config))
+    return run
+
+
+register_kind(Kind("router", _check_router, _build_router, StepType.ROUTER_NODE))
+
+
+# --- template ------------------------------------------------------------------------------------
+
+
+def _check_template(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    _unknown_keys(config, {"template"}, checker)
+    if "template" not in config:
+        checker.add("a template node needs a template (a string or JSON value with {{ ... }} placeholders)")
+        return
+    checker.template(config["template"], "template")
+
+
+def _build_template(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    template = spec.config["template"]
+    return lambda state, ctx: _render(template, state, f"template '{spec.name}'")
+
+
+register_kind(Kind("template", _check_template, _build_template))
+
+
+# --- wait ----------------------------------------------------------------------------------------
+
+
+def _check_wait(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    _unknown_keys(config, {"mode", "prompt", "schema"}, checker)
+    if config.get("mode") not in ("input", "approval"):
+        checker.add('must be "input" or "approval"', "mode")
+    if "prompt" in config:
+        checker.template(config["prompt"], "prompt")
+    schema = config.get("schema")
+    if schema is not None and (not isinstance(schema, dict) or config.get("mode") != "input"):
+        checker.add("a JSON Schema object, for mode input only", "schema")
+
+
+def _build_wait(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    approval = spec.config["mode"] == "approval"
+    schema = spec.config.get("schema")
+
+    def run(state: Any, ctx: Any) -> Any:
+        prompt = _render(spec.config.get("prompt", ""), state, f"node '{spec.name}' prompt")
+        if approval:
+            answer = ctx.interrupt(WaitReason.APPROVAL, prompt=prompt)
+            answer = answer if isinstance(answer, dict) else {"approved": bool(answer)}
+            return {"approved": bool(answer.get("approved")), "note": answer.get("input"), "by": answer.get("actor")}
+        return ctx.interrupt(WaitReason.USER_INPUT, prompt=prompt, schema=schema)
+
+    return run
+
+
+register_kind(Kind("wait", _check_wait, _build_wait, StepType.WAIT_NODE))
+
+
+# --- sub-graphs: map and subgraph ------------------------------------------------------------------
+
+
+def _check_blueprint_ref(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    name, version = config.get("blueprint"), config.get("version")
+    if not isinstance(name, str):
+        checker.add("name the blueprint to run", "blueprint")
+        return
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        checker.add("must be a version number (1 or more)", "version")
+        return
+    problem = context.check_blueprint(name, version)
+    if problem:
+        checker.add(problem, "blueprint")
+
+
+def run_nested(definition: dict[str, Any], input: Any, ctx: Any, resources: Resources, *, label: str) -> Any:
+    """Run a blueprint to its end within this step, in memory, as part of the calling node.
+
+    Its usage (tokens, cost) counts for the calling execution; a cancel of the step cancels it.
+    It cannot wait for input or approval (nothing could answer it): such a blueprint fails here."""
+    if resources.depth >= MAX_SUBGRAPH_DEPTH:
+        raise ExecutionError.policy_violation(f"{label}: sub-graphs nest deeper than {MAX_SUBGRAPH_DEPTH}")
+    nested = Resources(**{**resources.__dict__, "depth": resources.depth + 1})
+    graph = compile_definition(label, definition, nested)
+    token = ctx.cancellation.child_token()
+    kernel = ExecutionKernel.new(TenantContext(ctx.tenant.tenant_id, limits=ctx.tenant.limits))
+    kernel.with_cancellation_token(token)
+    try:
+        result = kernel.execute_graph(graph, {"input": input})
+    finally:
+        ctx.cancellation.detach(token)
+    usage = kernel.usage_snapshot() or {}
+    ctx.record_usage(
+        input_tokens=int(usage.get("input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+        cost_usd=float(usage.get("cost_usd", 0.0)),
+    )
+    if result.state is ExecutionState.COMPLETED:
+        return result.output
+    if result.state is ExecutionState.WAITING:
+        raise ExecutionError.validation(f"{label} waits for {result.wait_reason}; a nested blueprint cannot wait")
+    if result.error is not None:
+        raise ExecutionError.tool(f"{label} failed: {result.error.message}")
+    raise ExecutionError.tool(f"{label} ended {result.state.value}")
+
+
+def _fits(definition: dict[str, Any], value: Any, where: str) -> None:
+    """A nested blueprint's input is checked against its schema, as a submission's is."""
+    try:
+        validate_input(definition.get("input_schema") or {"type": "object"}, value)
+    except InvalidInput as exc:
+        raise ExecutionError.validation(f"{where}: {exc.message}") from None
+
+
+def _check_map(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    _unknown_keys(config, {"items", "blueprint", "version", "node", "concurrency", "max_items"}, checker)
+    checker.expression(config.get("items"), "items")
+    if ("blueprint" in config) == ("node" in config):
+        checker.add('give either "blueprint" (a blueprint to run per item) or "node" (a node to run per item)')
+    elif "blueprint" in config:
+        _check_blueprint_ref(config, checker, context)
+    else:
+        _check_inline_node(config["node"], checker.at("node"), context)
+    for key, top in (("concurrency", MAP_MAX_CONCURRENCY), ("max_items", MAP_MAX_ITEMS)):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top):
+            checker.add(f"must be a whole number from 1 to {top}", key)
+
+
+def _check_inline_node(node: Any, checker: Checker, context: ValidationContext) -> None:
+    from executions.blueprints.definition import KINDS
+
+    if not isinstance(node, dict) or set(node) - {"kind", "config"}:
+        checker.add('must be {"kind": ..., "config": {...}}')
+        return
+    if node.get("kind") not in ("function", "template", "llm", "http"):
+        checker.add("a mapped node is one of function, template, llm, http", "kind")
+        return
+    KINDS[node["kind"]].check(node.get("config", {}), checker.at("config"), context)
+
+
+def _build_map(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    from executions.blueprints.definition import KINDS
+
+    items_expression = compile_expression(spec.config["items"])
+    concurrency = spec.config.get("concurrency", 4)
+    max_items = spec.config.get("max_items", 100)
+    inline = spec.config.get("node")
+    inner: NodeFn | None = None
+    if inline is not None:
+        inner_spec = NodeSpec(f"{spec.name}.item", inline["kind"], dict(inline.get("config", {})), None, None, "")
+        inner = KINDS[inline["kind"]].build(inner_spec, resources, BuildContext())
+
+    def one(state: Any, ctx: Any, index: int, item: Any) -> Any:
+        if inner is not None:
+            return inner({**state, "item": item, "index": index}, ctx)
+        definition = resources.load_blueprint(spec.config["blueprint"], spec.config.get("version"))
+        if definition is None:
+            raise ExecutionError.validation(f"map '{spec.name}': blueprint {spec.config['blueprint']!r} is gone")
+        _fits(definition, item, f"map '{spec.name}', item {index}")
+        return run_nested(definition, item, ctx, resources, label=f"{spec.config['blueprint']}[{index}]")
+
+    def run(state: Any, ctx: Any) -> Any:
+        try:
+            items = items_expression.evaluate(expression_names(state))
+        except ExpressionError as exc:
+            raise ExecutionError.validation(f"map '{spec.name}' items: {exc.message}") from None
+        if not isinstance(items, list):
+            raise ExecutionError.validation(f"map '{spec.name}': items must be a list, not {type(items).__name__}")
+        if len(items) > max_items:
+            raise ExecutionError.validation(f"map '{spec.name}': {len(items)} items, more than max_items {max_items}")
+        return _map_bounded(lambda i, item: one(state, ctx, i, item), items, concurrency, ctx)
+
+    return run
+
+
+def _map_bounded(fn: Any, items: list[Any], concurrency: int, ctx: Any) -> list[Any]:
+    """Results in the order of the items; the first failure (in item order) fails the whole map."""
+    if not items:
+        return []
+    failed = threading.Event()
+
+    def guarded(index: int, item: Any) -> Any:
+        if failed.is_set() or ctx.is_cancelled:
+            return None  # a sibling failed or the step was cancelled: do not start more work
+        try:
+            return fn(index, item)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix="enact-map") as pool:
+        futures = [pool.submit(guarded, i, item) for i, item in enumerate(items)]
+        return [future.result() for future in futures]
+
+
+register_kind(Kind("map", _check_map, _build_map))
+
+
+# --- subgraph --------------------------------------------------------------------------------------
+
+
+def _check_subgraph(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    _unknown_keys(config, {"blueprint", "version", "input", "mode"}, checker)
+    _check_blueprint_ref(config, checker, context)
+    if config.get("mode", "inline") not in ("inline",):
+        checker.add('must be "inline"', "mode")
+    if "input" in config:
+        checker.template(config["input"], "input")
+
+
+def _build_subgraph(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    name, version = spec.config["blueprint"], spec.config.get("version")
+
+    def run(state: Any, ctx: Any) -> Any:
+        definition = resources.load_blueprint(name, version)
+        if definition is None:
+            raise ExecutionError.validation(f"subgraph '{spec.name}': blueprint {name!r} is gone")
+        value = _render(spec.config["input"], state, f"subgraph '{spec.name}' input") if "input" in spec.config else {}
+        _fits(definition, value, f"subgraph '{spec.name}'")
+        return run_nested(definition, value, ctx, resources, label=f"{name}")
+
+    return run
+
+
+register_kind(Kind("subgraph", _check_subgraph, _build_subgraph, StepType.GRAPH_NODE))

@@ -1,0 +1,268 @@
+"""HTTP tools and the tenant's tool policy: the ``http`` node kind, and the http tools of agents.
+
+Policy first: before a request, its host must be one the tenant allows and its method one the
+tenant permits; a host the tenant does not trust (or a node marked ``"approval": "always"``)
+waits for an operator's approval. Every decision is a ``data-policy-decision`` event. Secrets
+reach a request only as headers named in the config, never through templates, events or logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from executions.blueprints.definition import (
+    BuildContext,
+    Checker,
+    Kind,
+    NodeSpec,
+    Resources,
+    ValidationContext,
+    expression_names,
+    register_kind,
+)
+from executions.blueprints.expressions import ExpressionError, render_template
+from executions.kernel import ExecutionError, StepType, WaitReason
+from executions.kernel.cancellation import Cancelled
+from executions.kernel.graph import NodeFn
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HTTP_CONFIG_KEYS = {"url", "method", "headers", "body", "auth_secret", "secret_headers", "approval"}
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    allowed_domains: tuple[str, ...] = ()
+    trusted_domains: tuple[str, ...] = ()
+    allowed_methods: tuple[str, ...] = ("GET", "POST")
+    timeout_s: float = 10.0
+    max_response_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_limits(cls, limits: Any) -> ToolPolicy:
+        return cls(
+            allowed_domains=tuple(limits.tool_allowed_domains or ()),
+            trusted_domains=tuple(limits.tool_trusted_domains or ()),
+            allowed_methods=tuple(limits.tool_allowed_methods or ()),
+            timeout_s=float(limits.tool_timeout_s),
+            max_response_bytes=int(limits.tool_max_response_bytes),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    needs_approval: bool
+    reason: str
+
+
+def host_matches(host: str, port: int | None, pattern: str) -> bool:
+    """``api.example.com`` (any port), ``api.example.com:8443`` (that port) or ``*.example.com``."""
+    name, _, pattern_port = pattern.lower().partition(":")
+    if pattern_port and (port is None or str(port) != pattern_port):
+        return False
+    if name.startswith("*."):
+        return host.endswith(name[1:]) and host != name[2:]
+    return host == name
+
+
+def decide(policy: ToolPolicy, method: str, url: str, *, always_ask: bool = False) -> Decision:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return Decision(False, False, f"not a valid URL: {url!r}")
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        return Decision(False, False, f"only http and https URLs with a host may be called, not {url!r}")
+    if method not in policy.allowed_methods:
+        return Decision(False, False, f"method {method} is not allowed; allowed: {', '.join(policy.allowed_methods)}")
+    if not any(host_matches(host, port, p) for p in policy.allowed_domains):
+        return Decision(False, False, f"host {host} is not in the tenant's allowed domains")
+    trusted = any(host_matches(host, port, p) for p in policy.trusted_domains)
+    if always_ask or not trusted:
+        why = "this tool always asks" if always_ask else f"host {host} is not trusted"
+        return Decision(True, True, f"{why}: an operator must approve the call")
+    return Decision(True, False, f"host {host} is trusted")
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def check_http_config(config: dict[str, Any], checker: Checker, names: tuple[str, ...] = ("state", "input")) -> None:
+    from executions.blueprints.expressions import check_template
+
+    for key in sorted(set(config) - HTTP_CONFIG_KEYS):
+        checker.add(f"unknown field; allowed: {', '.join(sorted(HTTP_CONFIG_KEYS))}", key)
+    if not isinstance(config.get("url"), str) or not config["url"]:
+        checker.add("an http tool needs a url (text, may hold {{ ... }})", "url")
+    method = config.get("method", "GET")
+    if method not in HTTP_METHODS:
+        checker.add(f"must be one of {', '.join(HTTP_METHODS)}", "method")
+    for key in ("url", "headers", "body"):
+        if key in config:
+            for message in check_template(config[key], names=names):
+                checker.add(message, key)
+    if "headers" in config and not isinstance(config["headers"], dict):
+        checker.add("must be an object of header names to values", "headers")
+    secret = config.get("auth_secret")
+    if secret is not None and (not isinstance(secret, str) or not SECRET_NAME.match(secret)):
+        checker.add("must be the name of one of the tenant's secrets", "auth_secret")
+    headers = config.get("secret_headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) and SECRET_NAME.match(v) for v in headers.values()):
+        checker.add("must map header names to names of the tenant's secrets", "secret_headers")
+    if config.get("approval", "auto") not in ("auto", "always"):
+        checker.add('must be "auto" (trusted hosts run, others wait for approval) or "always"', "approval")
+
+
+def secret_names(config: dict[str, Any]) -> set[str]:
+    names = set((config.get("secret_headers") or {}).values())
+    if config.get("auth_secret"):
+        names.add(config["auth_secret"])
+    return names
+
+
+# --- running a call ------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpCall:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        """What events and approval prompts show: never the headers (they may carry secrets)."""
+        return {"method": self.method, "url": self.url, "body": self.body}
+
+
+def render_call(config: dict[str, Any], names: dict[str, Any], where: str) -> HttpCall:
+    try:
+        url = render_template(config["url"], names)
+        headers = render_template(config.get("headers", {}), names)
+        body = render_template(config["body"], names) if "body" in config else None
+    except ExpressionError as exc:
+        raise ExecutionError.validation(f"{where}: {exc.message}", code="template_failed") from None
+    return HttpCall(config.get("method", "GET"), str(url), {str(k): str(v) for k, v in headers.items()}, body)
+
+
+def with_secrets(call: HttpCall, config: dict[str, Any], secrets: Any, where: str) -> HttpCall:
+    headers = dict(call.headers)
+    wanted = dict(config.get("secret_headers") or {})
+    if config.get("auth_secret"):
+        wanted["Authorization"] = config["auth_secret"]
+    for header, name in wanted.items():
+        if name not in secrets:
+            raise ExecutionError.validation(f"{where}: the tenant has no secret named {name!r}", code="missing_secret")
+        value = secrets[name]
+        headers[header] = f"Bearer {value}" if header == "Authorization" and header not in call.headers else value
+    return HttpCall(call.method, call.url, headers, call.body)
+
+
+def guarded_call(config: dict[str, Any], call: HttpCall, ctx: Any, resources: Resources, tool_name: str) -> Any:
+    """Check the policy (waiting for approval if needed), then make the call. Emits the decisions."""
+    policy = resources.tool_policy or ToolPolicy()
+    decision = decide(policy, call.method, call.url, always_ask=config.get("approval") == "always")
+    if not decision.allowed:
+        ctx.policy_decision("deny", tool_name, decision.reason, **call.describe())
+        raise ExecutionError.policy_violation(f"{tool_name}: {decision.reason}", code="tool_denied")
+    if decision.needs_approval:
+        if not ctx.has_answer:  # the first pass asks; the resumed pass gets the answer
+            ctx.policy_decision("approval_required", tool_name, decision.reason, **call.describe())
+        answer = ctx.interrupt(WaitReason.APPROVAL, prompt={"tool": tool_name, **call.describe()})
+        approved = bool(answer.get("approved")) if isinstance(answer, dict) else bool(answer)
+        actor = answer.get("actor") if isinstance(answer, dict) else None
+        if not approved:
+            ctx.policy_decision("denied", tool_name, f"denied by {actor or 'an operator'}", **call.describe())
+            raise ExecutionError.policy_violation(f"{tool_name}: the call was denied", code="tool_denied")
+        ctx.policy_decision("approved", tool_name, f"approved by {actor or 'an operator'}", **call.describe())
+    else:
+        ctx.policy_decision("allow", tool_name, decision.reason, **call.describe())
+    call = with_secrets(call, config, resources.secrets, tool_name)
+    return perform(call, policy, ctx, tool_name)
+
+
+def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dict[str, Any]:
+    """Make the request; a cancel of the step closes it at once. Never follows redirects (a
+    redirect could leave the allowed hosts)."""
+    body = call.body
+    kwargs: dict[str, Any] = {"headers": call.headers}
+    if body is not None:
+        kwargs["content" if isinstance(body, str) else "json"] = body
+    token = ctx.cancellation
+    with httpx.Client(timeout=policy.timeout_s, follow_redirects=False) as client:
+        unsubscribe = token.on_cancel(lambda reason: client.close())
+        try:
+            if token.is_cancelled:
+                raise Cancelled(token.reason or "cancelled")
+            with client.stream(call.method, call.url, **kwargs) as response:
+                content = _read_bounded(response, policy.max_response_bytes, tool_name)
+                return _result(response, content)
+        except httpx.TimeoutException:
+            raise ExecutionError.timeout(f"{tool_name}: no answer within {policy.timeout_s} s") from None
+        except (httpx.TransportError, RuntimeError) as exc:
+            if token.is_cancelled:
+                raise Cancelled(token.reason or "cancelled") from None
+            raise ExecutionError.network(f"{tool_name}: {type(exc).__name__}: {exc}") from None
+        finally:
+            unsubscribe()
+
+
+def _read_bounded(response: httpx.Response, limit: int, tool_name: str) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ExecutionError.tool(f"{tool_name}: the response is larger than {limit} bytes", code="too_large")
+        chunks.append(chunk)
+    content = b"".join(chunks)
+    if response.status_code >= 500 or response.status_code == 429:
+        raise ExecutionError.tool(
+            f"{tool_name}: HTTP {response.status_code}", retryable=True, http_status=response.status_code
+        )
+    if response.status_code >= 400:
+        raise ExecutionError.tool(
+            f"{tool_name}: HTTP {response.status_code}: {content[:200].decode(errors='replace')}",
+            http_status=response.status_code,
+        )
+    return content
+
+
+def _result(response: httpx.Response, content: bytes) -> dict[str, Any]:
+    content_type = response.headers.get("content-type", "")
+    body: Any = content.decode(errors="replace")
+    if "json" in content_type:
+        with contextlib.suppress(ValueError):  # a server that says JSON and sends text: keep the text
+            body = json.loads(content)
+    return {"status": response.status_code, "content_type": content_type, "body": body}
+
+
+# --- the http node kind --------------------------------------------------------------------------
+
+
+def _check_http(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
+    check_http_config(config, checker)
+
+
+def _build_http(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
+    def run(state: Any, ctx: Any) -> Any:
+        call = render_call(spec.config, expression_names(state), f"http '{spec.name}'")
+        tool_call_id = f"{ctx.step_id}:http"
+        if not ctx.has_answer:
+            ctx.tool_input(tool_call_id, spec.name, call.describe())
+        result = guarded_call(spec.config, call, ctx, resources, spec.name)
+        ctx.tool_output(tool_call_id, spec.name, result)
+        return result
+
+    return run
+
+
+register_kind(Kind("http", _check_http, _build_http, StepType.TOOL_NODE))

@@ -1,0 +1,559 @@
+"""Blueprints run by the worker, node kind by node kind, on the real database: success, failure and
+the events each kind emits. HTTP tools call a real server on 127.0.0.1 started by the test."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from executions import services, worker
+from executions.blueprints.demo import blueprints_install_demo
+from executions.blueprints.services import blueprint_save
+from executions.models import Execution, ExecutionEvent, ModelPrice, Step
+from tenants.models import Tenant
+from tenants.services import tenant_secret_set, tenant_set_limits
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def save(tenant: Tenant, name: str, nodes: dict[str, Any], edges: list[tuple[str, str]], **extra: Any) -> None:
+    definition = {
+        "entry": extra.pop("entry", next(iter(nodes))),
+        "nodes": nodes,
+        "edges": [{"from": a, "to": b} for a, b in edges],
+        **extra,
+    }
+    blueprint_save(tenant=tenant, name=name, definition=definition)
+
+
+def run(tenant: Tenant, name: str, input: Any = None, **kwargs: Any) -> Execution:
+    execution, _ = services.execution_submit(tenant=tenant, graph=name, input={} if input is None else input, **kwargs)
+    worker.execution_run(execution.pk)
+    execution.refresh_from_db()
+    return execution
+
+
+def resume(execution: Execution) -> Execution:
+    worker.execution_run(execution.pk)
+    execution.refresh_from_db()
+    return execution
+
+
+def steps(execution: Execution) -> list[tuple[str, str]]:
+    return list(Step.objects.filter(execution=execution).order_by("position").values_list("name", "state"))
+
+
+def events(execution: Execution, type_: str) -> list[dict[str, Any]]:
+    rows = ExecutionEvent.objects.filter(execution=execution, type=type_).order_by("seq")
+    return [row.data for row in rows]
+
+
+def gap_free(execution: Execution) -> bool:
+    seqs = list(ExecutionEvent.objects.filter(execution=execution).order_by("seq").values_list("seq", flat=True))
+    return seqs == list(range(1, len(seqs) + 1))
+
+
+# --- function, router, template ------------------------------------------------------------------
+
+
+def test_function_router_and_template(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "count",
+        {
+            "count": {
+                "kind": "function",
+                "config": {"function": "demo.word_count", "input": {"text": "{{ input.text }}"}},
+            },
+            "size": {
+                "kind": "router",
+                "config": {"cases": [{"when": "state.count.words > 3", "to": "long"}], "default": "short"},
+            },
+            "long": {"kind": "template", "config": {"template": "long: {{ state.count.words }} words"}},
+            "short": {"kind": "template", "config": {"template": {"words": "{{ state.count.words }}", "short": True}}},
+        },
+        [("count", "size"), ("long", "end"), ("short", "end")],
+    )
+    long = run(tenant_a, "count", {"text": "one two three four five"})
+    assert long.state == "completed"
+    assert long.output["long"] == "long: 5 words"
+    assert long.output["size"] == {"route": "long", "case": 0}
+    assert steps(long) == [("count", "completed"), ("size", "completed"), ("long", "completed")]
+    assert Step.objects.get(execution=long, name="count").output == {"words": 5}  # the node's own output
+    short = run(tenant_a, "count", {"text": "hi"})
+    assert short.output["short"] == {"words": 1, "short": True}
+    assert gap_free(long)
+    assert gap_free(short)
+
+
+def test_an_expression_that_fails_at_run_time_fails_the_execution_clearly(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    save(
+        tenant_a,
+        "broken",
+        {"t": {"kind": "template", "config": {"template": "{{ 1 / input.zero }}"}}},
+        [("t", "end")],
+    )
+    execution = run(tenant_a, "broken", {"zero": 0})
+    assert execution.state == "failed"
+    assert execution.error["category"] == "validation"
+    assert execution.error["message"].startswith("template 't': ")
+    assert "zero" in execution.error["message"]
+
+
+# --- wait -----------------------------------------------------------------------------------------
+
+
+def test_wait_for_input_with_a_schema(tenant_a: Tenant, enqueued: list[str]) -> None:
+    schema = {"type": "object", "properties": {"size": {"type": "integer"}}, "required": ["size"]}
+    save(
+        tenant_a,
+        "ask",
+        {
+            "ask": {
+                "kind": "wait",
+                "config": {"mode": "input", "prompt": "Size for {{ input.who }}?", "schema": schema},
+            },
+            "done": {"kind": "template", "config": {"template": "{{ state.ask.size }}"}},
+        },
+        [("ask", "done"), ("done", "end")],
+    )
+    execution = run(tenant_a, "ask", {"who": "Ann"})
+    assert (execution.state, execution.wait_reason) == ("waiting", "user_input")
+    assert execution.wait_detail["prompt"] == "Size for Ann?"
+    with pytest.raises(Exception, match=r"input\.size is required"):
+        services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={})
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={"size": 3})
+    execution = resume(execution)
+    assert (execution.state, execution.output["done"]) == ("completed", 3)
+
+
+def test_an_approval_that_is_denied_can_be_routed_on(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "gate",
+        {
+            "review": {"kind": "wait", "config": {"mode": "approval", "prompt": "Ship it?"}},
+            "decide": {
+                "kind": "router",
+                "config": {"cases": [{"when": "state.review.approved", "to": "ship"}], "default": "drop"},
+            },
+            "ship": {"kind": "template", "config": {"template": "shipped"}},
+            "drop": {"kind": "template", "config": {"template": "dropped: {{ state.review.note }}"}},
+        },
+        [("review", "decide"), ("ship", "end"), ("drop", "end")],
+    )
+    execution = run(tenant_a, "gate")
+    assert (execution.state, execution.wait_reason) == ("waiting", "approval")
+    services.execution_provide_input(
+        tenant=tenant_a, execution_id=execution.pk, approve=False, input="too risky", actor="ann"
+    )
+    execution = resume(execution)
+    assert execution.output["drop"] == "dropped: too risky"
+    assert execution.output["review"] == {"approved": False, "note": "too risky", "by": "ann"}
+
+
+# --- map and subgraph -----------------------------------------------------------------------------
+
+
+def test_map_runs_a_node_per_item_and_keeps_their_order(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "shout",
+        {
+            "each": {
+                "kind": "map",
+                "config": {
+                    "items": "input.words",
+                    "node": {"kind": "template", "config": {"template": "{{ upper(state.item) }}#{{ state.index }}"}},
+                    "concurrency": 3,
+                },
+            }
+        },
+        [("each", "end")],
+    )
+    execution = run(tenant_a, "shout", {"words": ["a", "b", "c", "d", "e"]})
+    assert execution.state == "completed"
+    assert execution.output["each"] == ["A#0", "B#1", "C#2", "D#3", "E#4"]
+
+
+def test_map_over_a_blueprint_and_a_subgraph_with_their_usage(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "summarize",
+        {"s": {"kind": "llm", "config": {"provider": "demo", "model": "demo", "prompt": "Summarize: {{ input }}"}}},
+        [("s", "end")],
+        input_schema={"type": "string"},
+    )
+    save(
+        tenant_a,
+        "outer",
+        {
+            "each": {"kind": "map", "config": {"items": "input.texts", "blueprint": "summarize", "concurrency": 2}},
+            "one": {"kind": "subgraph", "config": {"blueprint": "summarize", "input": "{{ input.texts[0] }}"}},
+        },
+        [("each", "one"), ("one", "end")],
+    )
+    execution = run(tenant_a, "outer", {"texts": ["red fox", "blue sky", "green tree"]})
+    assert execution.state == "completed", execution.error
+    results = execution.output["each"]
+    assert [sorted(r) for r in results] == [["input", "s"]] * 3  # each item's final state
+    assert [r["input"] for r in results] == ["red fox", "blue sky", "green tree"]
+    assert "red fox" in results[0]["s"]["text"]
+    assert "green tree" in results[2]["s"]["text"]
+    assert execution.output["one"]["s"]["text"] == results[0]["s"]["text"]  # deterministic demo model
+    assert execution.usage["input_tokens"] > 0
+    assert execution.usage["output_tokens"] > 0
+
+
+def test_each_mapped_item_must_fit_the_blueprints_input_schema(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "inner",
+        {"t": {"kind": "template", "config": {"template": "{{ input }}"}}},
+        [("t", "end")],
+        input_schema={"type": "string"},
+    )
+    save(
+        tenant_a,
+        "outer",
+        {"each": {"kind": "map", "config": {"items": "input", "blueprint": "inner"}}},
+        [("each", "end")],
+        input_schema={"type": "array"},
+    )
+    execution = run(tenant_a, "outer", ["fine", 7])
+    assert execution.state == "failed"
+    assert execution.error["message"] == "map 'each', item 1: input must be a string"
+
+
+def test_a_failing_item_fails_the_map(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "divide",
+        {
+            "each": {
+                "kind": "map",
+                "config": {
+                    "items": "input.n",
+                    "node": {"kind": "template", "config": {"template": "{{ 10 / state.item }}"}},
+                },
+            }
+        },
+        [("each", "end")],
+    )
+    execution = run(tenant_a, "divide", {"n": [1, 2, 0, 5]})
+    assert execution.state == "failed"
+    assert "divi" in execution.error["message"].lower()
+
+
+# --- http tools, the tool policy and secrets ---------------------------------------------------------
+
+
+class ToolServer:
+    """A real HTTP server on 127.0.0.1 that answers JSON and records what it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self._answer()
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                if self.path.startswith("/big"):
+                    payload = json.dumps({"blob": "x" * 5000}).encode()
+                else:
+                    payload = json.dumps({"path": self.path, "echo": body}).encode()
+                self.send_response(500 if self.path.startswith("/fail") else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tool_server() -> Iterator[ToolServer]:
+    server = ToolServer()
+    yield server
+    server.close()
+
+
+def http_blueprint(tenant: Tenant, host: str, path: str = "/orders/{{ input.id }}", **config: Any) -> None:
+    save(
+        tenant,
+        "fetch",
+        {
+            "fetch": {
+                "kind": "http",
+                "config": {"url": f"http://{host}{path}", "method": "POST", "body": {"id": "{{ input.id }}"}, **config},
+            }
+        },
+        [("fetch", "end")],
+    )
+
+
+def policy(tenant: Tenant, *, allowed: list[str], trusted: list[str], **more: Any) -> None:
+    tenant_set_limits(tenant=tenant, changes={"tool_allowed_domains": allowed, "tool_trusted_domains": trusted, **more})
+
+
+def test_a_trusted_host_is_called_at_once(tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]) -> None:
+    policy(tenant_a, allowed=[tool_server.host], trusted=[tool_server.host])
+    http_blueprint(tenant_a, tool_server.host)
+    execution = run(tenant_a, "fetch", {"id": 7})
+    assert execution.state == "completed", execution.error
+    assert execution.output["fetch"]["status"] == 200
+    assert execution.output["fetch"]["body"] == {"path": "/orders/7", "echo": '{"id":7}'}
+    assert [d["decision"] for d in events(execution, "data-policy-decision")] == ["allow"]
+    assert events(execution, "data-tool-input-available")[0]["input"]["url"].endswith("/orders/7")
+    assert events(execution, "data-tool-output-available")[0]["output"]["status"] == 200
+
+
+def test_an_untrusted_host_waits_for_approval_then_runs(
+    tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]
+) -> None:
+    policy(tenant_a, allowed=[tool_server.host], trusted=[])
+    http_blueprint(tenant_a, tool_server.host)
+    execution = run(tenant_a, "fetch", {"id": 1})
+    assert (execution.state, execution.wait_reason) == ("waiting", "approval")
+    assert tool_server.requests == []  # nothing was sent before the approval
+    assert execution.wait_detail["prompt"]["url"].endswith("/orders/1")
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, actor="ops")
+    execution = resume(execution)
+    assert execution.state == "completed"
+    assert len(tool_server.requests) == 1
+    decisions = [(d["decision"], d["reason"]) for d in events(execution, "data-policy-decision")]
+    assert decisions[0][0] == "approval_required"
+    assert decisions[1] == ("approved", "approved by ops")
+
+
+def test_a_denied_call_is_never_made(tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]) -> None:
+    policy(tenant_a, allowed=[tool_server.host], trusted=[])
+    http_blueprint(tenant_a, tool_server.host)
+    execution = run(tenant_a, "fetch", {"id": 1})
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, actor="ops")
+    execution = resume(execution)
+    assert execution.state == "failed"
+    assert execution.error["category"] == "policy_violation"
+    assert tool_server.requests == []
+    assert [d["decision"] for d in events(execution, "data-policy-decision")] == ["approval_required", "denied"]
+
+
+def test_a_host_outside_the_policy_is_refused(tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]) -> None:
+    policy(tenant_a, allowed=["api.example.com"], trusted=["api.example.com"])
+    http_blueprint(tenant_a, tool_server.host)
+    execution = run(tenant_a, "fetch", {"id": 1})
+    assert execution.state == "failed"
+    assert execution.error["message"] == "fetch: host 127.0.0.1 is not in the tenant's allowed domains"
+    assert [d["decision"] for d in events(execution, "data-policy-decision")] == ["deny"]
+    assert tool_server.requests == []
+
+
+def test_method_and_response_size_limits(tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]) -> None:
+    policy(tenant_a, allowed=[tool_server.host], trusted=[tool_server.host], tool_allowed_methods=["GET"])
+    http_blueprint(tenant_a, tool_server.host)
+    assert "method POST is not allowed" in run(tenant_a, "fetch", {"id": 1}).error["message"]
+    policy(tenant_a, allowed=[tool_server.host], trusted=[tool_server.host], tool_max_response_bytes=1000)
+    http_blueprint_get = {"fetch": {"kind": "http", "config": {"url": f"http://{tool_server.host}/big"}}}
+    save(tenant_a, "big", http_blueprint_get, [("fetch", "end")])
+    failed = run(tenant_a, "big")
+    assert failed.error["message"] == "fetch: the response is larger than 1000 bytes"
+
+
+def test_secrets_reach_the_request_and_nowhere_else(
+    tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]
+) -> None:
+    secret = "sk-live-very-secret-value-123"
+    tenant_secret_set(tenant=tenant_a, name="ORDERS_KEY", value=secret)
+    policy(tenant_a, allowed=[tool_server.host], trusted=[tool_server.host])
+    http_blueprint(tenant_a, tool_server.host, auth_secret="ORDERS_KEY")
+    execution = run(tenant_a, "fetch", {"id": 2})
+    assert execution.state == "completed"
+    assert tool_server.requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
+    stored = json.dumps(
+        [
+            list(ExecutionEvent.objects.filter(execution=execution).values()),
+            list(Step.objects.filter(execution=execution).values()),
+            list(Execution.objects.filter(pk=execution.pk).values()),
+        ],
+        default=str,
+    )
+    assert secret not in stored
+    from tenants.models import TenantSecret
+
+    assert secret not in TenantSecret.objects.get(tenant=tenant_a).ciphertext
+
+
+def test_a_missing_secret_fails_clearly(tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]) -> None:
+    policy(tenant_a, allowed=[tool_server.host], trusted=[tool_server.host])
+    http_blueprint(tenant_a, tool_server.host, auth_secret="NOPE")
+    execution = run(tenant_a, "fetch", {"id": 2})
+    assert execution.error["message"] == "fetch: the tenant has no secret named 'NOPE'"
+    assert tool_server.requests == []
+
+
+# --- llm (demo provider) ---------------------------------------------------------------------------
+
+
+def test_an_llm_node_streams_its_text_and_records_its_usage(tenant_a: Tenant, enqueued: list[str]) -> None:
+    ModelPrice.objects.create(
+        model="demo", input_usd_per_million=Decimal("1000"), output_usd_per_million=Decimal("2000")
+    )
+    save(
+        tenant_a,
+        "chat",
+        {"say": {"kind": "llm", "config": {"provider": "demo", "model": "demo", "prompt": "{{ input.q }}"}}},
+        [("say", "end")],
+    )
+    execution = run(tenant_a, "chat", {"q": "hello there"})
+    assert execution.state == "completed", execution.error
+    text = execution.output["say"]["text"]
+    deltas = [d["delta"] for d in events(execution, "data-text-delta")]
+    assert len(deltas) > 1
+    assert "".join(deltas) == text
+    usage = execution.output["say"]["usage"]
+    assert execution.usage["input_tokens"] == usage["input_tokens"] > 0
+    expected_cost = (usage["input_tokens"] * 1000 + usage["output_tokens"] * 2000) / 1_000_000
+    assert execution.usage["cost_usd"] == pytest.approx(expected_cost)
+    step_output = Step.objects.get(execution=execution).output
+    assert "messages" not in step_output
+    assert step_output["text"] == text
+
+
+def test_an_agent_calls_its_tool_and_answers(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(
+        tenant_a,
+        "agent",
+        {
+            "agent": {
+                "kind": "llm",
+                "config": {
+                    "provider": "demo",
+                    "model": "demo",
+                    "prompt": "{{ input.q }}",
+                    "tools": [{"name": "lookup", "function": "demo.lookup"}],
+                },
+            }
+        },
+        [("agent", "end")],
+    )
+    execution = run(tenant_a, "agent", {"q": "what about my refund"})
+    assert execution.state == "completed", execution.error
+    assert steps(execution) == [("agent", "completed"), ("agent", "completed")]  # a step per round
+    tool_in = events(execution, "data-tool-input-available")
+    tool_out = events(execution, "data-tool-output-available")
+    assert [e["tool_name"] for e in tool_in] == ["lookup"]
+    assert "Refunds are paid" in json.dumps(tool_out[0]["output"])
+    assert execution.output["agent"]["pending"] == []
+    assert execution.output["agent"]["rounds"] == 2
+    assert execution.usage["discovered_steps"] == 1
+
+
+def test_a_token_limit_stops_an_agent_loop(tenant_a: Tenant, enqueued: list[str]) -> None:
+    tenant_set_limits(tenant=tenant_a, changes={"max_tokens": 5})
+    save(
+        tenant_a,
+        "agent",
+        {
+            "agent": {
+                "kind": "llm",
+                "config": {
+                    "provider": "demo",
+                    "model": "demo",
+                    "prompt": "{{ input.q }}",
+                    "tools": [{"name": "lookup", "function": "demo.lookup"}],
+                },
+            }
+        },
+        [("agent", "end")],
+    )
+    execution = run(tenant_a, "agent", {"q": "tell me about shipping please, in detail"})
+    assert execution.state == "failed"
+    assert execution.error["category"] == "quota_exceeded"
+    assert steps(execution) == [("agent", "completed")]  # the second round never started
+
+
+def test_a_cost_limit_stops_an_agent_loop(tenant_a: Tenant, enqueued: list[str]) -> None:
+    ModelPrice.objects.create(
+        model="demo", input_usd_per_million=Decimal("100000"), output_usd_per_million=Decimal("100000")
+    )
+    tenant_set_limits(tenant=tenant_a, changes={"max_cost_usd": Decimal("0.0001")})
+    save(
+        tenant_a,
+        "agent",
+        {
+            "agent": {
+                "kind": "llm",
+                "config": {
+                    "provider": "demo",
+                    "model": "demo",
+                    "prompt": "{{ input.q }}",
+                    "tools": [{"name": "lookup", "function": "demo.lookup"}],
+                },
+            }
+        },
+        [("agent", "end")],
+    )
+    execution = run(tenant_a, "agent", {"q": "warranty"})
+    assert execution.state == "failed"
+    assert execution.error["category"] == "quota_exceeded"
+    assert "cost" in execution.error["message"]
+
+
+# --- versions and the demo ---------------------------------------------------------------------------
+
+
+def test_an_execution_runs_the_version_it_was_submitted_with(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(tenant_a, "v", {"t": {"kind": "template", "config": {"template": "one"}}}, [("t", "end")])
+    first, _ = services.execution_submit(tenant=tenant_a, graph="v", input={})
+    save(tenant_a, "v", {"t": {"kind": "template", "config": {"template": "two"}}}, [("t", "end")])
+    worker.execution_run(first.pk)
+    first.refresh_from_db()
+    assert (first.graph_version, first.output["t"]) == (1, "one")
+    assert run(tenant_a, "v").output["t"] == "two"
+
+
+def test_the_demo_blueprint_runs_end_to_end_offline(tenant_a: Tenant, enqueued: list[str]) -> None:
+    assert blueprints_install_demo(tenant=tenant_a) == ["demo-summarize", "demo-triage"]
+    assert blueprints_install_demo(tenant=tenant_a) == []
+    execution = run(
+        tenant_a, "demo-triage", {"request": "Please approve my refund", "items": ["late parcel", "broken lid"]}
+    )
+    assert (execution.state, execution.wait_reason) == ("waiting", "approval"), execution.error
+    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, actor="ops")
+    execution = resume(execution)
+    assert execution.state == "completed", execution.error
+    published = execution.output["publish"]
+    assert "Refunds are paid" in published["answer"] or "[demo model]" in published["answer"]
+    assert len(published["summaries"]) == 2
+    assert published["approved"] is True
+    # The agent's two rounds, the map, the route, the approval asked then answered, the answer.
+    assert [name for name, _ in steps(execution)] == [
+        "research", "research", "summaries", "route", "review", "review", "publish",
+    ]  # fmt: skip
+    assert gap_free(execution)

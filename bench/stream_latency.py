@@ -72,7 +72,8 @@ class Platform:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(ENACT_QUEUE_NAME=f"stream-bench-{os.getpid()}", ENACT_WORKERS="2", ENACT_DEBUG="0",
-                   SECRET_KEY="stream-latency-bench", ALLOWED_HOSTS="127.0.0.1,localhost")  # fmt: skip
+                   SECRET_KEY="stream-latency-bench", ALLOWED_HOSTS="127.0.0.1,localhost",
+                   ENACT_SECRETS_KEY="c3RyZWFtLWxhdGVuY3ktYmVuY2gtc2VjcmV0cy1rZXk=")  # fmt: skip
         if mode == "embedded":
             env["ENACT_SQLITE_PATH"] = str(workdir / "bench.sqlite3")
         else:

@@ -277,5 +277,15 @@ SPECTACULAR_SETTINGS = {
 ENACT_SECRETS_KEY = env_str("ENACT_SECRETS_KEY", "")
 if not DEBUG and not ENACT_SECRETS_KEY:
     raise SettingError("ENACT_SECRETS_KEY must be set when ENACT_DEBUG is off")
+if ENACT_SECRETS_KEY:
+    import base64
+    import binascii
+
+    try:
+        _secrets_key_bytes = base64.urlsafe_b64decode(ENACT_SECRETS_KEY.encode())
+    except (binascii.Error, ValueError):
+        _secrets_key_bytes = b""
+    if len(_secrets_key_bytes) != 32:
+        raise SettingError("ENACT_SECRETS_KEY must be 32 bytes in url-safe base64 (a Fernet key)")
 # The `llm` node's default timeout for one model call, in seconds.
 ENACT_LLM_TIMEOUT_SECONDS = env_float("ENACT_LLM_TIMEOUT_SECONDS", 120.0, minimum=1.0)

@@ -19,6 +19,7 @@ from executions.kernel import (
     ExecutionState,
     LongRunningPolicy,
     ResourceLimits,
+    SpawnMode,
     StepState,
     StepType,
     TenantContext,
@@ -145,6 +146,8 @@ def kernel_for(
     )
     if token is not None:
         kernel.with_cancellation_token(token)
+    if execution.parent_id and (execution.metadata or {}).get("inherit_inbox"):
+        kernel.with_spawn_mode(SpawnMode.child(inherit_inbox=True))  # its parent's inbox is read too
     if background_commits and limits.durability == TenantLimits.Durability.ASYNC and connection.vendor == "postgresql":
         # Made last, so nothing above can fail and leave its thread running.
         sink.committer = _committer(execution.tenant_id, fence, token)
@@ -186,5 +189,5 @@ def runnable_for(execution: Execution) -> Runnable:
     entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
     resources = None
     if entry.definition is not None:
-        resources = run_resources(tenant_id=execution.tenant_id, definition=entry.definition)
+        resources = run_resources(tenant_id=execution.tenant_id, definition=entry.definition, execution_id=execution.pk)
     return Runnable(entry.build(execution.input, resources), entry.initial_state(execution.input))

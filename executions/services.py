@@ -54,6 +54,7 @@ def execution_submit(
     metadata: dict[str, Any] | None = None,
     user: User | None = None,
     version: int | None = None,
+    parent: Execution | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution (``queued``) of graph ``graph`` (a built-in graph or one of the tenant's
     blueprints, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
@@ -92,6 +93,7 @@ def execution_submit(
                 idempotency_key=idempotency_key or None,
                 metadata=metadata or {},
                 created_by=user if user is not None and user.is_authenticated else None,
+                parent=parent,
             )
             _enqueue_after_commit(execution.pk)
             transaction.on_commit(partial(streaming.publish_created, tenant.pk, execution.pk))
@@ -126,6 +128,8 @@ def execution_cancel(*, tenant: Tenant, execution_id: str, reason: str = "", act
         else:
             kernel_bridge.kernel_for(execution).cancel_execution(reason)
             Execution.objects.filter(pk=execution.pk).update(cancel_requested_at=timezone.now(), cancel_reason=reason)
+            if execution.parent_id:
+                transaction.on_commit(partial(_tell_parent_after_commit, execution.pk))
         cancel_children = list(
             Execution.objects.filter(parent=execution)
             .exclude(state__in=Execution.TERMINAL)
@@ -207,6 +211,63 @@ def execution_provide_input(
         _enqueue_after_commit(execution.pk)
     execution.refresh_from_db()
     return execution
+
+
+# --- child executions -----------------------------------------------------------------------------
+
+
+def execution_spawn_child(
+    *, parent: Execution, graph: str, version: int | None, input: Any, inherit_inbox: bool, key: str
+) -> Execution:
+    """Submit a child of ``parent`` (same tenant, its quotas): linked to it, cancelled with it, and,
+    with ``inherit_inbox``, reading its parent's inbox as well as its own. Idempotent per ``key``."""
+    child, _ = execution_submit(
+        tenant=parent.tenant,
+        graph=graph,
+        version=version,
+        input=input,
+        idempotency_key=f"child:{key}"[:200],
+        metadata={"inherit_inbox": bool(inherit_inbox)},
+        parent=parent,
+    )
+    return child
+
+
+def execution_child_ended(*, child_id: str) -> bool:
+    """Answer the parent that waits for this (ended) child with how it ended; it resumes. Returns
+    whether a parent was answered. Called when a child ends and when a parent starts to wait, so
+    whichever comes second answers."""
+    child = Execution.objects.filter(pk=child_id).first()
+    if child is None or child.parent_id is None or not child.is_terminal:
+        return False
+    with transaction.atomic():
+        parent = Execution.objects.select_for_update(no_key=True).get(pk=child.parent_id)
+        prompt = (parent.wait_detail or {}).get("prompt")
+        waits_for_it = isinstance(prompt, dict) and prompt.get("child_id") == child.pk
+        if (
+            parent.state != S.WAITING
+            or parent.wait_reason != "sub_agent"
+            or not waits_for_it
+            or parent.resume_requested
+        ):
+            return False
+        answer = {"child_id": child.pk, "state": child.state, "output": child.output, "error": child.error}
+        Execution.objects.filter(pk=parent.pk).update(
+            resume_requested=True, resume_input={"value": answer}, answered_wait_seq=_waiting_event_seq(parent)
+        )
+        _enqueue_after_commit(parent.pk)
+    return True
+
+
+def _tell_parent_after_commit(child_id: str) -> None:
+    execution_child_ended(child_id=child_id)
+
+
+def _child_waited_for(execution: Execution) -> str | None:
+    prompt = (execution.wait_detail or {}).get("prompt")
+    if execution.state == S.WAITING and execution.wait_reason == "sub_agent" and isinstance(prompt, dict):
+        return prompt.get("child_id")
+    return None
 
 
 def _waiting_event_seq(execution: Execution) -> int:
@@ -391,6 +452,11 @@ def execution_release(*, execution_id: str, worker: str) -> None:
     execution = Execution.objects.select_related("tenant").filter(pk=execution_id).first()
     if execution is None:
         return
+    if released and execution.is_terminal and execution.parent_id:
+        execution_child_ended(child_id=execution.pk)
+    waited_for = _child_waited_for(execution) if released else None
+    if waited_for:  # the child may have ended before this parent began to wait for it
+        execution_child_ended(child_id=waited_for)
     if released and execution.state in (S.PAUSED, S.WAITING):
         Execution.objects.filter(pk=execution_id).update(claims=0)
         if execution.cancel_requested_at:

@@ -136,9 +136,15 @@ class WorkerMonitor:
 
     @staticmethod
     def _flag_inbox(running: dict[str, _Running]) -> None:
-        pending = InboxMessage.objects.filter(execution_id__in=list(running), consumed_at__isnull=True)
+        # A child that inherits its parent's inbox is flagged by its parent's messages too.
+        readers: dict[str, list[str]] = {execution_id: [execution_id] for execution_id in running}
+        inheriting = Execution.objects.filter(pk__in=list(running), metadata__inherit_inbox=True)
+        for child_id, parent_id in inheriting.exclude(parent=None).values_list("pk", "parent_id"):
+            readers.setdefault(parent_id, []).append(child_id)
+        pending = InboxMessage.objects.filter(execution_id__in=list(readers), consumed_at__isnull=True)
         for execution_id in set(pending.values_list("execution_id", flat=True)):
-            running[execution_id].inbox_pending.set()
+            for reader in readers[execution_id]:
+                running[reader].inbox_pending.set()
 
     @staticmethod
     def _deliver_cancels(running: dict[str, _Running]) -> None:

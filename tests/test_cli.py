@@ -209,6 +209,24 @@ def test_limits_refuses_invalid_values_and_changes_nothing(
     assert model_to_dict(TenantLimits.objects.get(tenant=tenant_a)) == before
 
 
+def test_secret_set_reads_the_value_from_standard_input(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    from tenants import secrets
+    from tenants.models import TenantSecret
+
+    out = StringIO()
+    call_command("enact", "secret-set", "acme", "OPENAI_KEY", stdin=StringIO("sk-from-stdin\n"), stdout=out)
+    assert out.getvalue().strip() == "Stored secret OPENAI_KEY of tenant acme (encrypted; it is not shown again)."
+    assert "sk-from-stdin" not in out.getvalue().replace("OPENAI_KEY", "")
+    row = TenantSecret.objects.get(tenant=tenant_a)
+    assert secrets.decrypt(row.ciphertext) == "sk-from-stdin"
+    assert not TenantSecret.objects.filter(tenant=tenant_b).exists()
+    with pytest.raises(CommandError, match="a secret's value must be text"):
+        call_command("enact", "secret-set", "acme", "EMPTY", stdin=StringIO(""), stdout=StringIO())
+    with pytest.raises(CommandError, match="invalid secret"):
+        call_command("enact", "secret-set", "acme", "not a name", stdin=StringIO("x"), stdout=StringIO())
+    assert TenantSecret.objects.count() == 1
+
+
 def test_limits_of_an_unknown_tenant(db: None) -> None:
     assert str(fails("limits", "nope")) == "not_found: tenant 'nope' not found"
 

@@ -59,3 +59,18 @@ def test_a_bad_lease_setting_stops_start_up() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, "ENACT_SECRETS_KEY must be set when ENACT_DEBUG is off"),
+        ({"ENACT_SECRETS_KEY": "short"}, "ENACT_SECRETS_KEY must be 32 bytes in url-safe base64 (a Fernet key)"),
+    ],
+)
+def test_a_deployment_needs_a_proper_secrets_key(extra: dict[str, str], message: str) -> None:
+    code = "import os; os.environ['DJANGO_SETTINGS_MODULE']='enact_platform.settings'; import django; django.setup()"
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "ENACT_DEBUG": "0", "SECRET_KEY": "a-real-one", **extra}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert message in out.stderr

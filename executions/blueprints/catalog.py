@@ -103,7 +103,7 @@ def graph_names(*, tenant: Tenant) -> list[str]:
     return [entry.name for entry in graph_catalog(tenant=tenant)]
 
 
-def run_resources(*, tenant_id: int, definition: dict[str, Any]) -> Resources:
+def run_resources(*, tenant_id: int, definition: dict[str, Any], execution_id: str | None = None) -> Resources:
     """Everything a blueprint's nodes need, resolved before the run: the secrets it names, model
     prices, the tenant's tool policy, registered functions, and its other blueprints."""
     from executions.blueprints.definition import referenced_secrets
@@ -131,5 +131,20 @@ def run_resources(*, tenant_id: int, definition: dict[str, Any]) -> Resources:
         tool_policy=ToolPolicy.from_limits(limits),
         functions=dict(FUNCTIONS),
         load_blueprint=load,
+        spawn_child=_spawner(execution_id) if execution_id else None,
         llm_timeout_s=float(settings.ENACT_LLM_TIMEOUT_SECONDS),
     )
+
+
+def _spawner(parent_id: str) -> Any:
+    def spawn(name: str, version: int | None, input: Any, inherit_inbox: bool, key: str) -> str:
+        from executions.models import Execution
+        from executions.services import execution_spawn_child
+
+        parent = Execution.objects.select_related("tenant").get(pk=parent_id)
+        child = execution_spawn_child(
+            parent=parent, graph=name, version=version, input=input, inherit_inbox=inherit_inbox, key=key
+        )
+        return child.pk
+
+    return spawn

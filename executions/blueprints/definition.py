@@ -75,6 +75,8 @@ class Resources:
     tool_policy: Any = None  # executions.blueprints.tools.ToolPolicy
     functions: Mapping[str, Any] = field(default_factory=dict)  # name -> functions.RegisteredFunction
     load_blueprint: Callable[[str, int | None], dict[str, Any] | None] = lambda name, version: None
+    # Submits a child execution of the running one: (blueprint, version, input, inherit_inbox, key) -> its id.
+    spawn_child: Callable[[str, int | None, Any, bool, str], str] | None = None
     llm_timeout_s: float = 120.0
     depth: int = 0  # how deep in subgraphs this graph is built
 

@@ -311,26 +311,76 @@ register_kind(Kind("map", _check_map, _build_map))
 
 
 def _check_subgraph(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    _unknown_keys(config, {"blueprint", "version", "input", "mode"}, checker)
-    _check_blueprint_ref(config, checker, context)
-    if config.get("mode", "inline") not in ("inline",):
-        checker.add('must be "inline"', "mode")
+    _unknown_keys(config, {"blueprint", "version", "input", "mode", "background", "inherit_inbox"}, checker)
+    mode = config.get("mode", "inline")
+    if mode not in ("inline", "child"):
+        checker.add('must be "inline" (runs within this step) or "child" (a child execution)', "mode")
+    if mode == "child":
+        name, version = config.get("blueprint"), config.get("version")
+        problem = context.check_blueprint(name, version) if isinstance(name, str) else "name the blueprint to run"
+        if problem and "cannot wait" not in problem:  # a child is an execution of its own: it may wait
+            checker.add(problem, "blueprint")
+    else:
+        _check_blueprint_ref(config, checker, context)
+        for key in ("background", "inherit_inbox"):
+            if key in config:
+                checker.add('only for mode "child"', key)
+    for key in ("background", "inherit_inbox"):
+        if key in config and not isinstance(config[key], bool):
+            checker.add("must be true or false", key)
     if "input" in config:
         checker.template(config["input"], "input")
 
 
 def _build_subgraph(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
     name, version = spec.config["blueprint"], spec.config.get("version")
+    child = spec.config.get("mode") == "child"
 
     def run(state: Any, ctx: Any) -> Any:
+        if child and ctx.has_answer:
+            return _child_ended(spec, ctx.interrupt(WaitReason.SUB_AGENT))
         definition = resources.load_blueprint(name, version)
         if definition is None:
             raise ExecutionError.validation(f"subgraph '{spec.name}': blueprint {name!r} is gone")
         value = _render(spec.config["input"], state, f"subgraph '{spec.name}' input") if "input" in spec.config else {}
         _fits(definition, value, f"subgraph '{spec.name}'")
-        return run_nested(definition, value, ctx, resources, label=f"{name}")
+        if not child:
+            return run_nested(definition, value, ctx, resources, label=f"{name}")
+        return _spawn(spec, resources, ctx, value)
 
     return run
+
+
+def _spawn(spec: NodeSpec, resources: Resources, ctx: Any, value: Any) -> Any:
+    """Submit the child; a background child is left to run, an awaited one is waited for."""
+    if resources.spawn_child is None:
+        raise ExecutionError.validation(f"subgraph '{spec.name}': child executions need a platform run")
+    try:
+        child_id = resources.spawn_child(
+            spec.config["blueprint"],
+            spec.config.get("version"),
+            value,
+            bool(spec.config.get("inherit_inbox")),
+            f"{ctx.execution_id}:{ctx.step_id}",  # a retried spawn finds the child it made
+        )
+    except ExecutionError:
+        raise
+    except Exception as exc:  # refused by the tenant's quotas, say
+        raise ExecutionError.quota_exceeded(f"subgraph '{spec.name}': the child was refused: {exc}") from None
+    if spec.config.get("background"):
+        return {"child_id": child_id, "background": True}
+    return ctx.interrupt(WaitReason.SUB_AGENT, prompt={"child_id": child_id, "blueprint": spec.config["blueprint"]})
+
+
+def _child_ended(spec: NodeSpec, answer: Any) -> Any:
+    if not isinstance(answer, dict) or answer.get("state") != "completed":
+        state = answer.get("state") if isinstance(answer, dict) else None
+        error = (answer.get("error") or {}) if isinstance(answer, dict) else {}
+        message = error.get("message") if isinstance(error, dict) else None
+        raise ExecutionError.tool(
+            f"subgraph '{spec.name}': the child ended {state}" + (f": {message}" if message else "")
+        )
+    return {"child_id": answer["child_id"], "output": answer.get("output")}
 
 
 register_kind(Kind("subgraph", _check_subgraph, _build_subgraph, StepType.GRAPH_NODE))

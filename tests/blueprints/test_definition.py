@@ -29,8 +29,12 @@ VALID: dict[str, Any] = {
 }
 
 
+# The built-in functions only: other tests register functions of their own.
+BUILT_IN_FUNCTIONS = {name: f for name, f in FUNCTIONS.items() if name.startswith("demo.")}
+
+
 def problems(definition: Any, **kwargs: Any) -> list[tuple[str, str]]:
-    found = validate(definition, functions=FUNCTIONS, **kwargs)
+    found = validate(definition, functions=BUILT_IN_FUNCTIONS, **kwargs)
     return [(p.path, p.message) for p in found]
 
 
@@ -265,3 +269,23 @@ def test_a_router_may_not_also_have_a_route() -> None:
 
 def test_problems_serialize_for_the_api() -> None:
     assert Problem("nodes.a", "bad").to_dict() == {"path": "nodes.a", "message": "bad"}
+
+
+def test_child_options_belong_to_child_mode() -> None:
+    def check(name: str, version: int | None) -> str | None:
+        return None
+
+    definition = {
+        "entry": "s",
+        "nodes": {
+            "s": {"kind": "subgraph", "config": {"blueprint": "other", "background": True}},
+            "c": {"kind": "subgraph", "config": {"blueprint": "other", "mode": "child", "inherit_inbox": "yes"}},
+            "x": {"kind": "subgraph", "config": {"blueprint": "other", "mode": "fork"}},
+        },
+        "edges": [{"from": "s", "to": "c"}, {"from": "c", "to": "x"}],
+    }
+    assert problems(definition, check_blueprint=check) == [
+        ("nodes.s.config.background", 'only for mode "child"'),
+        ("nodes.c.config.inherit_inbox", "must be true or false"),
+        ("nodes.x.config.mode", 'must be "inline" (runs within this step) or "child" (a child execution)'),
+    ]

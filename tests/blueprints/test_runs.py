@@ -14,6 +14,7 @@ import pytest
 
 from executions import services, worker
 from executions.blueprints.demo import blueprints_install_demo
+from executions.blueprints.functions import blueprint_function
 from executions.blueprints.services import blueprint_save
 from executions.models import Execution, ExecutionEvent, ModelPrice, Step
 from tenants.models import Tenant
@@ -557,3 +558,152 @@ def test_the_demo_blueprint_runs_end_to_end_offline(tenant_a: Tenant, enqueued: 
         "research", "research", "summaries", "route", "review", "review", "publish",
     ]  # fmt: skip
     assert gap_free(execution)
+
+
+# --- child executions ------------------------------------------------------------------------------
+
+
+def parent_and_child(tenant: Tenant, **child_config: Any) -> None:
+    save(
+        tenant,
+        "child",
+        {
+            "ask": {"kind": "wait", "config": {"mode": "approval", "prompt": "go on?"}},
+            "done": {"kind": "template", "config": {"template": "child saw {{ input.n }}"}},
+        },
+        [("ask", "done"), ("done", "end")],
+    )
+    save(
+        tenant,
+        "parent",
+        {
+            "spawn": {
+                "kind": "subgraph",
+                "config": {"blueprint": "child", "mode": "child", "input": {"n": "{{ input.n }}"}, **child_config},
+            },
+            "after": {"kind": "template", "config": {"template": "{{ state.spawn }}"}},
+        },
+        [("spawn", "after"), ("after", "end")],
+    )
+
+
+def test_an_awaited_child_runs_as_its_own_execution_and_its_parent_resumes_with_its_output(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    parent_and_child(tenant_a)
+    parent = run(tenant_a, "parent", {"n": 4})
+    assert (parent.state, parent.wait_reason) == ("waiting", "sub_agent")
+    child = Execution.objects.get(parent=parent)
+    assert (child.graph, child.input, child.tenant) == ("child", {"n": 4}, tenant_a)
+    assert parent.wait_detail["prompt"] == {"child_id": child.pk, "blueprint": "child"}
+    with pytest.raises(Exception, match="not waiting for input or approval"):  # nobody answers for the child
+        services.execution_provide_input(tenant=tenant_a, execution_id=parent.pk, input={})
+
+    child = resume(child)  # its worker runs it: it waits for its own approval
+    assert (child.state, child.wait_reason) == ("waiting", "approval")
+    services.execution_provide_input(tenant=tenant_a, execution_id=child.pk, approve=True)
+    child = resume(child)
+    assert child.state == "completed"
+    parent.refresh_from_db()
+    assert parent.resume_requested  # the child's end answered its parent, and queued it
+    assert parent.pk in enqueued
+    parent = resume(parent)
+    assert parent.state == "completed", parent.error
+    assert parent.output["spawn"] == {"child_id": child.pk, "output": child.output}
+
+
+def test_a_child_that_fails_fails_the_step_that_awaits_it(tenant_a: Tenant, enqueued: list[str]) -> None:
+    parent_and_child(tenant_a)
+    parent = run(tenant_a, "parent", {"n": 1})
+    child = resume(Execution.objects.get(parent=parent))
+    services.execution_cancel(tenant=tenant_a, execution_id=child.pk, reason="not needed")
+    parent.refresh_from_db()
+    assert parent.resume_requested
+    parent = resume(parent)
+    assert parent.state == "failed"
+    assert parent.error["message"] == "subgraph 'spawn': the child ended cancelled"
+
+
+def test_cancelling_a_parent_cancels_its_children(tenant_a: Tenant, enqueued: list[str]) -> None:
+    parent_and_child(tenant_a)
+    parent = run(tenant_a, "parent", {"n": 1})
+    child = resume(Execution.objects.get(parent=parent))
+    assert child.state == "waiting"
+    services.execution_cancel(tenant=tenant_a, execution_id=parent.pk, reason="stop all")
+    child.refresh_from_db()
+    assert child.state == "cancelled"
+    assert Execution.objects.get(pk=parent.pk).state == "cancelled"
+
+
+def test_a_background_child_is_left_running(tenant_a: Tenant, enqueued: list[str]) -> None:
+    parent_and_child(tenant_a, background=True)
+    parent = run(tenant_a, "parent", {"n": 2})
+    assert parent.state == "completed", parent.error
+    child = Execution.objects.get(parent=parent)
+    assert parent.output["spawn"] == {"child_id": child.pk, "background": True}
+    assert child.state == "queued"
+
+
+def test_a_child_that_inherits_the_inbox_reads_its_parents_messages(tenant_a: Tenant, enqueued: list[str]) -> None:
+    from executions import kernel_bridge
+
+    parent_and_child(tenant_a, inherit_inbox=True)
+    parent = run(tenant_a, "parent", {"n": 2})
+    child = Execution.objects.get(parent=parent)
+    assert child.metadata == {"inherit_inbox": True}
+    assert kernel_bridge.kernel_for(child).get_inbox_execution_ids() == [child.pk, parent.pk]
+    plain, _ = services.execution_submit(tenant=tenant_a, graph="child", input={"n": 1}, parent=parent)
+    assert kernel_bridge.kernel_for(plain).get_inbox_execution_ids() == [plain.pk]
+
+
+# --- failures of function and http nodes; the map's bound ----------------------------------------------
+
+GAUGE = {"now": 0, "peak": 0}
+GAUGE_LOCK = threading.Lock()
+
+
+@blueprint_function("tests.gauged")
+def _gauged(value: Any, ctx: Any) -> Any:
+    with GAUGE_LOCK:
+        GAUGE["now"] += 1
+        GAUGE["peak"] = max(GAUGE["peak"], GAUGE["now"])
+    ctx.sleep(0.15)
+    with GAUGE_LOCK:
+        GAUGE["now"] -= 1
+    return value
+
+
+@blueprint_function("tests.broken")
+def _broken(value: Any, ctx: Any) -> Any:
+    raise RuntimeError("the function broke")
+
+
+def test_map_runs_at_most_its_concurrency_at_once(tenant_a: Tenant, enqueued: list[str]) -> None:
+    GAUGE.update(now=0, peak=0)
+    node = {"kind": "function", "config": {"function": "tests.gauged", "input": "{{ state.item }}"}}
+    save(tenant_a, "gauged", {"each": {"kind": "map", "config": {"items": "input", "node": node, "concurrency": 2}}},
+         [("each", "end")], input_schema={"type": "array"})  # fmt: skip
+    execution = run(tenant_a, "gauged", list(range(6)))
+    assert execution.output["each"] == list(range(6))
+    assert GAUGE["peak"] == 2
+
+
+def test_a_function_that_raises_fails_the_execution(tenant_a: Tenant, enqueued: list[str]) -> None:
+    save(tenant_a, "broken", {"f": {"kind": "function", "config": {"function": "tests.broken"}}}, [("f", "end")])
+    execution = run(tenant_a, "broken")
+    assert execution.state == "failed"
+    assert execution.error["message"] == "RuntimeError: the function broke"
+
+
+def test_a_server_error_is_retried_by_the_node_policy_then_fails(
+    tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str]
+) -> None:
+    policy(tenant_a, allowed=[tool_server.host], trusted=[tool_server.host])
+    retry = {"max_retries": 1, "backoff": "fixed", "base_delay_ms": 10, "max_delay_ms": 10}
+    node = {"kind": "http", "config": {"url": f"http://{tool_server.host}/fail"}, "retry": retry}
+    save(tenant_a, "flaky", {"call": node}, [("call", "end")])
+    execution = run(tenant_a, "flaky")
+    assert execution.state == "failed"
+    assert (execution.error["category"], execution.error["http_status"]) == ("tool", 500)
+    assert len(tool_server.requests) == 2
+    assert steps(execution) == [("call", "failed"), ("call", "failed")]

@@ -195,7 +195,9 @@ def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
     expect(page.locator("#artifact-view pre")).to_contain_text("{")
 
 
-def test_the_demo_blueprint_from_the_start_form_to_its_approval(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+def test_the_demo_blueprint_from_the_start_form_to_its_approval(
+    live_server_url: str, page: Any, tenant_a: Tenant
+) -> None:
     """An agent with a tool, a map over another blueprint, a router and an approval, all offline."""
     from executions.blueprints.demo import blueprints_install_demo
 
@@ -203,7 +205,9 @@ def test_the_demo_blueprint_from_the_start_form_to_its_approval(live_server_url:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
     _log_in(page, live_server_url, "olga")
     page.select_option("#start-blueprint", "demo-triage")
-    page.fill("#start-input", json.dumps({"request": "Please approve my refund", "items": ["late parcel", "broken lid"]}))
+    page.fill(
+        "#start-input", json.dumps({"request": "Please approve my refund", "items": ["late parcel", "broken lid"]})
+    )
     page.click("#start-form button[type=submit]")
     page.wait_for_url(re.compile(r"/executions/exec_\w+/$"), timeout=20_000)
     execution_id = page.url.rstrip("/").rsplit("/", 1)[1]

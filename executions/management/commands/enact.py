@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from executions.selectors import execution_events, execution_list
 from executions.services import execution_cancel, execution_submit
 from tenants.models import ApiKey, TenantLimits
 from tenants.selectors import tenant_get
-from tenants.services import LIMIT_FIELDS, api_key_create, tenant_create, tenant_set_limits
+from tenants.services import LIMIT_FIELDS, api_key_create, tenant_create, tenant_secret_set, tenant_set_limits
 
 POLL_SECONDS = 0.2
 EVENT_BATCH = 500
@@ -132,6 +133,10 @@ def _add_tenant_commands(commands: Any) -> None:
     p.add_argument("--scope", choices=ApiKey.Scope.values, default=ApiKey.Scope.READ)
     p.add_argument("--name", default="", help="a label to tell keys apart")
 
+    p = commands.add_parser("secret-set", help="store a tenant secret (a provider key), read from standard input")
+    p.add_argument("slug")
+    p.add_argument("name", help="the name blueprints use (api_key_secret, auth_secret)")
+
     p = commands.add_parser("limits", help="show, or set, a tenant's limits")
     p.add_argument("slug")
     for option, limit, parse, metavar, text in LIMIT_OPTIONS:
@@ -162,7 +167,8 @@ def _add_execution_commands(commands: Any) -> None:
 
 
 class Command(BaseCommand):
-    help = "Operate the platform: tenants, API keys, limits, and executions (submit, watch, cancel, list)."
+    help = "Operate the platform: tenants, API keys, secrets, limits, and executions (submit, watch, cancel, list)."
+    stealth_options = ("stdin",)  # tests hand secret-set its standard input
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -174,6 +180,7 @@ class Command(BaseCommand):
             "tenant-create": self.cmd_tenant_create,
             "key-create": self.cmd_key_create,
             "limits": self.cmd_limits,
+            "secret-set": self.cmd_secret_set,
             "submit": self.cmd_submit,
             "watch": self.cmd_watch,
             "cancel": self.cmd_cancel,
@@ -197,6 +204,15 @@ class Command(BaseCommand):
         self.stdout.write(f"Created {key.scope} API key{label} ({key.prefix}) for tenant {tenant.slug}.")
         self.stdout.write("It is shown only this once:")
         self.stdout.write(raw)
+
+    def cmd_secret_set(self, options: dict[str, Any]) -> None:
+        # From standard input, never the command line, which other users of the machine can read.
+        tenant = tenant_get(slug=options["slug"])
+        value = (options.get("stdin") or sys.stdin).read().strip()
+        tenant_secret_set(tenant=tenant, name=options["name"], value=value)
+        self.stdout.write(
+            f"Stored secret {options['name']} of tenant {tenant.slug} (encrypted; it is not shown again)."
+        )
 
     def cmd_limits(self, options: dict[str, Any]) -> None:
         tenant = tenant_get(slug=options["slug"])

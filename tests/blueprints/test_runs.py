@@ -446,23 +446,19 @@ def test_an_llm_node_streams_its_text_and_records_its_usage(tenant_a: Tenant, en
     assert step_output["text"] == text
 
 
+def save_agent(tenant: Tenant) -> None:
+    """An agent on the demo model with one tool: it calls the tool once, then answers."""
+    config = {
+        "provider": "demo",
+        "model": "demo",
+        "prompt": "{{ input.q }}",
+        "tools": [{"name": "lookup", "function": "demo.lookup"}],
+    }
+    save(tenant, "agent", {"agent": {"kind": "llm", "config": config}}, [("agent", "end")])
+
+
 def test_an_agent_calls_its_tool_and_answers(tenant_a: Tenant, enqueued: list[str]) -> None:
-    save(
-        tenant_a,
-        "agent",
-        {
-            "agent": {
-                "kind": "llm",
-                "config": {
-                    "provider": "demo",
-                    "model": "demo",
-                    "prompt": "{{ input.q }}",
-                    "tools": [{"name": "lookup", "function": "demo.lookup"}],
-                },
-            }
-        },
-        [("agent", "end")],
-    )
+    save_agent(tenant_a)
     execution = run(tenant_a, "agent", {"q": "what about my refund"})
     assert execution.state == "completed", execution.error
     assert steps(execution) == [("agent", "completed"), ("agent", "completed")]  # a step per round
@@ -477,22 +473,7 @@ def test_an_agent_calls_its_tool_and_answers(tenant_a: Tenant, enqueued: list[st
 
 def test_a_token_limit_stops_an_agent_loop(tenant_a: Tenant, enqueued: list[str]) -> None:
     tenant_set_limits(tenant=tenant_a, changes={"max_tokens": 5})
-    save(
-        tenant_a,
-        "agent",
-        {
-            "agent": {
-                "kind": "llm",
-                "config": {
-                    "provider": "demo",
-                    "model": "demo",
-                    "prompt": "{{ input.q }}",
-                    "tools": [{"name": "lookup", "function": "demo.lookup"}],
-                },
-            }
-        },
-        [("agent", "end")],
-    )
+    save_agent(tenant_a)
     execution = run(tenant_a, "agent", {"q": "tell me about shipping please, in detail"})
     assert execution.state == "failed"
     assert execution.error["category"] == "quota_exceeded"
@@ -504,22 +485,7 @@ def test_a_cost_limit_stops_an_agent_loop(tenant_a: Tenant, enqueued: list[str])
         model="demo", input_usd_per_million=Decimal("100000"), output_usd_per_million=Decimal("100000")
     )
     tenant_set_limits(tenant=tenant_a, changes={"max_cost_usd": Decimal("0.0001")})
-    save(
-        tenant_a,
-        "agent",
-        {
-            "agent": {
-                "kind": "llm",
-                "config": {
-                    "provider": "demo",
-                    "model": "demo",
-                    "prompt": "{{ input.q }}",
-                    "tools": [{"name": "lookup", "function": "demo.lookup"}],
-                },
-            }
-        },
-        [("agent", "end")],
-    )
+    save_agent(tenant_a)
     execution = run(tenant_a, "agent", {"q": "warranty"})
     assert execution.state == "failed"
     assert execution.error["category"] == "quota_exceeded"

@@ -130,3 +130,48 @@ def _validate_object(schema: dict[str, Any], value: dict[str, Any], path: str) -
 
 def _article(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+_NUMBER_KEYWORDS = ("minimum", "maximum")
+_COUNT_KEYWORDS = ("minLength", "maxLength", "maxItems")
+_KNOWN_KEYWORDS = {
+    "type", "properties", "required", "additionalProperties", "items", "enum", "description", "title", "default",
+    *_NUMBER_KEYWORDS, *_COUNT_KEYWORDS,
+}  # fmt: skip
+
+
+def schema_problems(schema: Any, path: str = "") -> list[str]:
+    """What is wrong with a schema of the subset :func:`validate_input` understands; ``[]`` if nothing.
+
+    Checked when a blueprint is saved, so a broken schema is refused then, not at every submission."""
+    where = f"at {path}: " if path else ""
+    if not isinstance(schema, dict):
+        return [f"{where}a schema must be a JSON object"]
+    problems = [f"{where}unknown keyword {key!r}" for key in sorted(set(schema) - _KNOWN_KEYWORDS)]
+    kind = schema.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind not in _TYPES):
+        problems.append(f"{where}type must be one of {', '.join(_TYPES)}")
+    for key in _NUMBER_KEYWORDS:
+        value = schema.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            problems.append(f"{where}{key} must be a number")
+    for key in _COUNT_KEYWORDS:
+        value = schema.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            problems.append(f"{where}{key} must be a whole number of 0 or more")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
+        problems.append(f"{where}required must be a list of property names")
+    if not isinstance(schema.get("additionalProperties", True), bool):
+        problems.append(f"{where}additionalProperties must be true or false")
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        problems.append(f"{where}enum must be a list")
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict):
+        problems.append(f"{where}properties must be an object of schemas")
+    else:
+        for name, sub in properties.items():
+            problems += schema_problems(sub, f"{path}.properties.{name}" if path else f"properties.{name}")
+    if "items" in schema:
+        problems += schema_problems(schema["items"], f"{path}.items" if path else "items")
+    return problems

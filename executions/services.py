@@ -22,7 +22,7 @@ from executions import kernel_bridge, streaming
 from executions.blueprints.catalog import graph_lookup
 from executions.kernel.events import EventType
 from executions.kernel.inbox import message_from_dict, message_to_dict
-from executions.models import Execution, ExecutionEvent
+from executions.models import Execution, ExecutionEvent, Step
 from executions.registry import validate_input
 from executions.selectors import execution_get
 from executions.stores import DjangoInboxStore
@@ -32,7 +32,8 @@ from tenants.services import tenant_consume_execution_quota
 logger = logging.getLogger(__name__)
 
 S = Execution.State
-RESUMABLE_WAITS = {"rate_limit", "external", "checkpoint", "cost_threshold", "memory_pressure", "sub_agent"}
+# A wait for a child is answered by the child's end, not by an operator's resume.
+RESUMABLE_WAITS = {"rate_limit", "external", "checkpoint", "cost_threshold", "memory_pressure"}
 INPUT_WAITS = {"approval", "user_input"}
 
 
@@ -172,6 +173,11 @@ def execution_resume(*, tenant: Tenant, execution_id: str, actor: str = "") -> E
             )
         if execution.state not in (S.PAUSED, S.WAITING):
             raise Conflict(f"cannot resume an execution that is {execution.state}", details={"state": execution.state})
+        if execution.state == S.WAITING and execution.wait_reason not in RESUMABLE_WAITS:
+            raise Conflict(
+                f"cannot resume an execution waiting for {execution.wait_reason}: it goes on when that ends",
+                details={"state": execution.state, "wait_reason": execution.wait_reason},
+            )
         if not execution.resume_requested:
             Execution.objects.filter(pk=execution.pk).update(resume_requested=True, resume_input=None)
             _enqueue_after_commit(execution.pk)
@@ -217,16 +223,20 @@ def execution_provide_input(
 
 
 def execution_spawn_child(
-    *, parent: Execution, graph: str, version: int | None, input: Any, inherit_inbox: bool, key: str
+    *, parent: Execution, graph: str, version: int | None, input: Any, inherit_inbox: bool, node: str
 ) -> Execution:
-    """Submit a child of ``parent`` (same tenant, its quotas): linked to it, cancelled with it, and,
-    with ``inherit_inbox``, reading its parent's inbox as well as its own. Idempotent per ``key``."""
+    """Submit a child of ``parent`` (same tenant, its quotas) for its node ``node``: linked to it,
+    cancelled with it, and, with ``inherit_inbox``, reading its parent's inbox as well as its own.
+
+    Idempotent per visit of the node: the key counts the node's completed steps so far, which a
+    rerun of the same visit (a worker that died before the wait was stored) finds unchanged."""
+    visits = Step.objects.filter(execution=parent, name=node, state="completed").count()
     child, _ = execution_submit(
         tenant=parent.tenant,
         graph=graph,
         version=version,
         input=input,
-        idempotency_key=f"child:{key}"[:200],
+        idempotency_key=f"child:{parent.pk}:{visits}:{node}"[:200],
         metadata={"inherit_inbox": bool(inherit_inbox)},
         parent=parent,
     )
@@ -242,18 +252,16 @@ def execution_child_ended(*, child_id: str) -> bool:
         return False
     with transaction.atomic():
         parent = Execution.objects.select_for_update(no_key=True).get(pk=child.parent_id)
-        prompt = (parent.wait_detail or {}).get("prompt")
-        waits_for_it = isinstance(prompt, dict) and prompt.get("child_id") == child.pk
-        if (
-            parent.state != S.WAITING
-            or parent.wait_reason != "sub_agent"
-            or not waits_for_it
-            or parent.resume_requested
-        ):
+        if _child_waited_for(parent) != child.pk:
+            return False
+        # The wait's seq is the question's identity: a second delivery (the child's release and the
+        # parent's both found it ended) must not answer it again, nor a later wait of the parent.
+        waiting_seq = _waiting_event_seq(parent)
+        if parent.resume_requested or parent.answered_wait_seq == waiting_seq:
             return False
         answer = {"child_id": child.pk, "state": child.state, "output": child.output, "error": child.error}
         Execution.objects.filter(pk=parent.pk).update(
-            resume_requested=True, resume_input={"value": answer}, answered_wait_seq=_waiting_event_seq(parent)
+            resume_requested=True, resume_input={"value": answer}, answered_wait_seq=waiting_seq
         )
         _enqueue_after_commit(parent.pk)
     return True
@@ -504,6 +512,13 @@ def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:
         Execution.objects.filter(pk=execution_id, lease_expires_at__lt=now).update(
             lease_owner="", lease_expires_at=None
         )
+    # A child whose worker died after it ended, before it let go, still owes its parent an answer.
+    for child_id in (
+        Execution.objects.filter(pk__in=expired, state__in=Execution.TERMINAL)
+        .exclude(parent=None)
+        .values_list("pk", flat=True)
+    ):
+        execution_child_ended(child_id=child_id)
     # Running with no lease at all: its worker was fenced off or died between run and release.
     unowned = Execution.objects.filter(state=S.RUNNING, lease_owner="")
     orphaned = set(

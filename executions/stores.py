@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from executions import streaming
@@ -552,17 +552,13 @@ class DjangoInboxStore:
     def has_messages(self, execution_ids: list[str]) -> bool:
         if self.pending is not None:
             return self.pending.is_set()
-        return InboxMessage.objects.filter(execution_id__in=execution_ids, consumed_at__isnull=True).exists()
+        return _readable(execution_ids).exists()
 
     def drain(self, execution_ids: list[str]) -> list[KernelMessage]:
         if self.pending is not None:
             self.pending.clear()  # before reading, so a message that lands meanwhile sets it again
         with transaction.atomic(savepoint=False):
-            rows = list(
-                InboxMessage.objects.select_for_update()
-                .filter(execution_id__in=execution_ids, consumed_at__isnull=True)
-                .order_by("created_at", "id")
-            )
+            rows = list(_readable(execution_ids).select_for_update().order_by("created_at", "id"))
             InboxMessage.objects.filter(pk__in=[r.pk for r in rows], consumed_at__isnull=True).update(
                 consumed_at=timezone.now()
             )
@@ -573,6 +569,15 @@ class DjangoInboxStore:
             except (KeyError, ValueError):
                 logger.warning("dropping malformed inbox message %s", row.pk)
         return priority_order(messages)
+
+
+def _readable(execution_ids: list[str]) -> Any:
+    """Unread messages of an execution (the first id) and of the inboxes it inherits (a child
+    reading its parent's): from those, everything but control messages, which stay for their
+    own execution (a pause sent to a parent is not its child's to take)."""
+    own, *inherited = execution_ids
+    mine = Q(execution_id=own) | (Q(execution_id__in=inherited) & ~Q(kind="control"))
+    return InboxMessage.objects.filter(mine, consumed_at__isnull=True)
 
 
 class ArtifactRefused(Exception):

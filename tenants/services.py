@@ -189,6 +189,9 @@ def tenant_secret_set(*, tenant: Tenant, name: str, value: str) -> TenantSecret:
     """Store (or replace) a secret, encrypted. The value is never readable through the platform again."""
     if not isinstance(value, str) or not value or len(value) > SECRET_MAX_CHARS:
         raise InvalidInput(f"a secret's value must be text of 1 to {SECRET_MAX_CHARS} characters")
+    if not all(32 <= ord(c) < 127 for c in value):
+        # It travels in HTTP headers, and a request that refuses it would quote it in its error.
+        raise InvalidInput("a secret's value must be printable ASCII (no line breaks or control characters)")
     secret = TenantSecret.objects.filter(tenant=tenant, name=name).first() or TenantSecret(tenant=tenant, name=name)
     try:
         secret.full_clean(exclude=["ciphertext", "tenant"], validate_unique=False)

@@ -137,13 +137,13 @@ def run_resources(*, tenant_id: int, definition: dict[str, Any], execution_id: s
 
 
 def _spawner(parent_id: str) -> Any:
-    def spawn(name: str, version: int | None, input: Any, inherit_inbox: bool, key: str) -> str:
+    def spawn(name: str, version: int | None, input: Any, inherit_inbox: bool, node: str) -> str:
         from executions.models import Execution
         from executions.services import execution_spawn_child
 
         parent = Execution.objects.select_related("tenant").get(pk=parent_id)
         child = execution_spawn_child(
-            parent=parent, graph=name, version=version, input=input, inherit_inbox=inherit_inbox, key=key
+            parent=parent, graph=name, version=version, input=input, inherit_inbox=inherit_inbox, node=node
         )
         return child.pk
 

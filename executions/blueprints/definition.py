@@ -27,6 +27,7 @@ platform (secrets, prices, the tool policy, other blueprints) comes in a :class:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from executions.blueprints.expressions import ExpressionError, compile_expressio
 from executions.kernel import END, GraphBuilder, GraphValidationError, RetryPolicy, StepResult, StepType
 from executions.kernel.errors import Backoff
 from executions.kernel.graph import CompiledGraph, NodeFn
+from executions.registry import schema_problems
+
+logger = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -70,12 +74,12 @@ class Resources:
     ``load_blueprint(name, version)`` returns a definition (for ``map`` and ``subgraph``), or None."""
 
     tenant_id: str = ""
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
     tool_policy: Any = None  # executions.blueprints.tools.ToolPolicy
     functions: Mapping[str, Any] = field(default_factory=dict)  # name -> functions.RegisteredFunction
     load_blueprint: Callable[[str, int | None], dict[str, Any] | None] = lambda name, version: None
-    # Submits a child execution of the running one: (blueprint, version, input, inherit_inbox, key) -> its id.
+    # Submits a child execution of the running one: (blueprint, version, input, inherit_inbox, node) -> its id.
     spawn_child: Callable[[str, int | None, Any, bool, str], str] | None = None
     llm_timeout_s: float = 120.0
     depth: int = 0  # how deep in subgraphs this graph is built
@@ -139,7 +143,8 @@ class Kind:
 @dataclass
 class ValidationContext:
     node_names: set[str]
-    check_blueprint: Callable[[str, int | None], str | None]  # a problem with a referenced blueprint, or None
+    # A problem with running a blueprint (name, version, nested within a step?), or None.
+    check_blueprint: Callable[..., str | None]
     functions: Mapping[str, Any]
 
 
@@ -172,7 +177,6 @@ def validate(
     check_blueprint: Callable[[str, int | None], str | None] | None = None,
     functions: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
-    """Every problem with a definition; ``[]`` when it is valid (its graph compiles too)."""
     _ensure_kinds()
     checker = Checker()
     if not isinstance(definition, dict):
@@ -186,7 +190,9 @@ def validate(
     if len(nodes) > MAX_NODES:
         checker.add(f"at most {MAX_NODES} nodes", "nodes")
     context = ValidationContext(
-        set(nodes), check_blueprint or (lambda name, version: None), functions if functions is not None else {}
+        set(nodes),
+        check_blueprint or (lambda name, version, nested=True: None),
+        functions if functions is not None else {},
     )
     _check_top(definition, checker)
     for name, node in nodes.items():
@@ -207,11 +213,10 @@ def _check_top(definition: dict[str, Any], checker: Checker) -> None:
     entry = definition.get("entry")
     if entry is None:
         checker.add("the blueprint has no entry point: name the node it starts at", "entry")
-    elif entry not in definition["nodes"]:
+    elif not isinstance(entry, str) or entry not in definition["nodes"]:
         checker.add(f"entry point {entry!r} is not a node; nodes: {', '.join(sorted(definition['nodes']))}", "entry")
-    schema = definition.get("input_schema", {"type": "object"})
-    if not isinstance(schema, dict):
-        checker.add("must be a JSON Schema object", "input_schema")
+    for message in schema_problems(definition.get("input_schema", {"type": "object"})):
+        checker.add(message, "input_schema")
     if not isinstance(definition.get("description", ""), str):
         checker.add("must be text", "description")
 
@@ -227,7 +232,7 @@ def _check_node(name: str, node: Any, checker: Checker, context: ValidationConte
         return
     for key in sorted(set(node) - NODE_KEYS):
         checker.add(f"unknown field; allowed: {', '.join(sorted(NODE_KEYS))}", key)
-    kind = KINDS.get(node.get("kind"))  # type: ignore[arg-type]
+    kind = KINDS.get(node["kind"]) if isinstance(node.get("kind"), str) else None
     if kind is None:
         checker.add(f"unknown kind {node.get('kind')!r}; kinds: {', '.join(sorted(KINDS))}", "kind")
         return
@@ -269,9 +274,9 @@ def _check_edges(definition: dict[str, Any], nodes: set[str], checker: Checker) 
         if not isinstance(edge, dict) or set(edge) != {"from", "to"}:
             here.add('must be {"from": node, "to": node or "end"}')
             continue
-        if edge["from"] not in nodes:
+        if not _known(edge["from"], nodes):
             here.add(f"{edge['from']!r} is not a node; nodes: {', '.join(sorted(nodes))}", "from")
-        if edge["to"] != "end" and edge["to"] not in nodes:
+        if edge["to"] != "end" and not _known(edge["to"], nodes):
             here.add(f'{edge["to"]!r} is not a node (or "end"); nodes: {", ".join(sorted(nodes))}', "to")
     routes = definition.get("routes", [])
     if not isinstance(routes, list):
@@ -283,14 +288,19 @@ def _check_edges(definition: dict[str, Any], nodes: set[str], checker: Checker) 
         if not isinstance(route, dict) or "from" not in route:
             here.add('must be {"from": node, "cases": [{"when": expression, "to": node}], "default": node}')
             continue
-        if route["from"] not in nodes:
+        if not _known(route["from"], nodes):
             here.add(f"{route['from']!r} is not a node", "from")
         elif _kind_of(definition, route["from"]) == "router":
             here.add(f"node {route['from']!r} is a router: its cases are its routes", "from")
         elif route["from"] in seen:
             here.add(f"node {route['from']!r} has two routes", "from")
-        seen.add(route["from"])
+        else:
+            seen.add(route["from"])
         check_cases(route, here, nodes)
+
+
+def _known(name: Any, nodes: set[str]) -> bool:
+    return isinstance(name, str) and name in nodes
 
 
 def _kind_of(definition: dict[str, Any], node: str) -> Any:
@@ -319,7 +329,7 @@ def check_cases(config: dict[str, Any], checker: Checker, nodes: set[str]) -> No
 
 
 def _check_target(target: Any, checker: Checker, nodes: set[str], path: str) -> None:
-    if target != "end" and target not in nodes:
+    if target != "end" and not _known(target, nodes):
         checker.add(f'{target!r} is not a node (or "end"); nodes: {", ".join(sorted(nodes))}', path)
 
 
@@ -434,18 +444,51 @@ def expression_names(state: Any) -> dict[str, Any]:
     return {"state": state, "input": None}
 
 
+MAX_STATE_BYTES = 4 * 1024 * 1024
+
+
 def _adding_output(name: str, fn: NodeFn) -> NodeFn:
     """Wrap a kind's function: it returns its output, the wrapper adds it to the state under the
-    node's name. A join after a fan-out gets each branch's state: they are merged first."""
+    node's name. A join after a fan-out gets each branch's state: they are merged first. A state
+    that would grow past MAX_STATE_BYTES (as JSON) fails the step: it is stored at every step."""
 
     def node(state: Any, ctx: Any) -> Any:
         state = merge_branches(state)
         output = fn(state, ctx)
-        if isinstance(output, StepResult):
-            return output
-        return StepResult(state={**state, name: output}, output=output)
+        result = output if isinstance(output, StepResult) else StepResult(state={**state, name: output}, output=output)
+        if not json_size_within(result.state, MAX_STATE_BYTES):
+            from executions.kernel import ExecutionError
+
+            raise ExecutionError.validation(
+                f"node '{name}': the run's state would be larger than {MAX_STATE_BYTES} bytes", code="state_too_large"
+            )
+        return result
 
     return node
+
+
+def json_size_within(value: Any, limit: int) -> bool:
+    """Whether ``value`` as JSON is at most about ``limit`` bytes, found without building the text
+    (a value that repeats one big part many times would be huge to build): the walk stops as
+    soon as the count passes the limit."""
+    size, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, dict):
+            size += 2 + 4 * len(item)
+            for key, sub in item.items():
+                size += len(str(key))
+                stack.append(sub)
+        elif isinstance(item, (list, tuple)):
+            size += 2 + len(item)
+            stack.extend(item)
+        else:
+            size += 8
+        if size > limit:
+            return False
+    return True
 
 
 def merge_branches(state: Any) -> Any:

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 MAX_LENGTH: Final = 1_000
+MAX_PROBLEMS: Final = 20  # reported by check_template at most
 MAX_DEPTH: Final = 32
 MAX_SIZE: Final = 100_000
 # Each result is capped at MAX_SIZE, but a list literal can hold many capped results.
@@ -849,10 +850,14 @@ class _Slot:
         return f"in {{{{ {self.expression} }}}}"
 
 
-def _closing(text: str, start: int) -> int:
-    """The index of the '}}' that ends a placeholder opened just before ``start``, or -1."""
+def _closing(text: str, start: int, budget: int = MAX_LENGTH + 2) -> int:
+    """The index of the '}}' that ends a placeholder opened just before ``start``, or -1.
+
+    Brackets and quotes are followed for at most ``budget`` characters (no expression is longer
+    than MAX_LENGTH); past that the first '}}' ends it."""
     depth, quote, index = 0, "", start
-    while index < len(text):
+    end = min(len(text), start + min(budget, MAX_LENGTH + 2))
+    while index < end:
         char = text[index]
         if quote:
             index += 1 if char == "\\" else 0
@@ -875,9 +880,13 @@ def _scan(text: str) -> tuple[list[str | _Slot], list[str]]:
     parts: list[str | _Slot] = []
     problems: list[str] = []
     at = 0
+    # Characters the bracket-aware search may visit in all: many unbalanced placeholders would
+    # otherwise each be followed to MAX_LENGTH, quadratic in effect.
+    budget = 20 * MAX_LENGTH
     while (opening := text.find("{{", at)) >= 0:
         parts.append(text[at:opening])
-        closing = _closing(text, opening + 2)
+        closing = _closing(text, opening + 2, budget)
+        budget = max(0, budget - (closing - opening if closing >= 0 else MAX_LENGTH))
         if closing < 0:
             problems.append(f"unclosed '{{{{' at character {opening + 1}; end it with '}}}}'")
             return parts, problems
@@ -982,6 +991,8 @@ def check_template(template: Any, *, names: Iterable[str] = DEFAULT_NAMES) -> li
         parts, syntax = _scan(text)
         problems.extend(_at(path) + problem for problem in syntax)
         for slot in (part for part in parts if isinstance(part, _Slot)):
+            if len(problems) >= MAX_PROBLEMS:  # enough to act on; the rest would only cost time
+                return [*problems, f"… and perhaps more (the first {MAX_PROBLEMS} are shown)"]
             try:
                 _compiled(slot.expression, allowed)
             except ExpressionError as exc:

@@ -33,9 +33,9 @@ from executions.kernel import (
     WaitReason,
 )
 from executions.kernel.graph import NodeFn
-from executions.registry import validate_input
+from executions.registry import schema_problems, validate_input
 
-MAX_SUBGRAPH_DEPTH = 5
+MAX_SUBGRAPH_DEPTH = 1  # a blueprint run within a step runs no other within it
 MAP_MAX_ITEMS = 1000
 MAP_MAX_CONCURRENCY = 16
 
@@ -145,8 +145,11 @@ def _check_wait(config: dict[str, Any], checker: Checker, context: ValidationCon
     if "prompt" in config:
         checker.template(config["prompt"], "prompt")
     schema = config.get("schema")
-    if schema is not None and (not isinstance(schema, dict) or config.get("mode") != "input"):
-        checker.add("a JSON Schema object, for mode input only", "schema")
+    if schema is not None and config.get("mode") != "input":
+        checker.add("a schema is for mode input only", "schema")
+    elif schema is not None:
+        for message in schema_problems(schema):
+            checker.add(message, "schema")
 
 
 def _build_wait(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
@@ -189,7 +192,7 @@ def run_nested(definition: dict[str, Any], input: Any, ctx: Any, resources: Reso
     Its usage (tokens, cost) counts for the calling execution; a cancel of the step cancels it.
     It cannot wait for input or approval (nothing could answer it): such a blueprint fails here."""
     if resources.depth >= MAX_SUBGRAPH_DEPTH:
-        raise ExecutionError.policy_violation(f"{label}: sub-graphs nest deeper than {MAX_SUBGRAPH_DEPTH}")
+        raise ExecutionError.policy_violation(f"{label}: a blueprint run within a step cannot run another")
     nested = Resources(**{**resources.__dict__, "depth": resources.depth + 1})
     graph = compile_definition(label, definition, nested)
     token = ctx.cancellation.child_token()
@@ -243,8 +246,10 @@ def _check_inline_node(node: Any, checker: Checker, context: ValidationContext) 
     if not isinstance(node, dict) or set(node) - {"kind", "config"}:
         checker.add('must be {"kind": ..., "config": {...}}')
         return
-    if node.get("kind") not in ("function", "template", "llm", "http"):
-        checker.add("a mapped node is one of function, template, llm, http", "kind")
+    # One thread per item shares the step's context: kinds that stream, loop or wait for an
+    # approval need a step of their own, so they are mapped as a blueprint instead.
+    if node.get("kind") not in ("function", "template"):
+        checker.add('a mapped node is a function or a template; map a "blueprint" for anything else', "kind")
         return
     KINDS[node["kind"]].check(node.get("config", {}), checker.at("config"), context)
 
@@ -317,8 +322,13 @@ def _check_subgraph(config: dict[str, Any], checker: Checker, context: Validatio
         checker.add('must be "inline" (runs within this step) or "child" (a child execution)', "mode")
     if mode == "child":
         name, version = config.get("blueprint"), config.get("version")
-        problem = context.check_blueprint(name, version) if isinstance(name, str) else "name the blueprint to run"
-        if problem and "cannot wait" not in problem:  # a child is an execution of its own: it may wait
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+            checker.add("must be a version number (1 or more)", "version")
+            return
+        problem = (
+            context.check_blueprint(name, version, False) if isinstance(name, str) else "name the blueprint to run"
+        )
+        if problem:
             checker.add(problem, "blueprint")
     else:
         _check_blueprint_ref(config, checker, context)
@@ -361,7 +371,7 @@ def _spawn(spec: NodeSpec, resources: Resources, ctx: Any, value: Any) -> Any:
             spec.config.get("version"),
             value,
             bool(spec.config.get("inherit_inbox")),
-            f"{ctx.execution_id}:{ctx.step_id}",  # a retried spawn finds the child it made
+            spec.name,  # with the node's visit, the child's idempotency key: a rerun finds it
         )
     except ExecutionError:
         raise

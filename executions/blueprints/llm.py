@@ -124,7 +124,7 @@ def _check_tool(tool: Any, checker: Checker, context: ValidationContext, *, dupl
             checker.add("must be an http tool config (url, method, headers, body)", "http")
         else:
             check_http_config(tool["http"], checker.at("http"), names=("state", "input", "args"))
-    elif tool["function"] not in context.functions:
+    elif not isinstance(tool["function"], str) or tool["function"] not in context.functions:
         checker.add(
             f"unknown function {tool['function']!r}; functions: {', '.join(sorted(context.functions))}", "function"
         )
@@ -135,9 +135,17 @@ def _check_tool(tool: Any, checker: Checker, context: ValidationContext, *, dupl
 # --- building ------------------------------------------------------------------------------------
 
 
+MAX_REPLY_CHARS = 1_000_000
+
+
 def provider_for(config: dict[str, Any], resources: Resources, where: str) -> ChatProvider:
+    """The model client. A model server is a host like any tool's: it must be one the tenant's
+    tool policy allows (it needs no approval: a model call cannot wait for one each time)."""
     if config["provider"] == "demo":
         return DemoProvider()
+    decision = decide(resources.tool_policy or ToolPolicy(), "POST", config["base_url"])
+    if not decision.allowed:
+        raise ExecutionError.policy_violation(f"{where}: model server refused: {decision.reason}", code="tool_denied")
     key = None
     if config.get("api_key_secret"):
         if config["api_key_secret"] not in resources.secrets:
@@ -177,10 +185,13 @@ def _build_llm(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
 
     def run(state: Any, ctx: Any) -> Any:
         previous = state.get(spec.name) if isinstance(state, dict) else None
-        looping = isinstance(previous, dict) and bool(previous.get("pending"))
-        if looping:
-            messages = list(previous["messages"]) + _run_tools(previous["pending"], tools, state, ctx, resources)
-            rounds = int(previous.get("rounds", 1)) + 1
+        if isinstance(previous, dict) and previous.get("pending"):
+            # The tools run in a step of their own: a retried model call never runs them again.
+            messages = [*previous["messages"], *_run_tools(previous["pending"], tools, state, ctx, resources)]
+            output = {**previous, "messages": messages, "pending": [], "awaiting_model": True}
+            return _result(state, spec.name, output)
+        if isinstance(previous, dict) and previous.get("awaiting_model"):
+            messages, rounds = list(previous["messages"]), int(previous.get("rounds", 1)) + 1
         else:
             messages, rounds = _opening(config, state, where), 1
         result = _call_model(config, messages, ctx, resources, where)
@@ -193,25 +204,25 @@ def _build_llm(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
             ]
             for _ in pending:
                 ctx.record_discovered_step()
-        usage = {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}
         output = {
             "text": result.text,
             "messages": [*messages, assistant],
             "pending": pending,
+            "awaiting_model": False,
             "rounds": rounds,
             "model": result.model,
             "finish_reason": result.finish_reason,
-            "usage": usage,
+            "usage": {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens},
         }
-        return StepResult(
-            state={**state, spec.name: output}, output={k: v for k, v in output.items() if k != "messages"}
-        )
+        return _result(state, spec.name, output)
 
     if tools:
         max_rounds = config.get("max_rounds", DEFAULT_MAX_ROUNDS)
 
         def loop(state: Any) -> str | None:
             mine = state.get(spec.name) if isinstance(state, dict) else None
+            if isinstance(mine, dict) and mine.get("awaiting_model"):
+                return spec.name  # the tools ran: back to the model with their results
             if isinstance(mine, dict) and mine.get("pending"):
                 if int(mine.get("rounds", 1)) >= max_rounds:
                     raise ExecutionError.policy_violation(
@@ -223,6 +234,11 @@ def _build_llm(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
 
         build.routers[spec.name] = (loop, [spec.name])
     return run
+
+
+def _result(state: Any, node: str, output: dict[str, Any]) -> StepResult:
+    """The conversation stays in the run's state; the step records the rest."""
+    return StepResult(state={**state, node: output}, output={k: v for k, v in output.items() if k != "messages"})
 
 
 def _opening(config: dict[str, Any], state: Any, where: str) -> list[dict[str, Any]]:
@@ -245,12 +261,20 @@ def _call_model(
     config: dict[str, Any], messages: list[dict[str, Any]], ctx: Any, resources: Resources, where: str
 ) -> ChatResult:
     provider = provider_for(config, resources, where)
+    received = [0]
+
+    def on_delta(text: str) -> None:
+        received[0] += len(text)
+        if received[0] > MAX_REPLY_CHARS:  # a server that never stops must not fill the worker's memory
+            raise ExecutionError.llm(f"{where}: the reply is longer than {MAX_REPLY_CHARS} characters")
+        ctx.text_delta(text)
+
     try:
         result = provider.stream_chat(
             model=config["model"],
             messages=messages,
             tools=tool_schemas(config, resources),
-            on_delta=ctx.text_delta,
+            on_delta=on_delta,
             cancellation=ctx.cancellation,
             temperature=config.get("temperature"),
             max_tokens=config.get("max_tokens"),
@@ -355,7 +379,8 @@ def _run_one(
 
 
 def _rounds(spec: NodeSpec) -> int | None:
-    return int(spec.config.get("max_rounds", DEFAULT_MAX_ROUNDS)) if spec.config.get("tools") else None
+    # Two steps a round: the model's call, then the tools it asked for.
+    return 2 * int(spec.config.get("max_rounds", DEFAULT_MAX_ROUNDS)) if spec.config.get("tools") else None
 
 
 register_kind(Kind("llm", _check_llm, _build_llm, StepType.LLM_NODE, _rounds))

@@ -170,7 +170,8 @@ class OpenAICompatibleProvider:
             headers["Authorization"] = f"Bearer {self._api_key}"
         transport = _Borrowed(self._transport) if self._transport is not None else None
         try:
-            with httpx.Client(timeout=self._timeout, transport=transport) as client:
+            # trust_env off: no proxy or .netrc of the worker's environment applies to tenants' calls.
+            with httpx.Client(timeout=self._timeout, transport=transport, trust_env=False) as client:
                 url = f"{self._base_url}/chat/completions"
                 extensions = {"trace": breaker.trace}
                 with client.stream("POST", url, json=body, headers=headers, extensions=extensions) as response:
@@ -291,16 +292,28 @@ def _raise_for_status(response: httpx.Response, redact: Callable[[str], str]) ->
     status = response.status_code
     if status < 400:
         return
-    response.read()
-    detail = _error_detail(response)
+    detail = _error_detail(response, _read_at_most(response, ERROR_BODY_LIMIT))
     retryable = status == 429 or status >= 500
     message = redact(f"the model server answered HTTP {status}: {detail}")
     raise ChatError(message, status=status, retryable=retryable, retry_after_s=_retry_after(response.headers))
 
 
-def _error_detail(response: httpx.Response) -> str:
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """An error body, but no more than ``limit`` bytes of it: a server may send anything."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk[: limit - len(body)]
+        if len(body) >= limit:
+            break
+    return bytes(body)
+
+
+def _error_detail(response: httpx.Response, body: bytes) -> str:
     try:
-        payload = response.json()
+        payload = json.loads(body)
     except ValueError:
         payload = None
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -308,7 +321,7 @@ def _error_detail(response: httpx.Response) -> str:
         return str(error["message"])
     if isinstance(error, str):
         return error
-    text = response.text.strip()
+    text = body.decode(errors="replace").strip()
     return text[:ERROR_TEXT_LIMIT] if text else response.reason_phrase or "no detail"
 
 

@@ -110,16 +110,24 @@ def _pinned(tenant: Tenant, name: str, definition: dict[str, Any]) -> dict[str, 
 
 
 def _reference_checker(tenant: Tenant, saving: str) -> Any:
-    def check(name: str, version: int | None) -> str | None:
+    def check(name: str, version: int | None, nested: bool = True) -> str | None:
+        """A problem with running blueprint ``name``: within a step (``nested``) or as a child."""
         if name == saving:
             return "a blueprint cannot run itself"
         rows = BlueprintVersion.objects.filter(tenant=tenant, blueprint__name=name)
         row = rows.filter(version=version).first() if version else rows.order_by("-version").first()
         if row is None:
             return f"no blueprint named {name!r}" + (f" with version {version}" if version else "")
-        waiting = [n for n, node in row.definition["nodes"].items() if node.get("kind") == "wait"]
+        if not nested:  # a child is an execution of its own: it may wait, and run others
+            return None
+        kinds = {n: node.get("kind") for n, node in row.definition["nodes"].items()}
+        waiting = [n for n, kind in kinds.items() if kind == "wait"]
         if waiting:
             return f"blueprint {name!r} waits (node {waiting[0]!r}); a blueprint run inside a step cannot wait"
+        # One level only: a map of maps of maps would multiply its items past any bound.
+        nesting = [n for n, kind in kinds.items() if kind in NESTED_KINDS]
+        if nesting:
+            return f"blueprint {name!r} runs other blueprints (node {nesting[0]!r}); one run inside a step may not"
         return None
 
     return check

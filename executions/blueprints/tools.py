@@ -198,7 +198,8 @@ def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dic
     if body is not None:
         kwargs["content" if isinstance(body, str) else "json"] = body
     token = ctx.cancellation
-    with httpx.Client(timeout=policy.timeout_s, follow_redirects=False) as client:
+    # trust_env off: no proxy or .netrc of the worker's environment applies to tenants' calls.
+    with httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client:
         unsubscribe = token.on_cancel(lambda reason: client.close())
         try:
             if token.is_cancelled:

@@ -175,3 +175,51 @@ def test_a_blueprint_cannot_run_itself_or_a_missing_one(api_a: Api) -> None:
     assert response.json()["error"]["details"]["problems"] == [
         {"path": "nodes.again.config.blueprint", "message": "no blueprint named 'ghost'"}
     ]
+
+
+def test_shapes_no_check_foresaw_are_refused_as_bad_input_never_a_500(api_a: Api) -> None:
+    odd = [
+        {"entry": ["a"], "nodes": {"a": {"kind": "template", "config": {"template": "x"}}}},
+        {"entry": "a", "nodes": {"a": {"kind": ["template"]}}},
+        {
+            "entry": "a",
+            "nodes": {"a": {"kind": "template", "config": {"template": "x"}}},
+            "edges": [{"from": ["a"], "to": {}}],
+        },
+        {"entry": "a", "nodes": {"a": {"kind": "wait", "config": {"mode": "input", "schema": {"type": 5}}}}},
+        {
+            "entry": "a",
+            "nodes": {"a": {"kind": "template", "config": {"template": "x"}}},
+            "input_schema": {"type": "obj"},
+        },
+        {
+            "entry": "a",
+            "nodes": {"a": {"kind": "subgraph", "config": {"blueprint": "x", "mode": "child", "version": "2"}}},
+        },
+    ]
+    for definition in odd:
+        assert failed(create(api_a, definition=definition)) == (400, "invalid_input"), definition
+    assert not Blueprint.objects.exists()
+
+
+def test_nesting_is_one_level_and_a_mapped_node_is_simple(api_a: Api) -> None:
+    create(api_a)
+    mapper = {"entry": "m", "nodes": {"m": {"kind": "map", "config": {"items": "input", "blueprint": "greet"}}}}
+    assert create(api_a, name="mapper", definition=mapper).status_code == 201
+    outer = {"entry": "m", "nodes": {"m": {"kind": "map", "config": {"items": "input", "blueprint": "mapper"}}}}
+    problems = create(api_a, name="outer", definition=outer).json()["error"]["details"]["problems"]
+    assert problems == [
+        {
+            "path": "nodes.m.config.blueprint",
+            "message": "blueprint 'mapper' runs other blueprints (node 'm'); one run inside a step may not",
+        }
+    ]
+    llm_each = {"kind": "llm", "config": {"provider": "demo", "model": "demo", "prompt": "x"}}
+    mapped = {"entry": "m", "nodes": {"m": {"kind": "map", "config": {"items": "input", "node": llm_each}}}}
+    problems = create(api_a, name="mapped", definition=mapped).json()["error"]["details"]["problems"]
+    assert problems == [
+        {
+            "path": "nodes.m.config.node.kind",
+            "message": 'a mapped node is a function or a template; map a "blueprint" for anything else',
+        }
+    ]

@@ -240,7 +240,7 @@ def test_function_node_names_the_registered_functions() -> None:
 
 
 def test_map_and_subgraph_references_are_checked() -> None:
-    def check(name: str, version: int | None) -> str | None:
+    def check(name: str, version: int | None, nested: bool = True) -> str | None:
         return None if name == "known" else f"no blueprint named {name!r}"
 
     definition = {
@@ -272,7 +272,7 @@ def test_problems_serialize_for_the_api() -> None:
 
 
 def test_child_options_belong_to_child_mode() -> None:
-    def check(name: str, version: int | None) -> str | None:
+    def check(name: str, version: int | None, nested: bool = True) -> str | None:
         return None
 
     definition = {

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from executions import services, worker
+from executions.blueprints.functions import blueprint_function
 from executions.blueprints.services import blueprint_save
 from executions.models import Execution, ExecutionEvent, ModelPrice, Step
 from tenants.models import Tenant
-from tenants.services import tenant_secret_set
+from tenants.services import tenant_secret_set, tenant_set_limits
 
 from ..conftest import wait_until
 from .openai_server import OpenAIServer, error, text_stream, tool_call_stream
@@ -34,6 +35,8 @@ def chat() -> Iterator[OpenAIServer]:
 
 def agent(tenant: Tenant, url: str, **config: Any) -> None:
     tenant_secret_set(tenant=tenant, name="MODEL_KEY", value=KEY)
+    host = url.split("/")[2]
+    tenant_set_limits(tenant=tenant, changes={"tool_allowed_domains": [host]})  # the model server is a host too
     node = {
         "provider": "openai",
         "base_url": url,
@@ -154,3 +157,43 @@ def test_cancel_stops_a_slow_stream_at_once(tenant_a: Tenant, chat: OpenAIServer
     assert chat.client_gone.wait(5)  # the server saw the client go away mid-stream
     deltas = ExecutionEvent.objects.filter(execution=execution, type="data-text-delta").count()
     assert deltas < 10
+
+
+def test_a_model_server_outside_the_tool_policy_is_refused(
+    tenant_a: Tenant, chat: OpenAIServer, enqueued: list[str]
+) -> None:
+    agent(tenant_a, chat.url)
+    tenant_set_limits(tenant=tenant_a, changes={"tool_allowed_domains": ["api.openai.com"]})
+    execution = run(tenant_a, {"q": "hi"})
+    assert execution.state == "failed"
+    assert (
+        execution.error["message"]
+        == "llm 'ask': model server refused: host 127.0.0.1 is not in the tenant's allowed domains"
+    )
+    assert chat.requests == []
+
+
+CALLS: list[Any] = []
+
+
+@blueprint_function("tests.counted")
+def _counted(value: Any, ctx: Any) -> Any:
+    CALLS.append(value)
+    return {"ok": True}
+
+
+def test_a_retried_model_call_does_not_run_the_tools_again(
+    tenant_a: Tenant, chat: OpenAIServer, enqueued: list[str]
+) -> None:
+    CALLS.clear()
+    agent(tenant_a, chat.url, tools=[{"name": "act", "function": "tests.counted"}])
+    chat.script(
+        tool_call_stream(call_id="c1", name="act", argument_parts=['{"x": 1}']),
+        error(503, "busy"),
+        text_stream(["done"]),
+    )
+    execution = run(tenant_a, {"q": "act once"})
+    assert execution.state == "completed", execution.error
+    assert CALLS == [{"x": 1}]
+    names = list(Step.objects.filter(execution=execution).order_by("position").values_list("state", "attempt"))
+    assert names == [("completed", 1), ("completed", 1), ("failed", 1), ("completed", 2)]

@@ -461,7 +461,8 @@ def test_an_agent_calls_its_tool_and_answers(tenant_a: Tenant, enqueued: list[st
     save_agent(tenant_a)
     execution = run(tenant_a, "agent", {"q": "what about my refund"})
     assert execution.state == "completed", execution.error
-    assert steps(execution) == [("agent", "completed"), ("agent", "completed")]  # a step per round
+    # The model asks for the tool, the tool runs, the model answers: a step each.
+    assert steps(execution) == [("agent", "completed")] * 3
     tool_in = events(execution, "data-tool-input-available")
     tool_out = events(execution, "data-tool-output-available")
     assert [e["tool_name"] for e in tool_in] == ["lookup"]
@@ -519,9 +520,9 @@ def test_the_demo_blueprint_runs_end_to_end_offline(tenant_a: Tenant, enqueued: 
     assert "Refunds are paid" in published["answer"] or "[demo model]" in published["answer"]
     assert len(published["summaries"]) == 2
     assert published["approved"] is True
-    # The agent's two rounds, the map, the route, the approval asked then answered, the answer.
+    # The agent (model, tool, model), the map, the route, the approval asked then answered, the answer.
     assert [name for name, _ in steps(execution)] == [
-        "research", "research", "summaries", "route", "review", "review", "publish",
+        "research", "research", "research", "summaries", "route", "review", "review", "publish",
     ]  # fmt: skip
     assert gap_free(execution)
 
@@ -673,3 +674,60 @@ def test_a_server_error_is_retried_by_the_node_policy_then_fails(
     assert (execution.error["category"], execution.error["http_status"]) == ("tool", 500)
     assert len(tool_server.requests) == 2
     assert steps(execution) == [("call", "failed"), ("call", "failed")]
+
+
+def test_a_state_that_grows_too_large_fails_the_step(tenant_a: Tenant, enqueued: list[str]) -> None:
+    # Each node repeats everything before it a hundred times: the second would make ~10 MB.
+    grow = {"kind": "template", "config": {"template": "{{ [" + ", ".join(["state"] * 100) + "] }}"}}
+    save(tenant_a, "grow", {"a": grow, "b": grow}, [("a", "b"), ("b", "end")], input_schema={"type": "string"})
+    execution = run(tenant_a, "grow", "x" * 1000)
+    assert execution.state == "failed"
+    assert execution.error["message"] == "node 'b': the run's state would be larger than 4194304 bytes"
+    assert steps(execution) == [("a", "completed"), ("b", "failed")]
+
+
+def test_a_wait_for_a_child_is_not_resumed_by_hand_and_a_rerun_spawns_no_second_child(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    parent_and_child(tenant_a)
+    parent = run(tenant_a, "parent", {"n": 1})
+    with pytest.raises(Exception, match="cannot resume"):
+        services.execution_resume(tenant=tenant_a, execution_id=parent.pk)
+    assert Execution.objects.filter(parent=parent).count() == 1
+
+
+def test_spawning_is_idempotent_per_visit_of_the_node(tenant_a: Tenant, enqueued: list[str]) -> None:
+    parent_and_child(tenant_a)
+    parent, _ = services.execution_submit(tenant=tenant_a, graph="parent", input={"n": 1})
+
+    def spawn() -> str:
+        child = services.execution_spawn_child(
+            parent=parent, graph="child", version=None, input={"n": 1}, inherit_inbox=False, node="spawn"
+        )
+        return child.pk
+
+    first = spawn()
+    assert spawn() == first  # the same visit again (its worker died before the wait was stored)
+    Step.objects.create(
+        id="step_visit_1", execution=parent, position=0, name="spawn", step_type="graph_node", state="completed"
+    )
+    assert spawn() != first  # the node's next visit is a new child
+
+
+def test_a_child_answers_its_parent_once(tenant_a: Tenant, enqueued: list[str]) -> None:
+    parent_and_child(tenant_a)
+    parent = run(tenant_a, "parent", {"n": 1})
+    child = Execution.objects.get(parent=parent)
+    services.execution_cancel(tenant=tenant_a, execution_id=child.pk)
+    assert Execution.objects.get(pk=parent.pk).resume_requested
+    Execution.objects.filter(pk=parent.pk).update(resume_requested=False)  # as a claim leaves it
+    assert services.execution_child_ended(child_id=child.pk) is False  # that wait was answered
+
+
+def test_secret_values_must_be_printable(tenant_a: Tenant) -> None:
+    from enact_platform.errors import InvalidInput
+    from tenants.models import TenantSecret
+
+    with pytest.raises(InvalidInput, match="printable ASCII"):
+        tenant_secret_set(tenant=tenant_a, name="K", value="sk-abc\nInjected: 1")
+    assert not TenantSecret.objects.exists()

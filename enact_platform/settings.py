@@ -289,3 +289,27 @@ if ENACT_SECRETS_KEY:
         raise SettingError("ENACT_SECRETS_KEY must be 32 bytes in url-safe base64 (a Fernet key)")
 # The `llm` node's default timeout for one model call, in seconds.
 ENACT_LLM_TIMEOUT_SECONDS = env_float("ENACT_LLM_TIMEOUT_SECONDS", 120.0, minimum=1.0)
+
+# /metrics: with a token, scrapers send it as a bearer token; without, only this machine (and
+# staff sessions) may read the figures.
+ENACT_METRICS_TOKEN = env_str("ENACT_METRICS_TOKEN", "")
+
+# Logs: every record carries the tenant and execution it concerns ("-" when none); one JSON
+# object a line with ENACT_LOG_FORMAT=json.
+ENACT_LOG_FORMAT = env_str("ENACT_LOG_FORMAT", "text")
+if ENACT_LOG_FORMAT not in ("text", "json"):
+    raise SettingError(f"ENACT_LOG_FORMAT must be text or json, not {ENACT_LOG_FORMAT!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "executions.observability.ContextFilter"}},
+    "formatters": {
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant_id)s execution=%(execution_id)s] %(message)s"
+        },
+        "json": {"()": "executions.observability.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"], "formatter": ENACT_LOG_FORMAT}},
+    # WARNING by default, as Python logs without configuration; ENACT_LOG_LEVEL=INFO says more.
+    "root": {"handlers": ["console"], "level": env_str("ENACT_LOG_LEVEL", "WARNING")},
+}

@@ -26,7 +26,7 @@ from django.conf import settings
 from enact_platform.api.auth import Caller, key_from_header, resolve_caller
 from enact_platform.api.throttling import key_rate_wait
 from enact_platform.errors import Forbidden, InvalidInput, MethodNotAllowed, PlatformError, RateLimited, Unauthenticated
-from executions import selectors, streaming
+from executions import observability, selectors, streaming
 from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.serializers import EventSerializer, ExecutionSummarySerializer
 
@@ -261,8 +261,15 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=_refusal_code(exc))
             return
         await self.accept()
+        observability.gauges.socket_opened()
+        self.counted = True
         streaming.ensure_relay()
         await self.opened()
+
+    def _uncount(self) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            observability.gauges.socket_closed()
 
     async def authorize(self) -> None:
         self.caller = await database_sync_to_async(_socket_caller)(self.scope)
@@ -308,6 +315,7 @@ class ExecutionSocket(_Socket):
         await self._catch_up()
 
     async def disconnect(self, code: int) -> None:
+        self._uncount()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -366,6 +374,7 @@ class TenantFeed(_Socket):
         await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        self._uncount()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

@@ -257,3 +257,14 @@ class ModelPrice(models.Model):
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         per_token = input_tokens * self.input_usd_per_million + output_tokens * self.output_usd_per_million
         return float(per_token / 1_000_000)
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process saying it is alive, every heartbeat: what readiness and metrics count."""
+
+    worker = models.CharField(primary_key=True, max_length=200)  # host:pid
+    last_seen = models.DateTimeField(db_index=True)
+    running = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.worker} at {self.last_seen}"

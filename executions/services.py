@@ -22,7 +22,7 @@ from executions import kernel_bridge, streaming
 from executions.blueprints.catalog import graph_lookup
 from executions.kernel.events import EventType
 from executions.kernel.inbox import message_from_dict, message_to_dict
-from executions.models import Execution, ExecutionEvent, Step
+from executions.models import Execution, ExecutionEvent, Step, WorkerHeartbeat
 from executions.registry import validate_input
 from executions.selectors import execution_get
 from executions.stores import DjangoInboxStore
@@ -498,6 +498,13 @@ def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
     for execution_id in ids:
         enqueue_run(execution_id)
     return ids
+
+
+def worker_seen(*, worker: str, running: int) -> None:
+    """Record that a worker process is alive (and how much it runs); old records are swept."""
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(worker=worker, defaults={"last_seen": now, "running": running})
+    WorkerHeartbeat.objects.filter(last_seen__lt=now - timedelta(days=1)).delete()
 
 
 def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:

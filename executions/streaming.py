@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -161,6 +162,7 @@ class Relay:
         self.created_since: Any = None  # the relay's clock for new executions
         self._polls = 0
         self._created_sent: dict[str, None] = {}
+        self.last_timestamp = 0.0  # of the last event relayed: what the lag gauge is measured from
 
     def fetch_created(self) -> list[tuple[int, str]]:
         """New executions to announce, as (tenant id, execution id). Sync: call from a thread.
@@ -221,6 +223,7 @@ class Relay:
                 "data": data,
             }
             fresh.append((pk_id, tenant_id, wire))
+            self.last_timestamp = timestamp.timestamp()
         while len(self._sent) > 4 * (self.batch + self.lookback):
             self._sent.pop(next(iter(self._sent)))
         return fresh
@@ -241,6 +244,10 @@ class Relay:
             await layer.group_send(tenant_group(tenant_id), created_message(execution_id))
         for _, tenant_id, wire in fresh:
             await _send_both(layer, tenant_id, wire["execution_id"], event_message(wire))
+        if fresh:
+            from executions.observability import gauges
+
+            gauges.relayed(time.time() - self.last_timestamp)
         return len(fresh)
 
     async def run(self) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from executions import kernel_bridge, services
+from executions import kernel_bridge, observability, services
 from executions.kernel import (
     MISSING,
     CancellationToken,
@@ -62,6 +62,7 @@ class WorkerMonitor:
         self._thread: threading.Thread | None = None
         self._permanent = False
         self._last_heartbeat = 0.0
+        self._last_presence = 0.0
         self._last_reap = 0.0
 
     def register(self, execution_id: str, token: CancellationToken) -> _Running:
@@ -122,6 +123,9 @@ class WorkerMonitor:
             self._deliver_cancels(running)
             self._flag_inbox(running)
         now = time.monotonic()
+        if now - self._last_presence >= settings.ENACT_HEARTBEAT_SECONDS:
+            self._last_presence = now
+            services.worker_seen(worker=worker_id(), running=len(running))
         if running and now - self._last_heartbeat >= settings.ENACT_HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             for lost in services.execution_heartbeat(execution_ids=list(running), worker=worker_id()):
@@ -164,6 +168,8 @@ def execution_run(execution_id: str) -> str:
         return "not claimed"
     token = CancellationToken()
     entry = monitor.register(execution.pk, token)
+    context = observability.log_context(tenant_id=execution.tenant_id, execution_id=execution.pk)
+    context.__enter__()
     try:
         if execution.claims > MAX_CLAIMS:
             return _give_up(execution, f"the execution stopped its worker {MAX_CLAIMS} times")
@@ -175,6 +181,7 @@ def execution_run(execution_id: str) -> str:
     finally:
         monitor.unregister(execution.pk)
         services.execution_release(execution_id=execution.pk, worker=worker)
+        context.__exit__(None, None, None)
 
 
 def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str:

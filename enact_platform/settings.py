@@ -233,6 +233,9 @@ ENACT_LEASE_SECONDS = env_float("ENACT_LEASE_SECONDS", 30.0, minimum=1.0)
 ENACT_HEARTBEAT_SECONDS = env_float("ENACT_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
 ENACT_CONTROL_POLL_SECONDS = env_float("ENACT_CONTROL_POLL_SECONDS", 0.05, minimum=0.005)
 ENACT_REAP_SECONDS = env_float("ENACT_REAP_SECONDS", 5.0, minimum=0.1)
+# How often each worker deletes what the tenants' retention periods let go of (0: never; then
+# run `manage.py enact sweep` from a scheduler).
+ENACT_SWEEP_SECONDS = env_float("ENACT_SWEEP_SECONDS", 3600.0, minimum=0.0)
 if ENACT_HEARTBEAT_SECONDS * 2 > ENACT_LEASE_SECONDS:
     raise SettingError("ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS")
 

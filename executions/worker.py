@@ -63,6 +63,8 @@ class WorkerMonitor:
         self._permanent = False
         self._last_heartbeat = 0.0
         self._last_presence = 0.0
+        # Not at start-up: many workers starting at once need not all sweep straight away.
+        self._last_sweep = time.monotonic()
         self._last_reap = 0.0
 
     def register(self, execution_id: str, token: CancellationToken) -> _Running:
@@ -132,6 +134,11 @@ class WorkerMonitor:
                 logger.warning("lease on %s lost; stopping it here", lost)
                 running[lost].fence.set()
                 running[lost].token.cancel("lease lost")
+        if settings.ENACT_SWEEP_SECONDS and now - self._last_sweep >= settings.ENACT_SWEEP_SECONDS:
+            self._last_sweep = now
+            from executions.retention import executions_sweep
+
+            executions_sweep(seconds=10.0)  # a bounded slice: the monitor also delivers cancels
         if now - self._last_reap >= settings.ENACT_REAP_SECONDS:
             self._last_reap = now
             found = services.executions_reap()

@@ -190,6 +190,7 @@ TENANT_WIDE_LIMITS = (
     "max_artifact_bytes",
     "max_storage_bytes",
     "requests_per_minute",
+    "retention_days",
 )
 TOOL_POLICY = (
     "tool_allowed_domains",

@@ -98,6 +98,14 @@ class TenantLimits(models.Model):
     max_artifact_bytes = models.PositiveIntegerField(default=10 * 1024 * 1024, validators=POSITIVE)
     max_storage_bytes = models.PositiveBigIntegerField(null=True, blank=True, default=1024 * 1024 * 1024)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True, default=600)
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=None,
+        validators=POSITIVE,
+        help_text="Ended executions older than this many days are deleted, with their events and artifacts. "
+        "Empty: kept.",
+    )
 
     # Tool policy: what ``http`` nodes, and the http tools of an agent, may call.
     tool_allowed_domains = models.JSONField(

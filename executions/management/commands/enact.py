@@ -157,6 +157,8 @@ def _add_execution_commands(commands: Any) -> None:
     p.add_argument("execution_id", metavar="execution-id")
     p.add_argument("--reason", default="")
 
+    commands.add_parser("sweep", help="delete ended executions past their tenant's retention, and say what went")
+
     p = commands.add_parser("list", help="list a tenant's executions, newest first")
     p.add_argument("slug")
     p.add_argument("--state", choices=S.values)
@@ -185,6 +187,7 @@ class Command(BaseCommand):
             "watch": self.cmd_watch,
             "cancel": self.cmd_cancel,
             "list": self.cmd_list,
+            "sweep": self.cmd_sweep,
         }
         try:
             handlers[options["command"]](options)
@@ -236,6 +239,18 @@ class Command(BaseCommand):
 
     def cmd_watch(self, options: dict[str, Any]) -> None:
         self._follow(_execution_by_id(options["execution_id"]))
+
+    def cmd_sweep(self, options: dict[str, Any]) -> None:
+        from executions.retention import executions_sweep
+
+        removed = executions_sweep(seconds=3600.0)
+        if not removed:
+            self.stdout.write("Nothing is past its retention.")
+        for slug, counts in sorted(removed.items()):
+            self.stdout.write(
+                f"{slug}: {counts['executions']} executions, {counts['events']} events, {counts['steps']} steps, "
+                f"{counts['artifacts']} artifacts ({counts['artifact_bytes']} bytes)"
+            )
 
     def cmd_cancel(self, options: dict[str, Any]) -> None:
         execution = _execution_by_id(options["execution_id"])

@@ -22,9 +22,23 @@ class ExecutionsConfig(AppConfig):
         # The kernel runs a graph (and its store I/O) on runner threads, which keep their own
         # database connections; drop broken or expired ones before each job.
         default_pool.before_job.append(close_old_connections)
+
+        # Under ASGI every request runs on a thread of its own, so a kept connection would be
+        # left behind by each one until PostgreSQL refuses more clients: close at the end.
+        from django.core.signals import request_finished
+
+        request_finished.connect(_close_after_asgi_request, dispatch_uid="enact-close-after-asgi-request")
         if sys.argv[1:2] == ["qcluster"] and hasattr(os, "register_at_fork"):
             # django-q2 forks its worker processes; each starts a monitor so every worker
             # delivers cancels, renews leases and reaps, with no extra process to run.
             from executions.worker import monitor
 
             os.register_at_fork(after_in_child=monitor.start_after_fork)
+
+
+def _close_after_asgi_request(sender: type, **kwargs: object) -> None:
+    from django.core.handlers.asgi import ASGIHandler
+    from django.db import connections
+
+    if isinstance(sender, type) and issubclass(sender, ASGIHandler):
+        connections.close_all()

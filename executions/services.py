@@ -32,6 +32,8 @@ from tenants.services import tenant_consume_execution_quota
 logger = logging.getLogger(__name__)
 
 S = Execution.State
+# A queued execution whose task was enqueued this recently is taken to have it still on its way.
+QUEUE_STALE_SECONDS = 30.0
 # A wait for a child is answered by the child's end, not by an operator's resume.
 RESUMABLE_WAITS = {"rate_limit", "external", "checkpoint", "cost_threshold", "memory_pressure"}
 INPUT_WAITS = {"approval", "user_input"}
@@ -416,6 +418,8 @@ def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
             limit = execution.tenant.limits.max_concurrent_executions
             busy = Execution.objects.filter(tenant_id=execution.tenant_id).active().exclude(pk=execution.pk).count()
             if busy >= limit:
+                # Its task is spent: no longer "in flight", so the next free slot dispatches it.
+                Execution.objects.filter(pk=execution.pk, state=S.QUEUED).update(enqueued_at=None)
                 return None
         # The answer to a waiting execution is taken with the claim, so one that arrives while
         # this run goes on is kept for the next run instead of being cleared after this one.
@@ -488,8 +492,12 @@ def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
     free = limit - Execution.objects.filter(tenant_id=tenant_id).active().count()
     if free <= 0:
         return []
+    # Not those whose task is still on its way: enqueueing them again only grows the queue. A
+    # task that was lost (a broker restarted) shows as an old enqueued_at, and goes again.
+    in_flight = Q(enqueued_at__gte=timezone.now() - timedelta(seconds=QUEUE_STALE_SECONDS))
     ids = list(
         Execution.objects.filter(tenant_id=tenant_id, state=S.QUEUED, lease_owner="")
+        .exclude(in_flight)
         .order_by("created_at", "id")
         .values_list("pk", flat=True)[:free]
     )
@@ -507,7 +515,7 @@ def worker_seen(*, worker: str, running: int) -> None:
     WorkerHeartbeat.objects.filter(last_seen__lt=now - timedelta(days=1)).delete()
 
 
-def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:
+def executions_reap(*, stale_queue_seconds: float | None = None) -> dict[str, int]:
     """Hand on work whose worker died: clear expired leases (whatever the state: a worker can
     die between pausing an execution and letting it go), then enqueue what can run."""
     now = timezone.now()
@@ -545,7 +553,8 @@ def executions_reap(*, stale_queue_seconds: float = 30.0) -> dict[str, int]:
     for execution_id in resumable:
         enqueue_run(execution_id)
     stale = Execution.objects.filter(lease_owner="", state=S.QUEUED).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=stale_queue_seconds))
+        Q(enqueued_at__isnull=True)
+        | Q(enqueued_at__lt=now - timedelta(seconds=stale_queue_seconds or QUEUE_STALE_SECONDS))
     )
     tenants = set(stale.values_list("tenant_id", flat=True).distinct())
     requeued = sum(len(executions_dispatch_queued(tenant_id=t)) for t in tenants)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,10 @@ def _free_port() -> int:
 class Web:
     """One daphne process, as the README's scaled deployment runs it."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, queue: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **_database_env(), "REDIS_URL": settings.REDIS_URL}
+        env = {**os.environ, **_database_env(), "REDIS_URL": settings.REDIS_URL, "ENACT_QUEUE_NAME": queue}
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         self.log = log
         self.process = subprocess.Popen(
@@ -87,8 +88,9 @@ class Web:
 class Deployment:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.webs = [Web(tmp / "web-a.log"), Web(tmp / "web-b.log")]
-        self.clusters = [Cluster(tmp / "cluster-1.log"), Cluster(tmp / "cluster-2.log")]
+        queue = f"scaled-{uuid.uuid4().hex[:12]}"  # the deployment's own task queue
+        self.webs = [Web(tmp / "web-a.log", queue), Web(tmp / "web-b.log", queue)]
+        self.clusters = [Cluster(tmp / "cluster-1.log", queue=queue), Cluster(tmp / "cluster-2.log", queue=queue)]
 
     def stop(self) -> None:
         for web in self.webs:

@@ -38,10 +38,13 @@ def _database_env() -> dict[str, str]:
 class Cluster:
     """``manage.py qcluster`` in its own process group, with short leases so recovery is quick."""
 
-    def __init__(self, log: Path, lease_seconds: float = 2) -> None:
+    def __init__(self, log: Path, lease_seconds: float = 2, queue: str | None = None) -> None:
         env = {
             **os.environ,
             **_database_env(),
+            # A queue of its own when its work comes through web processes of the test's own:
+            # tasks other tests left on the shared queue are not its to wade through.
+            **({"ENACT_QUEUE_NAME": queue} if queue else {}),
             "ENACT_WORKERS": "2",
             "ENACT_LEASE_SECONDS": str(lease_seconds),
             "ENACT_HEARTBEAT_SECONDS": "0.5",

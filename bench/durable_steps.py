@@ -228,13 +228,13 @@ def durable_rounds(url: str, n: int, repeats: int) -> dict[str, Samples]:
 
 
 class Cluster:
-    def __init__(self, url: str, redis_url: str | None) -> None:
+    def __init__(self, url: str, redis_url: str | None, *, workers: int = 2, queue: str = BENCH_QUEUE) -> None:
         env = {
             **os.environ,
             "DATABASE_URL": url,
-            "ENACT_WORKERS": "2",
+            "ENACT_WORKERS": str(workers),
             "ENACT_PUBLISH_DIRECT": "0",
-            "ENACT_QUEUE_NAME": BENCH_QUEUE,
+            "ENACT_QUEUE_NAME": queue,
         }
         env.pop("REDIS_URL", None)
         if redis_url:

@@ -31,6 +31,9 @@ class ExecutionsConfig(AppConfig):
         if sys.argv[1:2] == ["qcluster"] and hasattr(os, "register_at_fork"):
             # django-q2 forks its worker processes; each starts a monitor so every worker
             # delivers cancels, renews leases and reaps, with no extra process to run.
+            # Imported whole before any fork: a forked worker's monitor thread and its main thread
+            # importing it at once would meet a half-initialised module.
+            import executions.tasks  # noqa: F401
             from executions.worker import monitor
 
             os.register_at_fork(after_in_child=monitor.start_after_fork)

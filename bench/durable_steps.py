@@ -6,9 +6,11 @@ step), side by side in one run with one INSERT+commit on the same database (the 
 durable step) and with LangGraph on the same chain with its PostgresSaver.
 
 Then pickup latency: submit through the service -> the first step's start, as stamped on its
-event by the worker, with an idle worker cluster (django-q2, ORM broker; and Redis if reachable).
+event by the worker, with idle workers: the scaled deployment's two worker clusters (django-q2)
+with the Redis broker, and the same with the ORM broker.
 
     .venv/bin/python -m bench.durable_steps                # n=200, 3 runs, 50 pickups per broker
+    .venv/bin/python -m bench.durable_steps --pickup-only  # only the pickups
     .venv/bin/python -m bench.durable_steps --tiny         # a smoke check for CI
     DATABASE_URL=postgres://… .venv/bin/python -m bench.durable_steps
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,8 +28,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
+from bench import plots
 from bench._common import (
     RESULTS_DIR,
     Samples,
@@ -40,9 +41,9 @@ from bench._common import (
     timed,
     write_json,
 )
+from bench.deployment import cluster, cluster_env, create_database, database_url, redis_url
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 TARGET_VS_PEER = 0.3
 TARGET_VS_FLOOR = 3.0
 
@@ -55,27 +56,13 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--database", default="enact_bench")
     parser.add_argument("--tiny", action="store_true", help="n=20, 1 run, 5 pickups; writes no results")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "durable_steps.json")
-    parser.add_argument("--pickup-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--clusters", type=int, default=2, help="worker clusters (2 workers each) for the pickups")
+    parser.add_argument("--pickup-only", action="store_true", help="only the pickups; merged into the JSON")
+    parser.add_argument("--broker", choices=["orm", "redis"], help=argparse.SUPPRESS)  # a pickup run's child
     args = parser.parse_args()
     if args.tiny:
         args.n, args.repeats, args.pickups = 20, 1, 5
     return args
-
-
-def _database_url(name: str) -> str:
-    server = urlparse(os.environ.get("DATABASE_URL") or DEFAULT_SERVER)
-    return urlunparse(server._replace(path=f"/{name}"))
-
-
-def _create_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = urlunparse(parsed._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 BENCH_QUEUE = "enact-bench"  # its own queue: tasks others left on a shared broker never get in the way
@@ -227,34 +214,9 @@ def durable_rounds(url: str, n: int, repeats: int) -> dict[str, Samples]:
 # --- pickup latency ----------------------------------------------------------------------------
 
 
-class Cluster:
-    def __init__(self, url: str, redis_url: str | None, *, workers: int = 2, queue: str = BENCH_QUEUE) -> None:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "ENACT_WORKERS": str(workers),
-            "ENACT_PUBLISH_DIRECT": "0",
-            "ENACT_QUEUE_NAME": queue,
-        }
-        env.pop("REDIS_URL", None)
-        if redis_url:
-            env["REDIS_URL"] = redis_url
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-
-def pickup_latencies(url: str, count: int) -> list[float]:
-    """ms from just before ``execution_submit`` to the first step's start, one at a time.
+def pickup_latencies(url: str, count: int, clusters: int) -> list[float]:
+    """ms from just before ``execution_submit`` to the first step's start, one at a time, with
+    ``clusters`` idle worker clusters of two workers.
 
     Runs in a process whose settings already name the broker (django-q2 reads them at import)."""
     from django.conf import settings
@@ -264,7 +226,8 @@ def pickup_latencies(url: str, count: int) -> list[float]:
     from executions.services import execution_submit
 
     tenant = _bench_tenant()
-    cluster = Cluster(url, settings.REDIS_URL or None)
+    env = cluster_env(url, settings.REDIS_URL or None, BENCH_QUEUE, ENACT_PUBLISH_DIRECT="0")
+    running = [cluster(env, workers=2) for _ in range(clusters)]
     try:
         _wait_for_first_run(tenant, execution_submit, Execution)
         samples = []
@@ -274,27 +237,54 @@ def pickup_latencies(url: str, count: int) -> list[float]:
             started = _wait_event(ExecutionEvent, execution.pk, "data-step-start")
             samples.append((started - submitted).total_seconds() * 1000)
             _wait_state(Execution, execution.pk, "completed")
-            time.sleep(0.05)  # an idle worker, as the figure asks
+            time.sleep(0.05)  # idle workers, as the figure asks
         return samples
     finally:
-        cluster.stop()
+        for process in running:
+            process.stop()
 
 
-def pickup_in_child(database: str, count: int, redis_url: str | None) -> list[float]:
+def pickup_in_child(database: str, count: int, redis: str | None, clusters: int) -> list[float]:
+    """The pickups of one broker, in a process of their own: django-q2 picks its broker at import."""
     env = {**os.environ}
     env.pop("REDIS_URL", None)
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.durable_steps", "--pickup-only", "--pickups", str(count), "--database", database],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    if redis:
+        env["REDIS_URL"] = redis
+    command = [sys.executable, "-m", "bench.durable_steps", "--broker", "redis" if redis else "orm",
+               "--pickups", str(count), "--database", database, "--clusters", str(clusters)]  # fmt: skip
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"the pickup run ({'redis' if redis_url else 'orm'}) failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"the pickup run ({'redis' if redis else 'orm'}) failed:\n{out.stderr[-3000:]}")
     return [float(x) for x in out.stdout.strip().splitlines()[-1].split(",")]
+
+
+def pickup_rounds(args: argparse.Namespace) -> dict[str, list[float]]:
+    pickups = {"orm": pickup_in_child(args.database, args.pickups, None, args.clusters)}
+    redis = redis_url()
+    if redis and not args.tiny:  # the tiny run only checks that the benchmark still works
+        pickups["redis"] = pickup_in_child(args.database, args.pickups, redis, args.clusters)
+    print(f"\nPickup latency (submit -> first step started), {args.pickups} submissions, "
+          f"{args.clusters} idle cluster(s) of 2 workers:\n")  # fmt: skip
+    print(
+        markdown_table(
+            ["broker", "p50 ms", "p99 ms", "max ms"],
+            [[b, fmt(_percentile(v, 0.5)), fmt(_percentile(v, 0.99)), fmt(max(v))] for b, v in pickups.items()],
+        )
+    )
+    return pickups
+
+
+def pickup_json(pickups: dict[str, list[float]], clusters: int) -> dict[str, Any]:
+    return {
+        broker: {
+            "clusters": clusters,
+            "p50": round(_percentile(v, 0.5), 2),
+            "p99": round(_percentile(v, 0.99), 2),
+            "samples": [round(x, 2) for x in v],
+            "quantiles": plots.quantiles(v),
+        }
+        for broker, v in pickups.items()
+    }
 
 
 def _wait_for_first_run(tenant: Any, submit: Any, model: Any) -> None:
@@ -327,24 +317,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _redis_url() -> str | None:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    try:
-        import redis
-
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-    except Exception:
-        return None
-    return url
-
-
 def main() -> None:
     args = _parse()
-    url = _database_url(args.database)
-    _create_database(url)
+    url = create_database(database_url(args.database))
     _setup_django(url)
+    if args.broker:
+        print(",".join(f"{v:.3f}" for v in pickup_latencies(url, args.pickups, args.clusters)))
+        return
     if args.pickup_only:
-        print(",".join(f"{v:.3f}" for v in pickup_latencies(url, args.pickups)))
+        _pickup_only(args)
         return
 
     floor = insert_commit_floor(url, 200 if args.tiny else 2000)
@@ -364,17 +345,7 @@ def main() -> None:
     if not ratios:
         print("\nlanggraph not installed: pip install -e '.[bench]' to compare with LangGraph")
 
-    pickups: dict[str, list[float]] = {"orm": pickup_in_child(args.database, args.pickups, None)}
-    redis_url = _redis_url()
-    if redis_url and not args.tiny:  # the tiny run only checks that the benchmark still works
-        pickups["redis"] = pickup_in_child(args.database, args.pickups, redis_url)
-    print(f"\nPickup latency (submit -> first step started), {args.pickups} submissions, idle worker:\n")
-    print(
-        markdown_table(
-            ["broker", "p50 ms", "p99 ms", "max ms"],
-            [[b, fmt(_percentile(v, 0.5)), fmt(_percentile(v, 0.99)), fmt(max(v))] for b, v in pickups.items()],
-        )
-    )
+    pickups = pickup_rounds(args)
     if not args.tiny:
         write_json(
             args.output,
@@ -396,17 +367,34 @@ def main() -> None:
                     "pickup_p50_ms": 20,
                     "pickup_p99_ms": 100,
                 },
-                "pickup_ms": {
-                    b: {
-                        "p50": round(_percentile(v, 0.5), 2),
-                        "p99": round(_percentile(v, 0.99), 2),
-                        "samples": [round(x, 2) for x in v],
-                    }
-                    for b, v in pickups.items()
-                },
+                "pickup_ms": pickup_json(pickups, args.clusters),
             },
         )
         print(f"\nwrote {args.output}")
+        _plot(args.output)
+
+
+def _pickup_only(args: argparse.Namespace) -> None:
+    """The pickups alone, put into the JSON of the last full run (its durable figures kept)."""
+    pickups = pickup_rounds(args)
+    if args.tiny:
+        return
+    import json
+
+    payload = json.loads(args.output.read_text()) if args.output.exists() else {"benchmark": "durable_steps"}
+    payload["pickup_ms"] = pickup_json(pickups, args.clusters)
+    payload["pickup_machine"] = machine_info()
+    payload.setdefault("targets", {}).update(pickup_p50_ms=20, pickup_p99_ms=100)
+    write_json(args.output, payload)
+    print(f"\nwrote {args.output}")
+    _plot(args.output)
+
+
+def _plot(results: Path) -> None:
+    import json
+
+    for path in plots.plot_pickup(json.loads(results.read_text()), plots.DOCS):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from bench._common import RESULTS_DIR, machine_info, markdown_table, write_json
-from bench.durable_steps import _create_database, _database_url
+from bench.deployment import create_database, database_url
 
 TENANTS = 10
 TARGET_LIST_P95_MS = 50.0
@@ -181,8 +181,7 @@ def _measure(tenants: list[Any], long_id: str, requests: int) -> dict[str, Any]:
 
 def main() -> None:
     args = _parse()
-    url = _database_url(args.database)
-    _create_database(url)
+    url = create_database(database_url(args.database))
     _setup(url)
     tenants, long_id = _fill(args.executions, args.events_each, args.replay_events, args.fresh)
     from executions.models import Execution, ExecutionEvent

@@ -1,13 +1,15 @@
 """Throughput: executions of a 10-step graph per second, against the number of worker processes.
 
-One django-q2 cluster with W worker processes on PostgreSQL (the Redis broker when Redis answers,
-else the ORM broker) runs N executions of ``demo.chain`` with n=10, all submitted at once by one
-tenant allowed to run them all. A figure is N over the time from the first submission to the
-last execution completed; steps/s is ten times that. Each W is measured ``--repeats`` times
-(median shown); a plot of the medians goes to ``docs/throughput.png`` when matplotlib is there.
+Worker clusters (django-q2) on PostgreSQL (the Redis broker when Redis answers, else the ORM
+broker) run N executions of ``demo.chain`` with n=10, all submitted at once by one tenant allowed
+to run them all. A figure is N over the time from the first submission to the last execution
+completed; steps/s is ten times that. Each configuration (C clusters of W worker processes) is
+measured ``--repeats`` times (median shown): one cluster of 1, 2 and 4 workers, and the scaled
+deployment's two clusters of 1 and 2. The plot of the medians goes to ``docs/throughput.png``.
 
-    .venv/bin/python -m bench.throughput                  # W = 1, 2, 4; N = 200; 3 repeats
-    .venv/bin/python -m bench.throughput --tiny           # W = 2, N = 10, 1 run: a CI smoke check
+    .venv/bin/python -m bench.throughput                  # the five configurations; N = 200; 3 repeats
+    .venv/bin/python -m bench.throughput --configurations 2x2 1x4
+    .venv/bin/python -m bench.throughput --tiny           # 2 clusters of 1, N = 10, 1 run: a CI smoke check
 """
 
 from __future__ import annotations
@@ -17,26 +19,37 @@ import os
 import statistics
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
+from bench import plots
 from bench._common import RESULTS_DIR, machine_info, markdown_table, write_json
-from bench.durable_steps import Cluster, _create_database, _database_url, _redis_url
+from bench.deployment import cluster, cluster_env, create_database, database_url, redis_url
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 10
+
+
+def _configuration(text: str) -> tuple[int, int]:
+    """``CxW``: C clusters of W worker processes."""
+    try:
+        clusters, workers = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not CxW (clusters x workers), such as 2x2") from None
+    if clusters < 1 or workers < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one cluster of one worker")
+    return clusters, workers
 
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--configurations", type=_configuration, nargs="+",
+                        default=[(1, 1), (1, 2), (1, 4), (2, 1), (2, 2)], help="CxW: C clusters of W workers")  # fmt: skip
     parser.add_argument("--executions", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--database", default="enact_bench_throughput")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
     if args.tiny:
-        args.workers, args.executions, args.repeats = [2], 10, 1
+        args.configurations, args.executions, args.repeats = [(2, 1)], 10, 1
     return args
 
 
@@ -85,63 +98,49 @@ def _wait_warm(tenant: Any) -> None:
     _one_run(tenant, 2, timeout=120)  # the cluster is up and its workers have connected
 
 
-def _plot(medians: dict[int, float], broker: str, path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: pip install -e '.[bench]' for the plot")
-        return False
-    workers = sorted(medians)
-    figure, axis = plt.subplots(figsize=(6, 3.6), dpi=110)
-    axis.plot(workers, [medians[w] for w in workers], marker="o")
-    axis.set_xlabel("worker processes")
-    axis.set_ylabel("executions / s (10 steps each)")
-    axis.set_xticks(workers)
-    axis.set_ylim(bottom=0)  # from zero: the differences are small, and should look it
-    axis.set_title(f"Throughput on PostgreSQL, {broker} broker, 2 CPUs")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return True
-
-
 def main() -> None:
     args = _parse()
-    url = _database_url(args.database)
-    _create_database(url)
-    redis_url = _redis_url()
-    broker = "Redis" if redis_url else "ORM"
-    _setup(url, redis_url, f"throughput-{uuid.uuid4().hex[:8]}")
+    url = create_database(database_url(args.database))
+    redis = redis_url()
+    broker = "Redis" if redis else "ORM"
+    _setup(url, redis, f"throughput-{uuid.uuid4().hex[:8]}")
     tenant = _tenant()
-    samples: dict[int, list[float]] = {}
-    for workers in args.workers:
-        cluster = Cluster(url, redis_url, workers=workers, queue=os.environ["ENACT_QUEUE_NAME"])
+    env = cluster_env(url, redis, os.environ["ENACT_QUEUE_NAME"], ENACT_PUBLISH_DIRECT="0")
+    configurations = []
+    for clusters, workers in args.configurations:
+        running = [cluster(env, workers=workers) for _ in range(clusters)]
         try:
             _wait_warm(tenant)
-            samples[workers] = [_one_run(tenant, args.executions) for _ in range(args.repeats)]
+            samples = [_one_run(tenant, args.executions) for _ in range(args.repeats)]
         finally:
-            cluster.stop()
-    medians = {w: statistics.median(s) for w, s in samples.items()}
-    rows = [[str(w), f"{medians[w]:.1f}", f"{medians[w] * STEPS:.0f}", f"{max(samples[w]):.1f}"] for w in medians]
+            for process in running:
+                process.stop()
+        configurations.append(
+            {"clusters": clusters, "workers": workers, "executions_per_s": [round(v, 2) for v in samples],
+             "median": round(statistics.median(samples), 2)}
+        )  # fmt: skip
+    rows = [
+        [f"{c['clusters']} x {c['workers']}", str(c["clusters"] * c["workers"]), f"{c['median']:.1f}",
+         f"{c['median'] * STEPS:.0f}", f"{max(c['executions_per_s']):.1f}"]
+        for c in configurations
+    ]  # fmt: skip
     print(f"\nThroughput, {args.executions} executions of {STEPS} steps, {broker} broker, median of {args.repeats}:\n")
-    print(markdown_table(["workers", "executions/s", "steps/s", "best executions/s"], rows))
-    if not args.tiny:
-        plotted = _plot(medians, broker, ROOT / "docs" / "throughput.png")
-        write_json(
-            RESULTS_DIR / "throughput.json",
-            {
-                "benchmark": "throughput",
-                "machine": machine_info(),
-                "broker": broker,
-                "executions": args.executions,
-                "steps_each": STEPS,
-                "executions_per_s": {str(w): [round(v, 2) for v in s] for w, s in samples.items()},
-                "plot": "docs/throughput.png" if plotted else None,
-            },
-        )
+    print(
+        markdown_table(["clusters x workers", "workers in all", "executions/s", "steps/s", "best executions/s"], rows)
+    )
+    if args.tiny:
+        return
+    payload = {
+        "benchmark": "throughput",
+        "machine": machine_info(),
+        "broker": broker,
+        "executions": args.executions,
+        "steps_each": STEPS,
+        "configurations": configurations,
+    }
+    write_json(RESULTS_DIR / "throughput.json", payload)
+    for path in plots.plot_throughput(payload, plots.DOCS):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+"""The plots of ``docs/BENCHMARKS.md``, drawn from the results the benchmarks wrote.
+
+Latency distributions are drawn as curves of percentiles (a point at (x ms, q %) says q % of the
+samples took at most x ms), on a logarithmic time axis, with the target as a line; a benchmark
+stores each distribution as its percentiles (``quantiles``: 201 values, q = 0, 0.5, …, 100 %), so
+that 61,000 deliveries cost a few kilobytes.
+
+    .venv/bin/python -m bench.plots                 # redraw every plot in docs/ from bench/results/
+    .venv/bin/python -m bench.plots --out /tmp/x    # somewhere else (CI checks they still draw)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench._common import RESULTS_DIR
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+QUANTILE_STEPS = 200  # percentiles every 0.5 %
+
+
+def quantiles(samples: Sequence[float]) -> list[float]:
+    """The samples' values at q = 0, 1/200, …, 1 (nearest rank), for ``latency_curves``."""
+    ordered = sorted(samples)
+    if not ordered:
+        return []
+    last = len(ordered) - 1
+    return [round(ordered[round(i * last / QUANTILE_STEPS)], 3) for i in range(QUANTILE_STEPS + 1)]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib not installed: pip install -e '.[bench]' for the plots")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_curves(
+    curves: dict[str, list[float]], *, title: str, path: Path, target_ms: float | None = None, target_label: str = ""
+) -> bool:
+    """One percentile curve per label (its ``quantiles``), in one PNG. False without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    for label, values in curves.items():
+        if values:
+            axis.plot(values, [100 * i / (len(values) - 1) for i in range(len(values))], label=label)
+    if target_ms is not None:
+        axis.axvline(target_ms, color="black", linestyle="--", linewidth=1, label=target_label or f"{target_ms:g} ms")
+    axis.set_xscale("log")
+    axis.set_xlabel("latency, ms (log scale)")
+    axis.set_ylabel("percentile")
+    axis.set_ylim(0, 100)
+    axis.set_yticks([0, 25, 50, 75, 90, 99])
+    axis.set_title(title)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def throughput_lines(lines: dict[str, dict[int, float]], *, title: str, path: Path) -> bool:
+    """Executions/s against worker processes, one line per label. False without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    figure, axis = plt.subplots(figsize=(6, 3.6), dpi=110)
+    ticks: set[int] = set()
+    for label, medians in lines.items():
+        workers = sorted(medians)
+        ticks.update(workers)
+        axis.plot(workers, [medians[w] for w in workers], marker="o", label=label)
+    axis.set_xlabel("worker processes in all")
+    axis.set_ylabel("executions / s (10 steps each)")
+    axis.set_xticks(sorted(ticks))
+    axis.set_ylim(bottom=0)  # from zero: the differences are small, and should look it
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+# --- each benchmark's plots, from its JSON -------------------------------------------------------
+
+
+def plot_stream(result: dict[str, Any], out: Path) -> list[Path]:
+    """Event latency (a curve per deployment and client count) and cancel latency (per deployment)."""
+    names = {"embedded": "embedded", "scaled": "scaled"}
+    events = {
+        f"{names.get(kind, kind)}, {clients} client{'s' if clients != '1' else ''}": figures["quantiles"]
+        for kind, by_kind in result["results"].items()
+        for clients, figures in by_kind["events"].items()
+        if figures.get("quantiles")
+    }
+    cancels = {
+        names.get(kind, kind): by_kind["cancel"]["quantiles"]
+        for kind, by_kind in result["results"].items()
+        if by_kind["cancel"].get("quantiles")
+    }
+    targets = result["targets"]
+    drawn = []
+    if events and latency_curves(
+        events,
+        title="Event latency: committed -> received by a websocket client",
+        path=out / "latency_events.png",
+        target_ms=targets["event_p99_ms_at_100"],
+        target_label="target p99 at 100 clients",
+    ):
+        drawn.append(out / "latency_events.png")
+    if cancels and latency_curves(
+        cancels,
+        title="Cancel latency: request -> cancelled event at the client",
+        path=out / "latency_cancel.png",
+        target_ms=targets["cancel_p99_ms"],
+        target_label="target p99",
+    ):
+        drawn.append(out / "latency_cancel.png")
+    return drawn
+
+
+def plot_pickup(result: dict[str, Any], out: Path) -> list[Path]:
+    curves = {
+        f"{broker} broker": figures["quantiles"]
+        for broker, figures in result["pickup_ms"].items()
+        if figures.get("quantiles")
+    }
+    path = out / "latency_pickup.png"
+    target = result["targets"]["pickup_p50_ms"]
+    title = "Pickup latency: submit -> first step started"
+    if curves and latency_curves(curves, title=title, path=path, target_ms=target, target_label="target p50"):
+        return [path]
+    return []
+
+
+def plot_throughput(result: dict[str, Any], out: Path) -> list[Path]:
+    lines: dict[str, dict[int, float]] = {}
+    for config in result["configurations"]:
+        label = "one cluster" if config["clusters"] == 1 else f"{config['clusters']} clusters"
+        lines.setdefault(label, {})[config["clusters"] * config["workers"]] = config["median"]
+    path = out / "throughput.png"
+    title = f"Throughput on PostgreSQL, {result['broker']} broker, 2 CPUs"
+    return [path] if throughput_lines(lines, title=title, path=path) else []
+
+
+PLOTTERS = {
+    "stream_latency.json": plot_stream,
+    "durable_steps.json": plot_pickup,
+    "throughput.json": plot_throughput,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DOCS)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    drawn: list[Path] = []
+    for name, plot in PLOTTERS.items():
+        source = args.results / name
+        if not source.exists():
+            print(f"no {source}: run its benchmark first")
+            continue
+        drawn += plot(json.loads(source.read_text()), args.out)
+    if not drawn:
+        raise SystemExit("nothing was drawn")
+    for path in drawn:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -167,7 +167,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    # Redis pub/sub: a group message reaches each web process once, and the process hands it to
+    # its own sockets in memory. (The list-based RedisChannelLayer stores every message in Redis
+    # and pops it back per process, which costs a web process several times the CPU per event.)
+    # Nothing is kept while a process is away from Redis: listeners find what they missed in the
+    # event log by its seq (executions.consumers).
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

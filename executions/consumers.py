@@ -18,6 +18,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -62,6 +63,7 @@ class ExecutionStream:
         self.scope, self.receive, self.send = scope, receive, send
         self.last_seq = 0
         self.finished = False
+        self._receiving: asyncio.Future[dict[str, Any]] | None = None
 
     @classmethod
     async def app(cls, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -105,24 +107,37 @@ class ExecutionStream:
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             disconnected.cancel()
-            await layer.group_discard(group, channel)
+            try:
+                await layer.group_discard(group, channel)
+            finally:
+                await self._release(layer, channel)
+
+    async def _release(self, layer: Any, channel: str) -> None:
+        pending, self._receiving = self._receiving, None
+        if pending is not None and not pending.done():
+            pending.cancel()  # which lets go of the channel
+        else:
+            await streaming.channel_release(layer, channel)
 
     async def _next_live(self, layer: Any, channel: str, disconnected: asyncio.Future[None]) -> None:
-        receiving = asyncio.ensure_future(layer.receive(channel))
+        # One receive stays pending across keep-alives: cancelling it would let go of the
+        # channel (the pub/sub layer unsubscribes), and a message could slip by meanwhile.
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(layer.receive(channel))
         done, _ = await asyncio.wait(
-            {receiving, disconnected},
+            {self._receiving, disconnected},
             timeout=settings.ENACT_SSE_KEEPALIVE_SECONDS,
             return_when=asyncio.FIRST_COMPLETED,
         )
-        if receiving not in done:
-            receiving.cancel()
+        if self._receiving not in done:
             if not disconnected.done():
                 # Quiet for a while: a comment keeps proxies from closing the stream, and a look
                 # at the log covers an event a publisher failed to deliver.
                 await self._body(b": keep-alive\n\n")
                 await self._catch_up()
             return
-        message = receiving.result()
+        message = self._receiving.result()
+        self._receiving = None
         seq = message.get("seq")
         if not isinstance(seq, int) or seq <= self.last_seq:
             return  # seen already (the relay may repeat itself)
@@ -251,6 +266,17 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """What both sockets share: authentication at the handshake, ping, malformed frames."""
 
     caller: Caller
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' own dispatch hops to the one sync thread before every message, to close
+        stale database connections; with a hundred sockets that is thousands of hops a second,
+        queued behind each other and behind every request the process serves. These sockets
+        touch the database only through ``database_sync_to_async``, which closes stale
+        connections around each call itself, so a message goes straight to its handler."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']!r}")
+        await handler(message)
 
     async def connect(self) -> None:
         try:

@@ -112,10 +112,15 @@ def check_channel_layer() -> str | None:
     async def round_trip() -> None:
         import asyncio
 
+        from executions.streaming import channel_release
+
         layer = get_channel_layer()
         channel = await layer.new_channel("readyz.")
-        await layer.send(channel, {"type": "readyz.ping"})
-        await asyncio.wait_for(layer.receive(channel), timeout=2)
+        try:
+            await layer.send(channel, {"type": "readyz.ping"})
+            await asyncio.wait_for(layer.receive(channel), timeout=2)
+        finally:
+            await channel_release(layer, channel)
 
     try:
         async_to_sync(round_trip)()

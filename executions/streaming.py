@@ -9,6 +9,8 @@ Two ways, one per deployment:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -16,7 +18,6 @@ import threading
 import time
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -85,18 +86,15 @@ def created_message(execution_id: str) -> dict[str, Any]:
     return {"type": "execution.created", "execution_id": execution_id}
 
 
-def send_created(tenant_id: int | str, execution_id: str) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(tenant_group(tenant_id), created_message(execution_id))
-
-
-def send_event(tenant_id: int | str, wire: dict[str, Any]) -> None:
-    """Send one event to its groups now (from a thread with no running event loop)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    async_to_sync(_send_both)(layer, tenant_id, wire["execution_id"], event_message(wire))
+async def channel_release(layer: Any, channel: str) -> None:
+    """Let go of ``channel``, a channel this process made with ``new_channel``. The pub/sub layer
+    keeps a channel's queue and its Redis subscription until a receive on it is cancelled (which
+    is how a consumer's end frees its channel), so that is what this does."""
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)  # let the receive start waiting
+    receiving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await receiving
 
 
 async def _send_both(layer: Any, tenant_id: int | str, execution_id: str, message: dict[str, Any]) -> None:
@@ -105,7 +103,14 @@ async def _send_both(layer: Any, tenant_id: int | str, execution_id: str, messag
 
 
 class Publisher:
-    """A daemon thread that sends events in commit order, so the committing thread never waits."""
+    """A daemon thread that sends events in commit order, so the committing thread never waits.
+
+    It keeps one event loop, so the channel layer's connection to Redis is made once rather
+    than for every event, and it sends whatever has queued up meanwhile in one go. A send that
+    fails is tried once more on a new loop (a new connection: Redis may have restarted); if that
+    fails too the events are dropped, and listeners find them in the log by their seq gap."""
+
+    BATCH = 200
 
     def __init__(self) -> None:
         # (tenant id, wire event) for an event; (tenant id, execution id) for a new execution.
@@ -119,17 +124,48 @@ class Publisher:
     def submit_created(self, tenant_id: int, execution_id: str) -> None:
         self._queue.put((tenant_id, execution_id))
 
-    def _run(self) -> None:
-        while True:
-            tenant_id, item = self._queue.get()
+    def _take(self) -> list[tuple[int, dict[str, Any] | str]]:
+        items = [self._queue.get()]
+        while len(items) < self.BATCH:
             try:
-                if isinstance(item, str):
-                    send_created(tenant_id, item)
-                else:
-                    send_event(tenant_id, item)
-            except Exception:
-                # Listeners recover from the log (they resume after their last seq); keep going.
-                logger.exception("publishing to the groups of tenant %s failed: %r", tenant_id, item)
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while True:
+            items = self._take()
+            for attempt in (1, 2):
+                try:
+                    loop.run_until_complete(_send_items(items))
+                    break
+                except Exception:
+                    # Listeners recover from the log (they resume after their last seq); keep going.
+                    if attempt == 2:
+                        logger.exception("publishing %d event(s) to the groups failed", len(items))
+                    loop = _renewed(loop)
+
+
+def _renewed(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    """A new event loop for ``loop``: closing it lets go of the channel layer's connections."""
+    try:
+        loop.close()
+    except Exception:
+        logger.debug("closing the publisher's event loop failed", exc_info=True)
+    return asyncio.new_event_loop()
+
+
+async def _send_items(items: list[tuple[int, dict[str, Any] | str]]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for tenant_id, item in items:
+        if isinstance(item, str):
+            await layer.group_send(tenant_group(tenant_id), created_message(item))
+        else:
+            await _send_both(layer, tenant_id, item["execution_id"], event_message(item))
 
 
 _publisher: Publisher | None = None

@@ -333,3 +333,42 @@ def test_the_django_view_serves_the_stored_events_without_the_asgi_router(
     assert response.status_code == 200
     text = response.content.decode()
     assert text.startswith("retry: 1000\n\nid: 1\nevent: data-execution-cancelled\ndata: ")
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="subscriptions are Redis's (REDIS_URL)")
+def test_streams_sockets_and_readiness_checks_leave_no_subscription_behind(
+    tenant_a: Tenant, key_a: str, inline_worker: Any
+) -> None:
+    """A web process serves clients for weeks, and a load balancer asks /readyz every few
+    seconds: each channel they make is given back, with its Redis subscription."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from redis.asyncio import Redis
+
+    from executions.observability import check_channel_layer
+
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    assert wait_until(lambda: _finished(execution.pk))
+
+    async def scenario() -> tuple[set[bytes], set[bytes], list[str | None]]:
+        redis = Redis.from_url(settings.REDIS_URL)
+        before = set(await redis.pubsub_channels())
+        checks = []
+        for _ in range(3):
+            stream = Stream(execution.pk, key_a)
+            assert await stream.open() == 200
+            assert (await stream.events())[-1]["type"] == "data-execution-end"
+            await stream.io.wait(5)
+            ws = WebsocketCommunicator(application, f"/ws/executions/{execution.pk}/?token={key_a}")
+            assert (await ws.connect())[0]
+            await ws.disconnect()
+            # As a view runs it: on a thread, hopping back to this (the server's) loop.
+            checks.append(await sync_to_async(check_channel_layer)())
+        await asyncio.sleep(0.2)  # unsubscribing finishes on the loop
+        after = set(await redis.pubsub_channels())
+        await redis.aclose()
+        return before, after, checks
+
+    before, after, checks = asyncio.run(scenario())
+    assert checks == [None, None, None]
+    assert after - before == set()

@@ -260,3 +260,53 @@ def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
 
     raw = asyncio.run(scenario())
     assert [json.loads(r)["type"] for r in raw] == ["event", "end"]
+
+
+def _cancel_and_read_back(execution: Execution) -> dict[str, Any]:
+    """Cancel on a thread of its own (not the sync thread), and return the stored event."""
+    from django.db import connection
+
+    from executions.kernel_bridge import kernel_for
+    from executions.serializers import EventSerializer
+
+    try:
+        kernel_for(execution).cancel_execution("test")
+        return dict(EventSerializer(Execution.objects.get(pk=execution.pk).events.get(seq=1)).data)
+    finally:
+        connection.close()
+
+
+def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Tenant, reader: str) -> None:
+    """Sync code (requests, database reads) runs on one thread; delivering an event must not
+    wait for it, or a hundred sockets queue behind each other and behind every request."""
+    import time
+
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+
+    from executions import streaming
+
+    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+
+    async def scenario() -> tuple[dict[str, Any], float, bool]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
+        assert (await ws.connect())[0]
+        await ws.send_json_to({"type": "ping"})
+        assert await ws.receive_json_from(5) == {"type": "pong"}  # its catch-up read is done
+        busy = asyncio.ensure_future(sync_to_async(time.sleep)(3))
+        await asyncio.sleep(0.1)  # the sync thread sleeps now
+        sent = time.monotonic()
+        wire = await asyncio.to_thread(_cancel_and_read_back, execution)
+        # Sent as a publisher sends it (with Redis one did already: the socket ignores a repeat).
+        await get_channel_layer().group_send(streaming.execution_group(execution.pk), streaming.event_message(wire))
+        frame = await ws.receive_json_from(2)
+        took, still_busy = time.monotonic() - sent, not busy.done()
+        await busy
+        await ws.disconnect()
+        return frame, took, still_busy
+
+    frame, took, still_busy = asyncio.run(scenario())
+    assert frame["type"] == "event"
+    assert (frame["event"]["seq"], frame["event"]["type"]) == (1, "data-execution-cancelled")
+    assert still_busy
+    assert took < 1

@@ -171,9 +171,17 @@ if REDIS_URL:
     # its own sockets in memory. (The list-based RedisChannelLayer stores every message in Redis
     # and pops it back per process, which costs a web process several times the CPU per event.)
     # Nothing is kept while a process is away from Redis: listeners find what they missed in the
-    # event log by its seq (executions.consumers).
+    # event log by its seq, and look there whenever they have been quiet a while
+    # (executions.consumers). Connections live for weeks: a dead one must show, not hang.
+    _REDIS_HOST = {
+        "address": REDIS_URL,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_REDIS_HOST]}}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -252,6 +260,9 @@ ENACT_STATE_DIR = Path(env_str("ENACT_STATE_DIR", str(BASE_DIR)))
 # The REST API (enact_platform/api/ and each app's api.py).
 ENACT_API_MAX_BODY_BYTES = env_int("ENACT_API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 ENACT_SSE_KEEPALIVE_SECONDS = env_float("ENACT_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.05)
+# How often a websocket looks at the database for what never came live (an execution's socket
+# only once it has been quiet that long).
+ENACT_SOCKET_RESYNC_SECONDS = env_float("ENACT_SOCKET_RESYNC_SECONDS", 15.0, minimum=0.05)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "enact_platform.api.auth.ApiKeyAuthentication",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,11 +30,13 @@ from enact_platform.api.throttling import key_rate_wait
 from enact_platform.errors import Forbidden, InvalidInput, MethodNotAllowed, PlatformError, RateLimited, Unauthenticated
 from executions import observability, selectors, streaming
 from executions.kernel.events import TERMINAL_EVENT_TYPES
+from executions.kernel.state import TERMINAL_EXECUTION_STATES
 from executions.serializers import EventSerializer, ExecutionSummarySerializer
 
 logger = logging.getLogger(__name__)
 
 TERMINAL_TYPES = frozenset(t.value for t in TERMINAL_EVENT_TYPES)
+TERMINAL_STATES = frozenset(s.value for s in TERMINAL_EXECUTION_STATES)
 READ_BATCH = 500
 
 
@@ -83,11 +86,20 @@ class ExecutionStream:
             return
         layer = get_channel_layer()
         channel = await layer.new_channel()
+        try:
+            await self._stream(layer, channel)
+        finally:
+            # One receive on the channel is pending all along: cancelling it lets go of the
+            # channel (with Redis, of its subscription).
+            await streaming.channel_release(layer, channel, self._receiving)
+
+    async def _stream(self, layer: Any, channel: str) -> None:
         group = streaming.execution_group(self.execution_id)
         await layer.group_add(group, channel)
-        streaming.ensure_relay()
         disconnected = asyncio.ensure_future(self._wait_disconnect())
         try:
+            streaming.ensure_relay()
+            self._receiving = asyncio.ensure_future(layer.receive(channel))
             await self.send(
                 {
                     "type": "http.response.start",
@@ -107,23 +119,12 @@ class ExecutionStream:
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             disconnected.cancel()
-            try:
-                await layer.group_discard(group, channel)
-            finally:
-                await self._release(layer, channel)
-
-    async def _release(self, layer: Any, channel: str) -> None:
-        pending, self._receiving = self._receiving, None
-        if pending is not None and not pending.done():
-            pending.cancel()  # which lets go of the channel
-        else:
-            await streaming.channel_release(layer, channel)
+            await layer.group_discard(group, channel)
 
     async def _next_live(self, layer: Any, channel: str, disconnected: asyncio.Future[None]) -> None:
-        # One receive stays pending across keep-alives: cancelling it would let go of the
+        # The receive stays pending across keep-alives: cancelling it would let go of the
         # channel (the pub/sub layer unsubscribes), and a message could slip by meanwhile.
-        if self._receiving is None:
-            self._receiving = asyncio.ensure_future(layer.receive(channel))
+        assert self._receiving is not None
         done, _ = await asyncio.wait(
             {self._receiving, disconnected},
             timeout=settings.ENACT_SSE_KEEPALIVE_SECONDS,
@@ -137,7 +138,7 @@ class ExecutionStream:
                 await self._catch_up()
             return
         message = self._receiving.result()
-        self._receiving = None
+        self._receiving = asyncio.ensure_future(layer.receive(channel))
         seq = message.get("seq")
         if not isinstance(seq, int) or seq <= self.last_seq:
             return  # seen already (the relay may repeat itself)
@@ -268,11 +269,12 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     caller: Caller
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels' own dispatch hops to the one sync thread before every message, to close
-        stale database connections; with a hundred sockets that is thousands of hops a second,
-        queued behind each other and behind every request the process serves. These sockets
-        touch the database only through ``database_sync_to_async``, which closes stale
-        connections around each call itself, so a message goes straight to its handler."""
+        """Channels' own dispatch hops to the sync thread before every message, to close stale
+        database connections. Every socket of the process shares that one thread (a request
+        gets a thread of its own), so with a hundred sockets that is thousands of hops a second
+        queued behind each other. These sockets touch the database only through
+        ``database_sync_to_async``, which closes stale connections around each call itself, so
+        a message goes straight to its handler."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']!r}")
@@ -290,12 +292,34 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         observability.gauges.socket_opened()
         self.counted = True
         streaming.ensure_relay()
+        # Live messages and the periodic looks at the database take turns, so frames keep order.
+        self.in_order = asyncio.Lock()
         await self.opened()
 
     def _uncount(self) -> None:
         if getattr(self, "counted", False):
             self.counted = False
             observability.gauges.socket_closed()
+        resync = getattr(self, "_resync_task", None)
+        if resync is not None:
+            resync.cancel()
+
+    def start_resync(self) -> None:
+        """Call ``resync`` every ``ENACT_SOCKET_RESYNC_SECONDS`` until the socket closes. Live
+        messages can be lost (a web process away from Redis for a moment hears nothing of what
+        was published meanwhile); the log and the rows have everything."""
+        self._resync_task = asyncio.ensure_future(self._resync_forever())
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.ENACT_SOCKET_RESYNC_SECONDS)
+            try:
+                await self.resync()
+            except Exception:
+                logger.warning("a socket's look at the log failed", exc_info=True)
+
+    async def resync(self) -> None:
+        pass
 
     async def authorize(self) -> None:
         self.caller = await database_sync_to_async(_socket_caller)(self.scope)
@@ -337,8 +361,11 @@ class ExecutionSocket(_Socket):
 
     async def opened(self) -> None:
         self.group = streaming.execution_group(self.execution_id)
+        self.last_heard = time.monotonic()
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self._catch_up()
+        async with self.in_order:
+            await self._catch_up()
+        self.start_resync()
 
     async def disconnect(self, code: int) -> None:
         self._uncount()
@@ -346,6 +373,11 @@ class ExecutionSocket(_Socket):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def execution_event(self, message: dict[str, Any]) -> None:
+        self.last_heard = time.monotonic()
+        async with self.in_order:
+            await self._deliver(message)
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
         seq = message.get("seq")
         if self.ended or not isinstance(seq, int) or seq <= self.last_seq:
             return
@@ -358,6 +390,15 @@ class ExecutionSocket(_Socket):
         if message["event_type"] in TERMINAL_TYPES:
             self.ended = True
             await self.send_json({"type": "end"})
+
+    async def resync(self) -> None:
+        """Quiet for a while and not at the end yet: what the log has that never came live."""
+        if self.ended or time.monotonic() - self.last_heard < settings.ENACT_SOCKET_RESYNC_SECONDS:
+            return
+        async with self.in_order:
+            await self._catch_up()
+        if self.ended and self._resync_task is not None:
+            self._resync_task.cancel()
 
     async def _catch_up(self) -> None:
         more = True
@@ -395,9 +436,14 @@ class TenantFeed(_Socket):
     """``/ws/executions/``: ``{"type": "execution", "execution": summary}`` whenever one of the
     tenant's executions is created or changes state."""
 
+    SHOWN = 200  # unfinished executions whose state the feed checks again now and then
+
     async def opened(self) -> None:
         self.group = streaming.tenant_group(self.caller.tenant.pk)
+        # The unfinished executions the client was told about, with what it was told (newest last).
+        self.shown: dict[str, tuple[Any, Any]] = {}
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.start_resync()
 
     async def disconnect(self, code: int) -> None:
         self._uncount()
@@ -405,16 +451,30 @@ class TenantFeed(_Socket):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def execution_created(self, message: dict[str, Any]) -> None:
-        await self._send_summary(message["execution_id"])
+        await self._send_summaries([message["execution_id"]])
 
     async def execution_event(self, message: dict[str, Any]) -> None:
         if message.get("event_type") in STATE_CHANGING_TYPES:
-            await self._send_summary(message["execution_id"])
+            await self._send_summaries([message["execution_id"]])
 
-    async def _send_summary(self, execution_id: str) -> None:
-        summary = await database_sync_to_async(_summary)(self.caller.tenant, execution_id)
-        if summary is not None:
-            await self.send_json({"type": "execution", "execution": summary})
+    async def resync(self) -> None:
+        """A state change that never came live: the shown executions' states, read again."""
+        if self.shown:
+            await self._send_summaries(list(self.shown), only_changed=True)
+
+    async def _send_summaries(self, execution_ids: list[str], *, only_changed: bool = False) -> None:
+        async with self.in_order:
+            summaries = await database_sync_to_async(_summaries)(self.caller.tenant, execution_ids)
+            for summary in summaries:
+                told = (summary["state"], summary["wait_reason"])
+                if only_changed and self.shown.get(summary["id"]) == told:
+                    continue
+                self.shown.pop(summary["id"], None)
+                if summary["state"] not in TERMINAL_STATES:
+                    self.shown[summary["id"]] = told
+                await self.send_json({"type": "execution", "execution": summary})
+            while len(self.shown) > self.SHOWN:
+                self.shown.pop(next(iter(self.shown)))
 
 
 # Events after which an execution's state differs (the feed sends its new summary).
@@ -428,6 +488,11 @@ def _execution_pk(caller: Caller, execution_id: str) -> str:
 def _summary(tenant: Any, execution_id: str) -> dict[str, Any] | None:
     execution = selectors.execution_list(tenant=tenant).filter(pk=execution_id).first()
     return dict(ExecutionSummarySerializer(execution).data) if execution is not None else None
+
+
+def _summaries(tenant: Any, execution_ids: list[str]) -> list[dict[str, Any]]:
+    executions = selectors.execution_list(tenant=tenant).filter(pk__in=execution_ids)
+    return [dict(row) for row in ExecutionSummarySerializer(executions, many=True).data]
 
 
 def _control(caller: Caller, execution_id: str, action: str, reason: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ are kept in memory by that process, and each process is scraped on its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import threading
@@ -110,20 +111,22 @@ def check_channel_layer() -> str | None:
     from channels.layers import get_channel_layer
 
     async def round_trip() -> None:
-        import asyncio
-
         from executions.streaming import channel_release
 
         layer = get_channel_layer()
         channel = await layer.new_channel("readyz.")
+        receiving = asyncio.ensure_future(layer.receive(channel))
         try:
             await layer.send(channel, {"type": "readyz.ping"})
-            await asyncio.wait_for(layer.receive(channel), timeout=2)
+            await asyncio.wait_for(asyncio.shield(receiving), timeout=2)
         finally:
-            await channel_release(layer, channel)
+            await channel_release(layer, channel, receiving)
+
+    async def bounded() -> None:
+        await asyncio.wait_for(round_trip(), timeout=5)  # a Redis that answers nothing at all
 
     try:
-        async_to_sync(round_trip)()
+        async_to_sync(bounded)()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return None

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -86,15 +87,34 @@ def created_message(execution_id: str) -> dict[str, Any]:
     return {"type": "execution.created", "execution_id": execution_id}
 
 
-async def channel_release(layer: Any, channel: str) -> None:
-    """Let go of ``channel``, a channel this process made with ``new_channel``. The pub/sub layer
-    keeps a channel's queue and its Redis subscription until a receive on it is cancelled (which
-    is how a consumer's end frees its channel), so that is what this does."""
-    receiving = asyncio.ensure_future(layer.receive(channel))
-    await asyncio.sleep(0)  # let the receive start waiting
-    receiving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await receiving
+RELEASE_TRIES = 1000  # receives at most to let go of a channel that still gets messages
+
+
+async def channel_release(layer: Any, channel: str, pending: asyncio.Future[Any] | None = None) -> None:
+    """Let go of ``channel``, a channel this process made with ``new_channel``; ``pending`` is a
+    receive on it that may still be waiting.
+
+    The pub/sub layer keeps a channel's queue and its Redis subscription until a receive on it
+    is cancelled while it waits (which is how a consumer's end frees its channel). So: cancel
+    the pending receive; if there was none, or it had a message already, receive again until a
+    receive waits, and cancel that one. Messages still queued are dropped."""
+    if pending is not None and not pending.done():
+        pending.cancel()
+        await asyncio.wait([pending])  # what it ended with is of no interest, only that it ended
+        if pending.cancelled():
+            return
+    for _ in range(RELEASE_TRIES):
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)  # it returns at once if a message is queued, else it waits
+        if receiving.done():
+            if receiving.exception() is not None:
+                return  # the layer is failing; there is nothing of ours to let go of
+            continue  # a message was queued: dropped, try again
+        receiving.cancel()
+        await asyncio.wait([receiving])
+        if receiving.cancelled():
+            return
+    logger.warning("channel %s kept receiving messages; it was not let go of", channel)
 
 
 async def _send_both(layer: Any, tenant_id: int | str, execution_id: str, message: dict[str, Any]) -> None:
@@ -110,7 +130,9 @@ class Publisher:
     fails is tried once more on a new loop (a new connection: Redis may have restarted); if that
     fails too the events are dropped, and listeners find them in the log by their seq gap."""
 
-    BATCH = 200
+    BATCH = 200  # items sent in one go at most
+    RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0)  # about 4 s in all
+    SEND_TIMEOUT = 10.0
 
     def __init__(self) -> None:
         # (tenant id, wire event) for an event; (tenant id, execution id) for a new execution.
@@ -137,15 +159,26 @@ class Publisher:
         loop = asyncio.new_event_loop()
         while True:
             items = self._take()
-            for attempt in (1, 2):
-                try:
-                    loop.run_until_complete(_send_items(items))
-                    break
-                except Exception:
-                    # Listeners recover from the log (they resume after their last seq); keep going.
-                    if attempt == 2:
-                        logger.exception("publishing %d event(s) to the groups failed", len(items))
-                    loop = _renewed(loop)
+            loop = self._send(loop, items)
+
+    def _send(self, loop: asyncio.AbstractEventLoop, items: list[tuple[int, dict[str, Any] | str]]) -> Any:
+        """Send ``items``, retrying for a few seconds (Redis may be restarting) before the next
+        ones, so the order holds; each retry is on a new loop, so a new connection. Returns the
+        loop to go on with. Events that could not be sent are dropped: listeners find them in
+        the log by their seq."""
+        for attempt, pause in enumerate((*self.RETRY_PAUSES, None), start=1):
+            try:
+                loop.run_until_complete(asyncio.wait_for(_send_items(items), self.SEND_TIMEOUT))
+                return loop
+            except Exception as exc:
+                loop = _renewed(loop)
+                if pause is None:
+                    logger.exception("publishing %d event(s) to the groups failed; dropped", len(items))
+                    return loop
+                if attempt == 1:
+                    logger.warning("publishing %d event(s) failed (%s); retrying", len(items), exc)
+                time.sleep(pause)
+        return loop
 
 
 def _renewed(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
@@ -154,6 +187,9 @@ def _renewed(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
         loop.close()
     except Exception:
         logger.debug("closing the publisher's event loop failed", exc_info=True)
+    if not loop.is_closed():  # the layer's clean-up failed before the loop itself was closed
+        with contextlib.suppress(Exception):
+            loop.close()
     return asyncio.new_event_loop()
 
 
@@ -178,6 +214,15 @@ def publisher() -> Publisher:
         if _publisher is None:
             _publisher = Publisher()
         return _publisher
+
+
+def _forget_publisher_after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts a publisher of its own."""
+    global _publisher, _publisher_lock
+    _publisher, _publisher_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_publisher_after_fork)
 
 
 class Relay:

@@ -337,38 +337,63 @@ def test_the_django_view_serves_the_stored_events_without_the_asgi_router(
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="subscriptions are Redis's (REDIS_URL)")
 def test_streams_sockets_and_readiness_checks_leave_no_subscription_behind(
-    tenant_a: Tenant, key_a: str, inline_worker: Any
+    tenant_a: Tenant, key_a: str, inline_worker: Any, settings: Any
 ) -> None:
     """A web process serves clients for weeks, and a load balancer asks /readyz every few
     seconds: each channel they make is given back, with its Redis subscription."""
+    import uuid
+
     from asgiref.sync import sync_to_async
+    from channels.layers import channel_layers, get_channel_layer
     from channels.testing import WebsocketCommunicator
     from redis.asyncio import Redis
 
     from executions.observability import check_channel_layer
+    from executions.streaming import channel_release
 
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
-    assert wait_until(lambda: _finished(execution.pk))
+    prefix = f"leak{uuid.uuid4().hex[:8]}"  # this test's channels alone, whatever else uses Redis
+    settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"]}}
+    settings.CHANNEL_LAYERS["default"]["CONFIG"] = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": prefix}
+    channel_layers.backends.clear()
+    finished, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    assert wait_until(lambda: _finished(finished.pk))
+    running, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 30, "seconds": 0.2})
+
+    async def ours(redis: Redis) -> set[bytes]:
+        return set(await redis.pubsub_channels(f"{prefix}*"))
 
     async def scenario() -> tuple[set[bytes], set[bytes], list[str | None]]:
         redis = Redis.from_url(settings.REDIS_URL)
-        before = set(await redis.pubsub_channels())
         checks = []
         for _ in range(3):
-            stream = Stream(execution.pk, key_a)
+            # A stream to the end, a stream dropped half way, a socket, a readiness check.
+            stream = Stream(finished.pk, key_a)
             assert await stream.open() == 200
             assert (await stream.events())[-1]["type"] == "data-execution-end"
             await stream.io.wait(5)
-            ws = WebsocketCommunicator(application, f"/ws/executions/{execution.pk}/?token={key_a}")
+            dropped = Stream(running.pk, key_a)
+            assert await dropped.open() == 200
+            await dropped.events(count=2)
+            await dropped.drop()
+            ws = WebsocketCommunicator(application, f"/ws/executions/{finished.pk}/?token={key_a}")
             assert (await ws.connect())[0]
             await ws.disconnect()
             # As a view runs it: on a thread, hopping back to this (the server's) loop.
             checks.append(await sync_to_async(check_channel_layer)())
+        # A channel with messages still queued when it is let go of.
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        for n in range(3):
+            await layer.send(channel, {"type": "test.message", "n": n})
+        await asyncio.sleep(0.2)  # they have arrived
+        while_open = await ours(redis)
+        await channel_release(layer, channel)
         await asyncio.sleep(0.2)  # unsubscribing finishes on the loop
-        after = set(await redis.pubsub_channels())
+        after = await ours(redis)
         await redis.aclose()
-        return before, after, checks
+        return while_open, after, checks
 
-    before, after, checks = asyncio.run(scenario())
+    while_open, after, checks = asyncio.run(scenario())
     assert checks == [None, None, None]
-    assert after - before == set()
+    assert any(name.startswith(f"{prefix}specific.".encode()) for name in while_open)  # the probe sees ours
+    assert after == set()

@@ -295,8 +295,8 @@ def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Ten
         assert await ws.receive_json_from(5) == {"type": "pong"}  # its catch-up read is done
         busy = asyncio.ensure_future(sync_to_async(time.sleep)(3))
         await asyncio.sleep(0.1)  # the sync thread sleeps now
-        sent = time.monotonic()
         wire = await asyncio.to_thread(_cancel_and_read_back, execution)
+        sent = time.monotonic()
         # Sent as a publisher sends it (with Redis one did already: the socket ignores a repeat).
         await get_channel_layer().group_send(streaming.execution_group(execution.pk), streaming.event_message(wire))
         frame = await ws.receive_json_from(2)
@@ -310,3 +310,50 @@ def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Ten
     assert (frame["event"]["seq"], frame["event"]["type"]) == (1, "data-execution-cancelled")
     assert still_busy
     assert took < 1
+
+
+def _cancel(tenant: Tenant, execution_id: str) -> None:
+    from django.db import connection
+
+    try:
+        services.execution_cancel(tenant=tenant, execution_id=execution_id, reason="quiet")
+    finally:
+        connection.close()
+
+
+def test_sockets_find_in_the_database_what_never_came_live(
+    tenant_a: Tenant, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web process away from Redis for a moment hears nothing published meanwhile: a quiet
+    execution socket looks at the log, and the feed reads its unfinished executions again."""
+    from channels.layers import get_channel_layer
+    from django.conf import settings
+
+    from executions import streaming
+
+    monkeypatch.setattr(settings, "ENACT_SOCKET_RESYNC_SECONDS", 0.2)
+    monkeypatch.setattr(settings, "ENACT_PUBLISH_DIRECT", False)
+    monkeypatch.setattr("executions.streaming.ensure_relay", lambda: None)  # nothing is delivered live
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+        feed = socket(f"/ws/executions/?token={reader}")
+        assert (await feed.connect())[0]
+        ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
+        assert (await ws.connect())[0]
+        # The new execution is announced live, as a publisher does; what follows is not.
+        await get_channel_layer().group_send(
+            streaming.tenant_group(tenant_a.pk), streaming.created_message(execution.pk)
+        )
+        announced = await feed.receive_json_from(5)
+        await asyncio.to_thread(_cancel, tenant_a, execution.pk)
+        frames = await frames_until_end(ws, timeout=5)
+        changed = await feed.receive_json_from(5)
+        await ws.disconnect()
+        await feed.disconnect()
+        return announced, frames, changed
+
+    announced, frames, changed = asyncio.run(scenario())
+    assert (announced["execution"]["id"], announced["execution"]["state"]) == (execution.pk, "queued")
+    assert [f["event"]["type"] for f in frames if f["type"] == "event"] == ["data-execution-cancelled"]
+    assert (changed["execution"]["id"], changed["execution"]["state"]) == (execution.pk, "cancelled")

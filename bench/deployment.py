@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,7 +82,7 @@ def scaled_reachable() -> bool:
     try:
         import psycopg
 
-        psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=2).close()
+        psycopg.connect(database_url("postgres"), connect_timeout=2).close()
     except Exception:
         return False
     return True
@@ -97,16 +98,35 @@ def cluster_env(url: str, redis: str | None, queue: str, **extra: str) -> dict[s
     return env
 
 
+def wait_for_workers(count: int, timeout: float = 90) -> None:
+    """Until ``count`` worker processes have sent a heartbeat lately (clusters start at their own
+    pace; a benchmark that started on the first one would measure fewer workers than it says).
+    For a benchmark process that has Django set up on the deployment's database."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from executions.models import WorkerHeartbeat
+
+    window = timedelta(seconds=3 * settings.ENACT_HEARTBEAT_SECONDS)  # as /readyz counts them
+    deadline = time.monotonic() + timeout
+    while WorkerHeartbeat.objects.filter(last_seen__gte=timezone.now() - window).count() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {count} worker processes were seen in {timeout} s")
+        time.sleep(0.1)
+
+
 class Process:
     """A command of the platform in a process group of its own (a cluster's forked workers share
     it, so none outlives ``stop``)."""
 
     def __init__(self, command: list[str], env: Mapping[str, str], log: Path | None = None) -> None:
         self.log = log
-        out = log.open("ab") if log else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with log.open("ab") if log else open(os.devnull, "wb") as out:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     @property
     def pid(self) -> int:
@@ -115,7 +135,8 @@ class Process:
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
 
 
 def cluster(env: Mapping[str, str], *, workers: int = 2, log: Path | None = None) -> Process:
@@ -169,12 +190,13 @@ class Deployment:
             self.manage("enact", "limits", tenant, *limits)
         self.key = self.manage("enact", "key-create", tenant, "--scope", "write").strip().splitlines()[-1]
         self.ports = [free_port() for _ in range(webs)]
-        self.processes = [web(env, port, workdir / f"{kind}-web-{i}.log") for i, port in enumerate(self.ports)]
-        self.processes += [
-            cluster(env, workers=workers, log=workdir / f"{kind}-cluster-{i}.log") for i in range(clusters)
-        ]
+        self.processes: list[Process] = []
         try:
-            self._wait_ready()
+            for i, port in enumerate(self.ports):
+                self.processes.append(web(env, port, workdir / f"{kind}-web-{i}.log"))
+            for i in range(clusters):
+                self.processes.append(cluster(env, workers=workers, log=workdir / f"{kind}-cluster-{i}.log"))
+            self._wait_ready(workers=clusters * workers)
         except BaseException:
             self.stop()
             raise
@@ -187,19 +209,38 @@ class Deployment:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
         return done.stdout
 
-    def _wait_ready(self, timeout: float = 90) -> None:
+    def _wait_ready(self, *, workers: int, timeout: float = 90) -> None:
+        """Every web process answers /readyz with 200, and every worker process has sent its
+        heartbeat (``/readyz`` needs only one)."""
         deadline = time.monotonic() + timeout
         for port in self.ports:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-                        if answer.status == 200:
-                            break
-                except (OSError, urllib.error.URLError):
-                    pass
+            while not self._ready(port):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the {self.kind} deployment was not ready in {timeout} s; see {self.workdir}")
                 time.sleep(0.2)
+        while self._workers_seen(self.ports[0]) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {workers} workers were seen in {timeout} s; see {self.workdir}")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _workers_seen(port: int) -> int:
+        """``enact_workers`` of ``/metrics`` (open to this machine): worker processes seen lately."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except (OSError, urllib.error.URLError):
+            return 0
+        found = re.search(r"^enact_workers (\S+)$", text, re.MULTILINE)
+        return int(float(found.group(1))) if found else 0
+
+    @staticmethod
+    def _ready(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
 
     @property
     def webs(self) -> int:

@@ -41,7 +41,7 @@ from bench._common import (
     timed,
     write_json,
 )
-from bench.deployment import cluster, cluster_env, create_database, database_url, redis_url
+from bench.deployment import cluster, cluster_env, create_database, database_url, redis_url, wait_for_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_VS_PEER = 0.3
@@ -229,6 +229,7 @@ def pickup_latencies(url: str, count: int, clusters: int) -> list[float]:
     env = cluster_env(url, settings.REDIS_URL or None, BENCH_QUEUE, ENACT_PUBLISH_DIRECT="0")
     running = [cluster(env, workers=2) for _ in range(clusters)]
     try:
+        wait_for_workers(2 * clusters)
         _wait_for_first_run(tenant, execution_submit, Execution)
         samples = []
         for _ in range(count):

@@ -44,6 +44,12 @@ def _pyplot() -> Any:
     return plt
 
 
+def matplotlib_ticker() -> Any:
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
 def latency_curves(
     curves: dict[str, list[float]], *, title: str, path: Path, target_ms: float | None = None, target_label: str = ""
 ) -> bool:
@@ -58,10 +64,13 @@ def latency_curves(
     if target_ms is not None:
         axis.axvline(target_ms, color="black", linestyle="--", linewidth=1, label=target_label or f"{target_ms:g} ms")
     axis.set_xscale("log")
+    plain = matplotlib_ticker().FuncFormatter(lambda value, _: f"{value:g}")
+    axis.xaxis.set_major_formatter(plain)
+    axis.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
     axis.set_xlabel("latency, ms (log scale)")
     axis.set_ylabel("percentile")
     axis.set_ylim(0, 100)
-    axis.set_yticks([0, 25, 50, 75, 90, 99])
+    axis.set_yticks([0, 25, 50, 75, 90, 100])
     axis.set_title(title)
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=8, loc="lower right")
@@ -155,7 +164,7 @@ def plot_throughput(result: dict[str, Any], out: Path) -> list[Path]:
         label = "one cluster" if config["clusters"] == 1 else f"{config['clusters']} clusters"
         lines.setdefault(label, {})[config["clusters"] * config["workers"]] = config["median"]
     path = out / "throughput.png"
-    title = f"Throughput on PostgreSQL, {result['broker']} broker, 2 CPUs"
+    title = f"Throughput on PostgreSQL, {result['broker']} broker, {result['machine']['cpu_count']} CPUs"
     return [path] if throughput_lines(lines, title=title, path=path) else []
 
 

@@ -71,6 +71,11 @@ async def _follow(url: str, ready: asyncio.Event, start: asyncio.Event, out: lis
     import websockets
 
     async with websockets.connect(url, max_queue=None, open_timeout=60) as ws:
+        # Ready once it is in the execution's group: the server answers a ping after that.
+        await ws.send('{"type": "ping"}')
+        async for raw in ws:
+            if json.loads(raw)["type"] == "pong":
+                break
         ready.set()
         async for raw in ws:
             frame = json.loads(raw)

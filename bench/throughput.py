@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import plots
 from bench._common import RESULTS_DIR, machine_info, markdown_table, write_json
-from bench.deployment import cluster, cluster_env, create_database, database_url, redis_url
+from bench.deployment import cluster, cluster_env, create_database, database_url, redis_url, wait_for_workers
 
 STEPS = 10
 
@@ -110,6 +110,7 @@ def main() -> None:
     for clusters, workers in args.configurations:
         running = [cluster(env, workers=workers) for _ in range(clusters)]
         try:
+            wait_for_workers(clusters * workers)
             _wait_warm(tenant)
             samples = [_one_run(tenant, args.executions) for _ in range(args.repeats)]
         finally:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -52,6 +53,44 @@ def stored_frames(execution_id: str, after: int) -> tuple[list[dict[str, Any]], 
     """Stored events after ``after`` (one batch) as wire dicts, and whether there may be more."""
     events = selectors.events_after(execution_id=execution_id, after=after, limit=READ_BATCH)
     return EventSerializer(events, many=True).data, len(events) == READ_BATCH
+
+
+class StoredHeads:
+    """The last stored seq of each execution, read at most once a period per event loop however
+    many sockets follow it: five hundred quiet sockets on one execution cost one query, not
+    five hundred queued on the sync thread."""
+
+    KEEP = 10_000  # executions remembered at most
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, int]] = {}
+        self._reading: dict[str, asyncio.Future[int]] = {}
+
+    async def last_seq(self, execution_id: str, max_age: float) -> int:
+        known = self._known.get(execution_id)
+        if known is not None and time.monotonic() - known[0] < max_age:
+            return known[1]
+        reading = self._reading.get(execution_id)
+        if reading is None:
+            reading = asyncio.ensure_future(database_sync_to_async(selectors.event_last_seq)(execution_id=execution_id))
+            self._reading[execution_id] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(execution_id, None))
+        seq = await asyncio.shield(reading)  # one socket giving up does not stop the others' read
+        self._known[execution_id] = (time.monotonic(), seq)
+        while len(self._known) > self.KEEP:
+            self._known.pop(next(iter(self._known)))
+        return seq
+
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StoredHeads] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def here(cls) -> StoredHeads:
+        """This event loop's (futures belong to one loop; a server has one, tests many)."""
+        loop = asyncio.get_running_loop()
+        heads = cls._per_loop.get(loop)
+        if heads is None:
+            heads = cls._per_loop[loop] = cls()
+        return heads
 
 
 class ExecutionStream:
@@ -393,8 +432,11 @@ class ExecutionSocket(_Socket):
 
     async def resync(self) -> None:
         """Quiet for a while and not at the end yet: what the log has that never came live."""
-        if self.ended or time.monotonic() - self.last_heard < settings.ENACT_SOCKET_RESYNC_SECONDS:
+        period = settings.ENACT_SOCKET_RESYNC_SECONDS
+        if self.ended or time.monotonic() - self.last_heard < period:
             return
+        if await StoredHeads.here().last_seq(self.execution_id, max_age=period / 2) <= self.last_seq:
+            return  # nothing was missed
         async with self.in_order:
             await self._catch_up()
         if self.ended and self._resync_task is not None:

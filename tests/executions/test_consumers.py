@@ -357,3 +357,32 @@ def test_sockets_find_in_the_database_what_never_came_live(
     assert (announced["execution"]["id"], announced["execution"]["state"]) == (execution.pk, "queued")
     assert [f["event"]["type"] for f in frames if f["type"] == "event"] == ["data-execution-cancelled"]
     assert (changed["execution"]["id"], changed["execution"]["state"]) == (execution.pk, "cancelled")
+
+
+def test_quiet_sockets_on_one_execution_share_one_read_of_the_log(
+    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from executions import selectors
+    from executions.consumers import StoredHeads
+    from executions.kernel_bridge import kernel_for
+
+    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    kernel_for(execution).cancel_execution("test")
+    reads: list[str] = []
+    real = selectors.event_last_seq
+
+    def counted(*, execution_id: str) -> int:
+        reads.append(execution_id)
+        return real(execution_id=execution_id)
+
+    monkeypatch.setattr(selectors, "event_last_seq", counted)
+
+    async def scenario() -> tuple[list[int], int]:
+        heads = StoredHeads.here()
+        together = await asyncio.gather(*(heads.last_seq(execution.pk, max_age=10) for _ in range(50)))
+        return list(together), await heads.last_seq(execution.pk, max_age=10)
+
+    together, later = asyncio.run(scenario())
+    assert together == [1] * 50
+    assert later == 1
+    assert reads == [execution.pk]

@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from enact_platform.api.auth import Caller, key_from_header, resolve_caller
+from enact_platform.api.parsers import refuse_unstorable_text
 from enact_platform.api.throttling import key_rate_wait
 from enact_platform.errors import Forbidden, InvalidInput, MethodNotAllowed, PlatformError, RateLimited, Unauthenticated
 from executions import observability, selectors, streaming
@@ -373,6 +374,11 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             frame = None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             await self.send_error(InvalidInput('a frame is a JSON object with a "type"'))
+            return
+        try:
+            refuse_unstorable_text(frame)
+        except InvalidInput as exc:
+            await self.send_error(exc)
             return
         if frame["type"] == "ping":
             await self.send_json({"type": "pong"})

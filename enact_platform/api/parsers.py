@@ -22,11 +22,34 @@ class LimitedJSONParser(JSONParser):
         if not raw:
             return {}
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+            value = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidInput(f"malformed JSON: {exc}") from None
         except RecursionError:
             raise InvalidInput("malformed JSON: nested too deeply") from None
+        refuse_unstorable_text(value)
+        return value
+
+
+def refuse_unstorable_text(value: Any) -> None:
+    """JSON can carry text no database stores: NUL (``\\u0000``, which PostgreSQL refuses in
+    text and jsonb) and lone surrogates (not UTF-8 at all). Refused as bad input, before anything
+    is written, rather than failing half way on the database."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidInput("text may not contain NUL (\\u0000)")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput("text may not contain a lone surrogate (\\ud800 to \\udfff)") from None
 
 
 # NaN and infinity are not JSON; let in, they would fail later, on the database or on the way out.

@@ -373,6 +373,31 @@ def test_json_that_python_reads_but_json_does_not_allow_is_refused(api_a: Api, e
     assert Execution.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "raw", "message"),
+    [
+        ("executions", rb'{"blueprint": "demo.chain", "input": {"n": 1}, "metadata": {"a": "x\u0000"}}', "NUL"),
+        ("executions", rb'{"blueprint": "demo.chain", "input": {"n": 1}, "metadata": {"\u0000": 1}}', "NUL"),
+        ("executions", rb'{"blueprint": "demo.chain", "input": {"n": 1}, "metadata": {"a": ["\ud800"]}}', "surrogate"),
+        ("inbox", rb'{"kind": "a2a", "from_agent": "\u0000?", "message_type": "x", "content": "y"}', "NUL"),
+        ("inbox", rb'{"kind": "guidance", "content": "\udfff"}', "surrogate"),
+    ],
+)
+def test_text_no_database_can_store_is_refused_and_nothing_is_written(
+    api_a: Api, enqueued: list[str], path: str, raw: bytes, message: str
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb, and lone surrogates are not UTF-8: both are
+    bad input (400), never a server error half way through a write."""
+    target = "executions"
+    if path == "inbox":
+        target = f"executions/{submit(api_a).json()['id']}/inbox"
+    before = (Execution.objects.count(), InboxMessage.objects.count())
+    response = api_a.post(target, raw=raw)
+    assert response.status_code == 400
+    assert (error_of(response)["code"], message in error_of(response)["message"]) == ("invalid_input", True)
+    assert (Execution.objects.count(), InboxMessage.objects.count()) == before
+
+
 def test_inbox_records_who_posted_and_refuses_what_it_cannot_store(api_a: Api, enqueued: list[str]) -> None:
     execution_id = submit(api_a).json()["id"]
     posted = api_a.post(

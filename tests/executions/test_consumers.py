@@ -262,6 +262,24 @@ def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
     assert [json.loads(r)["type"] for r in raw] == ["event", "end"]
 
 
+def test_a_frame_with_text_no_database_stores_gets_an_error_and_changes_nothing(tenant_a: Tenant, writer: str) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 1})
+
+    async def scenario() -> dict[str, Any]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data='{"type": "cancel", "reason": "stop\\u0000now"}')
+        answer = await ws.receive_json_from(5)
+        await ws.disconnect()
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert (answer["type"], answer["error"]["code"]) == ("error", "invalid_input")
+    assert "NUL" in answer["error"]["message"]
+    execution.refresh_from_db()
+    assert (execution.state, execution.cancel_requested_at) == ("queued", None)
+
+
 def _cancel_and_read_back(execution: Execution) -> dict[str, Any]:
     """Cancel on a thread of its own (not the sync thread), and return the stored event."""
     from django.db import connection

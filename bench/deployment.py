@@ -98,20 +98,16 @@ def cluster_env(url: str, redis: str | None, queue: str, **extra: str) -> dict[s
     return env
 
 
-def wait_for_workers(count: int, timeout: float = 90) -> None:
-    """Until ``count`` worker processes have sent a heartbeat lately (clusters start at their own
-    pace; a benchmark that started on the first one would measure fewer workers than it says).
-    For a benchmark process that has Django set up on the deployment's database."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
+def wait_for_workers(count: int, since: Any, timeout: float = 90) -> None:
+    """Until ``count`` worker processes have sent a heartbeat after ``since`` (a datetime taken
+    before their clusters started: workers of a cluster stopped just before still look alive
+    for a while). Clusters start at their own pace; a benchmark that started on the first one
+    would measure fewer workers than it says. For a benchmark process that has Django set up on
+    the deployment's database."""
     from executions.models import WorkerHeartbeat
 
-    window = timedelta(seconds=3 * settings.ENACT_HEARTBEAT_SECONDS)  # as /readyz counts them
     deadline = time.monotonic() + timeout
-    while WorkerHeartbeat.objects.filter(last_seen__gte=timezone.now() - window).count() < count:
+    while WorkerHeartbeat.objects.filter(last_seen__gte=since).count() < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"fewer than {count} worker processes were seen in {timeout} s")
         time.sleep(0.1)
@@ -226,8 +222,12 @@ class Deployment:
     @staticmethod
     def _workers_seen(port: int) -> int:
         """``enact_workers`` of ``/metrics`` (open to this machine): worker processes seen lately."""
+        token = os.environ.get("ENACT_METRICS_TOKEN")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"} if token else {}
+        )
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=5) as answer:
                 text = answer.read().decode()
         except (OSError, urllib.error.URLError):
             return 0

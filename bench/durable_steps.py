@@ -227,9 +227,10 @@ def pickup_latencies(url: str, count: int, clusters: int) -> list[float]:
 
     tenant = _bench_tenant()
     env = cluster_env(url, settings.REDIS_URL or None, BENCH_QUEUE, ENACT_PUBLISH_DIRECT="0")
+    since = timezone.now()
     running = [cluster(env, workers=2) for _ in range(clusters)]
     try:
-        wait_for_workers(2 * clusters)
+        wait_for_workers(2 * clusters, since)
         _wait_for_first_run(tenant, execution_submit, Execution)
         samples = []
         for _ in range(count):

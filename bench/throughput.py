@@ -106,11 +106,14 @@ def main() -> None:
     _setup(url, redis, f"throughput-{uuid.uuid4().hex[:8]}")
     tenant = _tenant()
     env = cluster_env(url, redis, os.environ["ENACT_QUEUE_NAME"], ENACT_PUBLISH_DIRECT="0")
+    from django.utils import timezone
+
     configurations = []
     for clusters, workers in args.configurations:
+        since = timezone.now()
         running = [cluster(env, workers=workers) for _ in range(clusters)]
         try:
-            wait_for_workers(clusters * workers)
+            wait_for_workers(clusters * workers, since)
             _wait_warm(tenant)
             samples = [_one_run(tenant, args.executions) for _ in range(args.repeats)]
         finally:

@@ -73,7 +73,7 @@ class StoredHeads:
             return known[1]
         reading = self._reading.get(execution_id)
         if reading is None:
-            reading = asyncio.ensure_future(database_sync_to_async(selectors.event_last_seq)(execution_id=execution_id))
+            reading = asyncio.ensure_future(database_sync_to_async(selectors.last_event_seq)(execution_id=execution_id))
             self._reading[execution_id] = reading
             reading.add_done_callback(lambda _: self._reading.pop(execution_id, None))
         seq = await asyncio.shield(reading)  # one socket giving up does not stop the others' read
@@ -320,6 +320,33 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             raise ValueError(f"no handler for message type {message['type']!r}")
         await handler(message)
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """However the socket ends (the client goes, a handler fails, the server cancels it),
+        what it holds is given back once: its resync task, its count, its group and its channel."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.let_go()
+
+    async def let_go(self) -> None:
+        if getattr(self, "let_go_of", False):
+            return
+        self.let_go_of = True
+        self._uncount()
+        layer = getattr(self, "channel_layer", None)
+        if layer is None or not hasattr(self, "channel_name"):
+            return
+        try:
+            if hasattr(self, "group"):
+                await layer.group_discard(self.group, self.channel_name)
+            # A message that arrived with the disconnect leaves the channel held; let go of it.
+            await streaming.channel_release(layer, self.channel_name)
+        except Exception:
+            logger.warning("a socket's channel was not let go of", exc_info=True)
+
+    async def disconnect(self, code: int) -> None:
+        await self.let_go()
+
     async def connect(self) -> None:
         try:
             await self.authorize()
@@ -354,12 +381,14 @@ class _Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         while True:
             await asyncio.sleep(settings.ENACT_SOCKET_RESYNC_SECONDS)
             try:
-                await self.resync()
+                if not await self.resync():
+                    return
             except Exception:
                 logger.warning("a socket's look at the log failed", exc_info=True)
 
-    async def resync(self) -> None:
-        pass
+    async def resync(self) -> bool:
+        """Look again at what may have been missed; False once there is nothing more to miss."""
+        return False
 
     async def authorize(self) -> None:
         self.caller = await database_sync_to_async(_socket_caller)(self.scope)
@@ -401,21 +430,23 @@ class ExecutionSocket(_Socket):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.last_seq = parse_last_event_id((query.get("after") or ["0"])[0])
         raw_id = self.scope["url_route"]["kwargs"]["execution_id"]
-        self.execution_id = await database_sync_to_async(_execution_pk)(self.caller, raw_id)
+        self.execution_id, self.over = await database_sync_to_async(_execution_and_over)(
+            self.caller, raw_id, self.last_seq
+        )
         self.ended = False
 
     async def opened(self) -> None:
         self.group = streaming.execution_group(self.execution_id)
         self.last_heard = time.monotonic()
+        if self.over:  # the client has every event, the terminal one included
+            self.ended = True
+            await self.send_json({"type": "end"})
+            return
         await self.channel_layer.group_add(self.group, self.channel_name)
         async with self.in_order:
             await self._catch_up()
-        self.start_resync()
-
-    async def disconnect(self, code: int) -> None:
-        self._uncount()
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if not self.ended:
+            self.start_resync()
 
     async def execution_event(self, message: dict[str, Any]) -> None:
         self.last_heard = time.monotonic()
@@ -436,17 +467,17 @@ class ExecutionSocket(_Socket):
             self.ended = True
             await self.send_json({"type": "end"})
 
-    async def resync(self) -> None:
+    async def resync(self) -> bool:
         """Quiet for a while and not at the end yet: what the log has that never came live."""
         period = settings.ENACT_SOCKET_RESYNC_SECONDS
-        if self.ended or time.monotonic() - self.last_heard < period:
-            return
-        if await StoredHeads.here().last_seq(self.execution_id, max_age=period / 2) <= self.last_seq:
-            return  # nothing was missed
-        async with self.in_order:
-            await self._catch_up()
-        if self.ended and self._resync_task is not None:
-            self._resync_task.cancel()
+        if self.ended:
+            return False
+        if time.monotonic() - self.last_heard < period:
+            return True
+        if await StoredHeads.here().last_seq(self.execution_id, max_age=period / 2) > self.last_seq:
+            async with self.in_order:
+                await self._catch_up()
+        return not self.ended
 
     async def _catch_up(self) -> None:
         more = True
@@ -493,11 +524,6 @@ class TenantFeed(_Socket):
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.start_resync()
 
-    async def disconnect(self, code: int) -> None:
-        self._uncount()
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
     async def execution_created(self, message: dict[str, Any]) -> None:
         await self._send_summaries([message["execution_id"]])
 
@@ -505,10 +531,11 @@ class TenantFeed(_Socket):
         if message.get("event_type") in STATE_CHANGING_TYPES:
             await self._send_summaries([message["execution_id"]])
 
-    async def resync(self) -> None:
+    async def resync(self) -> bool:
         """A state change that never came live: the shown executions' states, read again."""
         if self.shown:
             await self._send_summaries(list(self.shown), only_changed=True)
+        return True
 
     async def _send_summaries(self, execution_ids: list[str], *, only_changed: bool = False) -> None:
         async with self.in_order:
@@ -529,8 +556,11 @@ class TenantFeed(_Socket):
 STATE_CHANGING_TYPES = frozenset(streaming.STATE_AFTER_EVENT)
 
 
-def _execution_pk(caller: Caller, execution_id: str) -> str:
-    return selectors.execution_get(tenant=caller.tenant, execution_id=execution_id).pk
+def _execution_and_over(caller: Caller, execution_id: str, after: int) -> tuple[str, bool]:
+    """The execution's id, and whether a client that has seen ``after`` has seen its end (an
+    ``after`` beyond the log is refused, as the stream refuses it)."""
+    execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
+    return execution.pk, stream_is_over(execution.pk, execution.is_terminal, after)
 
 
 def _summary(tenant: Any, execution_id: str) -> dict[str, Any] | None:

@@ -79,12 +79,6 @@ def events_after(*, execution_id: str, after: int, limit: int = 1000) -> list[Ex
     return list(ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=after).order_by("seq")[:limit])
 
 
-def event_last_seq(*, execution_id: str) -> int:
-    """The seq of an execution's last stored event, 0 before its first (one probe of the index)."""
-    last = ExecutionEvent.objects.filter(execution_id=execution_id).order_by("-seq").values_list("seq", flat=True)
-    return last.first() or 0
-
-
 def execution_artifacts(*, tenant: Tenant, execution_id: str) -> QuerySet[Artifact]:
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     return Artifact.objects.filter(execution=execution).defer("content").order_by("created_at", "id")

@@ -104,6 +104,8 @@ async def channel_release(layer: Any, channel: str, pending: asyncio.Future[Any]
         if pending.cancelled():
             return
     for _ in range(RELEASE_TRIES):
+        if not _holds(layer, channel):
+            return  # let go of already (a receive on it was cancelled): a receive would take it again
         receiving = asyncio.ensure_future(layer.receive(channel))
         await asyncio.sleep(0)  # it returns at once if a message is queued, else it waits
         if receiving.done():
@@ -117,6 +119,15 @@ async def channel_release(layer: Any, channel: str, pending: asyncio.Future[Any]
     logger.warning("channel %s kept receiving messages; it was not let go of", channel)
 
 
+def _holds(layer: Any, channel: str) -> bool:
+    """Whether ``layer`` still keeps ``channel``. Only the pub/sub layer keeps channels until
+    they are let go of, in the part of it that belongs to this event loop (``_get_layer``; the
+    leak test in tests/api/test_stream.py notices if that changes); for other layers a receive
+    and its cancel leave nothing behind, so the answer does not matter."""
+    per_loop = getattr(layer, "_get_layer", None)
+    return per_loop is None or channel in per_loop().channels
+
+
 async def _send_both(layer: Any, tenant_id: int | str, execution_id: str, message: dict[str, Any]) -> None:
     await layer.group_send(execution_group(execution_id), message)
     await layer.group_send(tenant_group(tenant_id), message)
@@ -127,8 +138,9 @@ class Publisher:
 
     It keeps one event loop, so the channel layer's connection to Redis is made once rather
     than for every event, and it sends whatever has queued up meanwhile in one go. A send that
-    fails is tried once more on a new loop (a new connection: Redis may have restarted); if that
-    fails too the events are dropped, and listeners find them in the log by their seq gap."""
+    fails is tried again for a few seconds, each time on a new loop (a new connection: Redis may
+    have restarted), before anything queued after it; then the events are dropped, and listeners
+    find them in the log (by their seq gap, or when they have been quiet a while)."""
 
     BATCH = 200  # items sent in one go at most
     RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0)  # about 4 s in all

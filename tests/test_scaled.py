@@ -258,11 +258,12 @@ def test_redis_restarted_mid_run_loses_no_event(deployment: Deployment, key: str
         _restart_redis()
     finally:
         subprocess.run(["redis-cli", "ping"], capture_output=True)
-    # The socket stays open: what was published while its web process was away from Redis
-    # comes from the log, and live events come again once it is back.
-    follower.follow(lambda e: e["type"] in TERMINAL, timeout=90, quiet=20)
+    # What was published while a web process was away from Redis comes from the log: by the
+    # seq gap, when the socket has been quiet for a second, or after a reconnect (a socket
+    # opened while its web process has not reached Redis again is closed, and the client
+    # comes back).
+    follower.follow(lambda e: e["type"] in TERMINAL, timeout=90, quiet=3)
     assert follower.events[-1]["type"] == "data-execution-end", deployment.logs()
-    assert follower.reconnects == 0, deployment.logs()
     follower.assert_whole()
     # And the deployment goes on: a new execution runs end to end.
     again = api(a, key, "POST", "executions", {"blueprint": "demo.chain", "input": {"n": 3}})

@@ -378,6 +378,11 @@ def test_streams_sockets_and_readiness_checks_leave_no_subscription_behind(
             ws = WebsocketCommunicator(application, f"/ws/executions/{finished.pk}/?token={key_a}")
             assert (await ws.connect())[0]
             await ws.disconnect()
+            # A socket that goes while its execution's events still come.
+            live = WebsocketCommunicator(application, f"/ws/executions/{running.pk}/?token={key_a}")
+            assert (await live.connect())[0]
+            await live.receive_json_from(10)
+            await live.disconnect()
             # As a view runs it: on a thread, hopping back to this (the server's) loop.
             checks.append(await sync_to_async(check_channel_layer)())
         # A channel with messages still queued when it is let go of.

@@ -177,6 +177,73 @@ def test_the_handshake_refuses_strangers(tenant_a: Tenant, tenant_b: Tenant, wri
     assert _close_code(f"/ws/executions/{theirs.pk}/?token={writer}") == 4404
     assert _close_code(f"/ws/executions/exec_nope/?token={writer}") == 4404
     assert _close_code(f"/ws/executions/{mine.pk}/?token={writer}&after=x") == 4400
+    # A seq the log does not have yet: the client would wait for ever (as the stream refuses it).
+    assert _close_code(f"/ws/executions/{mine.pk}/?token={writer}&after=5") == 4400
+
+
+def test_a_client_that_has_every_event_of_an_ended_execution_gets_the_end_at_once(
+    tenant_a: Tenant, writer: str
+) -> None:
+    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)
+    last = Execution.objects.get(pk=execution.pk).events.count()
+
+    async def scenario() -> tuple[dict[str, Any], bool]:
+        ws = socket(f"/ws/executions/{execution.pk}/?token={writer}&after={last}")
+        assert (await ws.connect())[0]
+        end = await ws.receive_json_from(5)
+        await ws.send_json_to({"type": "ping"})  # the socket stays open, for controls
+        pong = await ws.receive_json_from(5) == {"type": "pong"}
+        await ws.disconnect()
+        return end, pong
+
+    assert asyncio.run(scenario()) == ({"type": "end"}, True)
+
+
+def test_a_socket_whose_handler_fails_gives_back_what_it_held(
+    tenant_a: Tenant, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing handler ends the consumer without a disconnect: its count, its resync task and
+    its channel go all the same."""
+    from channels.layers import get_channel_layer
+
+    from executions import streaming
+    from executions.consumers import ExecutionSocket
+    from executions.observability import gauges
+
+    made: list[ExecutionSocket] = []
+    real_opened = ExecutionSocket.opened
+
+    async def opened(self: ExecutionSocket) -> None:
+        made.append(self)
+        await real_opened(self)
+
+    async def broken(self: ExecutionSocket, message: dict[str, Any]) -> None:
+        raise RuntimeError("a handler failed")
+
+    monkeypatch.setattr(ExecutionSocket, "opened", opened)
+    monkeypatch.setattr(ExecutionSocket, "_deliver", broken)
+    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+
+    async def scenario() -> tuple[int, int, bool, bool]:
+        before = gauges.websocket_connections
+        ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
+        assert (await ws.connect())[0]
+        during = gauges.websocket_connections
+        message = {"type": "execution.event", "seq": 1, "event_type": "data-execution-start", "json": "{}"}
+        await get_channel_layer().group_send(streaming.execution_group(execution.pk), message)
+        with pytest.raises(RuntimeError, match="a handler failed"):
+            await ws.wait(5)
+        consumer = made[0]
+        await asyncio.sleep(0)
+        return (
+            during - before,
+            gauges.websocket_connections - before,
+            consumer._resync_task.done(),
+            (consumer.let_go_of),
+        )
+
+    assert asyncio.run(scenario()) == (1, 0, True, True)
 
 
 def _session_headers(tenant: Tenant, role: str, origin: str = "http://localhost") -> list[tuple[bytes, bytes]]:
@@ -387,13 +454,13 @@ def test_quiet_sockets_on_one_execution_share_one_read_of_the_log(
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     kernel_for(execution).cancel_execution("test")
     reads: list[str] = []
-    real = selectors.event_last_seq
+    real = selectors.last_event_seq
 
     def counted(*, execution_id: str) -> int:
         reads.append(execution_id)
         return real(execution_id=execution_id)
 
-    monkeypatch.setattr(selectors, "event_last_seq", counted)
+    monkeypatch.setattr(selectors, "last_event_seq", counted)
 
     async def scenario() -> tuple[list[int], int]:
         heads = StoredHeads.here()

@@ -64,9 +64,12 @@ def latency_curves(
     if target_ms is not None:
         axis.axvline(target_ms, color="black", linestyle="--", linewidth=1, label=target_label or f"{target_ms:g} ms")
     axis.set_xscale("log")
-    plain = matplotlib_ticker().FuncFormatter(lambda value, _: f"{value:g}")
-    axis.xaxis.set_major_formatter(plain)
-    axis.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
+    ticker = matplotlib_ticker()
+    values = [v for curve in curves.values() for v in curve if v > 0]
+    narrow = bool(values) and max(values) / min(values) < 30  # under a decade and a half: more labels
+    axis.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0) if narrow else (1.0, 3.0)))
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("latency, ms (log scale)")
     axis.set_ylabel("percentile")
     axis.set_ylim(0, 100)
@@ -111,36 +114,28 @@ def throughput_lines(lines: dict[str, dict[int, float]], *, title: str, path: Pa
 
 def plot_stream(result: dict[str, Any], out: Path) -> list[Path]:
     """Event latency (a curve per deployment and client count) and cancel latency (per deployment)."""
-    names = {"embedded": "embedded", "scaled": "scaled"}
+    by_kind = result["results"]
     events = {
-        f"{names.get(kind, kind)}, {clients} client{'s' if clients != '1' else ''}": figures["quantiles"]
-        for kind, by_kind in result["results"].items()
-        for clients, figures in by_kind["events"].items()
+        f"{kind}, {clients} client{'s' if clients != '1' else ''}": figures["quantiles"]
+        for kind, found in by_kind.items()
+        for clients, figures in found["events"].items()
         if figures.get("quantiles")
     }
     cancels = {
-        names.get(kind, kind): by_kind["cancel"]["quantiles"]
-        for kind, by_kind in result["results"].items()
-        if by_kind["cancel"].get("quantiles")
+        kind: found["cancel"]["quantiles"] for kind, found in by_kind.items() if found["cancel"].get("quantiles")
     }
     targets = result["targets"]
+    plots = [
+        ("latency_events.png", events, "Event latency: committed -> received by a websocket client",
+         targets["event_p99_ms_at_100"], "target p99 at 100 clients"),
+        ("latency_cancel.png", cancels, "Cancel latency: request -> cancelled event at the client",
+         targets["cancel_p99_ms"], "target p99"),
+    ]  # fmt: skip
     drawn = []
-    if events and latency_curves(
-        events,
-        title="Event latency: committed -> received by a websocket client",
-        path=out / "latency_events.png",
-        target_ms=targets["event_p99_ms_at_100"],
-        target_label="target p99 at 100 clients",
-    ):
-        drawn.append(out / "latency_events.png")
-    if cancels and latency_curves(
-        cancels,
-        title="Cancel latency: request -> cancelled event at the client",
-        path=out / "latency_cancel.png",
-        target_ms=targets["cancel_p99_ms"],
-        target_label="target p99",
-    ):
-        drawn.append(out / "latency_cancel.png")
+    for name, curves, title, target, target_label in plots:
+        path = out / name
+        if curves and latency_curves(curves, title=title, path=path, target_ms=target, target_label=target_label):
+            drawn.append(path)
     return drawn
 
 

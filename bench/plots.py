@@ -74,13 +74,8 @@ def latency_curves(
     axis.set_ylabel("percentile")
     axis.set_ylim(0, 100)
     axis.set_yticks([0, 25, 50, 75, 90, 100])
-    axis.set_title(title)
     axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    _finish(plt, figure, axis, title, path)
     return True
 
 
@@ -99,14 +94,19 @@ def throughput_lines(lines: dict[str, dict[int, float]], *, title: str, path: Pa
     axis.set_ylabel("executions / s (10 steps each)")
     axis.set_xticks(sorted(ticks))
     axis.set_ylim(bottom=0)  # from zero: the differences are small, and should look it
-    axis.set_title(title)
     axis.grid(alpha=0.3)
+    _finish(plt, figure, axis, title, path)
+    return True
+
+
+def _finish(plt: Any, figure: Any, axis: Any, title: str, path: Path) -> None:
+    """Title, legend, and the PNG written."""
+    axis.set_title(title)
     axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
-    return True
 
 
 # --- each benchmark's plots, from its JSON -------------------------------------------------------

@@ -173,24 +173,27 @@ class Publisher:
             items = self._take()
             loop = self._send(loop, items)
 
-    def _send(self, loop: asyncio.AbstractEventLoop, items: list[tuple[int, dict[str, Any] | str]]) -> Any:
+    def _send(
+        self, loop: asyncio.AbstractEventLoop, items: list[tuple[int, dict[str, Any] | str]]
+    ) -> asyncio.AbstractEventLoop:
         """Send ``items``, retrying for a few seconds (Redis may be restarting) before the next
         ones, so the order holds; each retry is on a new loop, so a new connection. Returns the
         loop to go on with. Events that could not be sent are dropped: listeners find them in
         the log by their seq."""
-        for attempt, pause in enumerate((*self.RETRY_PAUSES, None), start=1):
+        pauses = iter(self.RETRY_PAUSES)
+        while True:
             try:
                 loop.run_until_complete(asyncio.wait_for(_send_items(items), self.SEND_TIMEOUT))
                 return loop
             except Exception as exc:
                 loop = _renewed(loop)
+                pause = next(pauses, None)
                 if pause is None:
                     logger.exception("publishing %d event(s) to the groups failed; dropped", len(items))
                     return loop
-                if attempt == 1:
+                if pause == self.RETRY_PAUSES[0]:
                     logger.warning("publishing %d event(s) failed (%s); retrying", len(items), exc)
                 time.sleep(pause)
-        return loop
 
 
 def _renewed(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:

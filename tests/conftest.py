@@ -103,3 +103,16 @@ def _end_stray_database_sessions(django_db_setup: None, django_db_blocker: Any) 
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
         connection.close()
+
+
+def cancel_on_this_thread(tenant: Any, execution_id: str) -> None:
+    """Cancel an execution from a thread of the test's own (``asyncio.to_thread``), closing the
+    connection that thread opened, as a request thread does."""
+    from django.db import connection
+
+    from executions import services
+
+    try:
+        services.execution_cancel(tenant=tenant, execution_id=execution_id, reason="quiet")
+    finally:
+        connection.close()

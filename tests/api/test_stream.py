@@ -24,7 +24,7 @@ from executions.models import Execution
 from tenants.models import Tenant
 from tenants.services import api_key_create, tenant_set_limits
 
-from ..conftest import wait_until
+from ..conftest import cancel_on_this_thread, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_channel_layer")]
 
@@ -306,19 +306,12 @@ def test_a_quiet_stream_sends_keep_alives_and_notices_what_was_not_published(
         await stream.open()
         hint = (await stream.body()).decode()
         keep_alive = (await stream.body()).decode()
-        await asyncio.to_thread(_cancel, tenant_a, execution.pk)
+        await asyncio.to_thread(cancel_on_this_thread, tenant_a, execution.pk)
         return hint + keep_alive, await stream.events(timeout=5)
 
     text, events = asyncio.run(scenario())
     assert text == "retry: 1000\n\n: keep-alive\n\n"
     assert [e["type"] for e in events] == ["data-execution-cancelled"]
-
-
-def _cancel(tenant: Tenant, execution_id: str) -> None:
-    try:
-        services.execution_cancel(tenant=tenant, execution_id=execution_id, reason="quiet")
-    finally:
-        connection.close()
 
 
 def test_the_django_view_serves_the_stored_events_without_the_asgi_router(

@@ -19,7 +19,7 @@ from executions.models import Execution
 from tenants.models import Membership, Tenant
 from tenants.services import api_key_create, membership_set
 
-from ..conftest import wait_until
+from ..conftest import cancel_on_this_thread, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_channel_layer")]
 
@@ -397,15 +397,6 @@ def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Ten
     assert took < 1
 
 
-def _cancel(tenant: Tenant, execution_id: str) -> None:
-    from django.db import connection
-
-    try:
-        services.execution_cancel(tenant=tenant, execution_id=execution_id, reason="quiet")
-    finally:
-        connection.close()
-
-
 def test_sockets_find_in_the_database_what_never_came_live(
     tenant_a: Tenant, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -431,7 +422,7 @@ def test_sockets_find_in_the_database_what_never_came_live(
             streaming.tenant_group(tenant_a.pk), streaming.created_message(execution.pk)
         )
         announced = await feed.receive_json_from(5)
-        await asyncio.to_thread(_cancel, tenant_a, execution.pk)
+        await asyncio.to_thread(cancel_on_this_thread, tenant_a, execution.pk)
         frames = await frames_until_end(ws, timeout=5)
         changed = await feed.receive_json_from(5)
         await ws.disconnect()

@@ -128,8 +128,9 @@ def ours_durable(tenant: Any, n: int, durability: str = "sync") -> float:
     as a worker runs it, with the tenant's durability set to ``durability``."""
     from django.db.models import Count, Max
 
-    from executions.kernel_bridge import kernel_close, kernel_for, runnable_for
     from executions.models import Execution, ExecutionEvent
+    from executions.persistence.kernels import kernel_close, kernel_for
+    from executions.runtime.run import runnable_for
 
     limits = tenant.limits
     limits.durability = durability
@@ -223,7 +224,7 @@ def pickup_latencies(url: str, count: int, clusters: int) -> list[float]:
     from django.utils import timezone
 
     from executions.models import Execution, ExecutionEvent
-    from executions.services import execution_submit
+    from executions.services.submit import execution_submit
 
     tenant = _bench_tenant()
     env = cluster_env(url, settings.REDIS_URL or None, BENCH_QUEUE, ENACT_PUBLISH_DIRECT="0")

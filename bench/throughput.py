@@ -82,7 +82,7 @@ def _tenant() -> Any:
 def _one_run(tenant: Any, count: int, timeout: float = 600) -> float:
     """Executions per second for one batch of ``count``."""
     from executions.models import Execution
-    from executions.services import execution_submit
+    from executions.services.submit import execution_submit
 
     started = time.perf_counter()
     ids = [execution_submit(tenant=tenant, graph="demo.chain", input={"n": STEPS})[0].pk for _ in range(count)]

@@ -15,7 +15,9 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
-from executions.consumers import ExecutionSocket, ExecutionStream, TenantFeed  # noqa: E402
+from executions.live.feed import TenantFeed  # noqa: E402
+from executions.live.sockets import ExecutionSocket  # noqa: E402
+from executions.live.sse import ExecutionStream  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

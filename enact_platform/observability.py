@@ -8,7 +8,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from executions.observability import metrics_text, readiness
+from executions.ops.health import readiness
+from executions.ops.metrics import metrics_text
 
 LOOPBACK = {"127.0.0.1", "::1"}
 

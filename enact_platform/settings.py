@@ -172,7 +172,7 @@ if REDIS_URL:
     # and pops it back per process, which costs a web process several times the CPU per event.)
     # Nothing is kept while a process is away from Redis: listeners find what they missed in the
     # event log by its seq, and look there whenever they have been quiet a while
-    # (executions.consumers). Connections live for weeks: a dead one must show, not hang.
+    # (executions.live). Connections live for weeks: a dead one must show, not hang.
     _REDIS_HOST = {
         "address": REDIS_URL,
         "socket_timeout": 5,
@@ -236,7 +236,7 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 # Live events: with Redis every process publishes what it commits; without it the web process
-# relays rows of the event log (see executions/streaming.py).
+# relays rows of the event log (see executions/live/relay.py).
 ENACT_PUBLISH_DIRECT = env_bool("ENACT_PUBLISH_DIRECT", bool(REDIS_URL))
 # How often the relay looks for new rows of the event log: one indexed query a poll, and what a
 # live event waits at most before the relay sees it.
@@ -323,12 +323,12 @@ if ENACT_LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "executions.observability.ContextFilter"}},
+    "filters": {"context": {"()": "executions.ops.logs.ContextFilter"}},
     "formatters": {
         "text": {
             "format": "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant_id)s execution=%(execution_id)s] %(message)s"
         },
-        "json": {"()": "executions.observability.JsonFormatter"},
+        "json": {"()": "executions.ops.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"], "formatter": ENACT_LOG_FORMAT}},
     # WARNING by default, as Python logs without configuration; ENACT_LOG_LEVEL=INFO says more.

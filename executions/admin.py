@@ -1,7 +1,7 @@
 """The operators' admin for executions: read-only pages, and cancel / pause / resume through
 ``executions.services``, in bulk from the changelist or one at a time from the change page.
 
-Rows are scoped to the requesting user's tenants as in ``tenants.admin``; the execution rows are
+Rows are scoped to the requesting user's tenants as in ``tenants.admin_scoping``; the execution rows are
 projections of the event log, so the admin never writes them itself.
 """
 
@@ -24,12 +24,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
-from executions import streaming
-from executions.blueprints.services import blueprint_problems, blueprint_save
+from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ModelPrice, Step
 from executions.selectors import execution_events, last_event_seq
-from executions.services import execution_cancel, execution_pause, execution_resume
-from tenants.admin import NOT_ALLOWED, TenantScopedAdmin, report
+from executions.services.blueprints import blueprint_problems, blueprint_save
+from executions.services.controls import execution_cancel, execution_pause, execution_resume
+from tenants.admin_scoping import NOT_ALLOWED, TenantScopedAdmin, report
 
 EVENT_LOG_LIMIT = 1000
 EVENT_DATA_CHARS = 1000
@@ -294,7 +294,7 @@ class ExecutionAdmin(TenantScopedAdmin):
                 "id": obj.pk,
                 "tenant": obj.tenant.slug,
                 "last_seq": last_event_seq(execution_id=obj.pk),
-                "states": streaming.STATE_AFTER_EVENT,
+                "states": STATE_AFTER_EVENT,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 

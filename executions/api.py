@@ -7,6 +7,7 @@ and serializes what comes back. Errors are raised, and turned into the error bod
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -21,11 +22,13 @@ from enact_platform.api.pagination import NewestFirst
 from enact_platform.api.renderers import AnyContentRenderer, EventStreamRenderer
 from enact_platform.api.schema import ERROR, READ_ERRORS, READ_ERRORS_JSON, WRITE_ERRORS
 from enact_platform.errors import NotFound
-from executions import selectors, services
+from executions import selectors
 from executions import serializers as s
-from executions.blueprints.catalog import CatalogEntry, graph_catalog, graph_lookup
-from executions.blueprints.services import blueprint_save, blueprint_versions
-from executions.consumers import parse_last_event_id, sse_frame, stored_frames, stream_is_over
+from executions.catalog import CatalogEntry, graph_catalog, graph_lookup
+from executions.live.sse import parse_last_event_id, sse_frame, stored_frames, stream_is_over
+from executions.services import controls
+from executions.services.blueprints import blueprint_save
+from executions.services.submit import execution_submit
 
 EXECUTION_ID = OpenApiParameter("execution_id", str, OpenApiParameter.PATH, pattern=r"^exec_[0-9A-Za-z]{27}$")
 
@@ -70,7 +73,7 @@ class ExecutionListView(APIView):
     def post(self, request: Request) -> Response:
         body = _valid(s.SubmitRequest, request.data)
         caller = request_caller(request)
-        execution, created = services.execution_submit(
+        execution, created = execution_submit(
             tenant=caller.tenant,
             graph=body["blueprint"],
             version=body.get("version"),
@@ -146,8 +149,6 @@ class ArtifactContentView(APIView):
 
 
 def _disposition(name: str) -> str:
-    from urllib.parse import quote
-
     ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
@@ -165,7 +166,7 @@ class ExecutionCancelView(APIView):
     def post(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         body = _valid(s.ReasonRequest, request.data)
-        after = services.execution_cancel(
+        after = controls.execution_cancel(
             tenant=caller.tenant, execution_id=execution_id, reason=body["reason"], actor=caller.actor
         )
         return Response(_execution(request, after.pk), status=200 if after.had_ended else 202)
@@ -178,7 +179,7 @@ class ExecutionPauseView(APIView):
     def post(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         body = _valid(s.ReasonRequest, request.data)
-        services.execution_pause(
+        controls.execution_pause(
             tenant=caller.tenant, execution_id=execution_id, reason=body["reason"], actor=caller.actor
         )
         return Response(_execution(request, execution_id), status=202)
@@ -189,7 +190,7 @@ class ExecutionResumeView(APIView):
     def post(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         _valid(s.StrictSerializer, request.data or {})
-        services.execution_resume(tenant=caller.tenant, execution_id=execution_id, actor=caller.actor)
+        controls.execution_resume(tenant=caller.tenant, execution_id=execution_id, actor=caller.actor)
         return Response(_execution(request, execution_id), status=202)
 
 
@@ -200,7 +201,7 @@ class ExecutionInputView(APIView):
     def post(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         body = _valid(s.InputRequest, request.data)
-        services.execution_provide_input(
+        controls.execution_provide_input(
             tenant=caller.tenant,
             execution_id=execution_id,
             input=body["input"],
@@ -238,7 +239,7 @@ class ExecutionInboxView(APIView):
     def post(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         message = _valid(s.InboxRequest, request.data)
-        message_id = services.execution_post_inbox(
+        message_id = controls.execution_post_inbox(
             tenant=caller.tenant, execution_id=execution_id, message=message, actor=caller.actor
         )
         return Response({"id": message_id}, status=202)
@@ -253,7 +254,7 @@ class BulkCancelView(APIView):
     def post(self, request: Request) -> Response:
         caller = request_caller(request)
         body = _valid(s.BulkCancelRequest, request.data)
-        counts = services.executions_bulk_cancel(
+        counts = controls.executions_bulk_cancel(
             tenant=caller.tenant,
             ids=body.get("ids"),
             filter=dict(body["filter"]) if "filter" in body else None,
@@ -278,7 +279,7 @@ def _graph(entry: CatalogEntry, *, detail: bool = False) -> dict[str, Any]:
         version = entry.blueprint_version
         data["definition"] = entry.definition
         data["versions"] = (
-            [entry.version] if version is None else blueprint_versions(tenant=version.tenant, name=entry.name)
+            [entry.version] if version is None else selectors.blueprint_versions(tenant=version.tenant, name=entry.name)
         )
         data["created_at"] = version.created_at if version is not None else None
     return data
@@ -344,7 +345,7 @@ def _user(request: Request) -> Any:
 class ExecutionStreamView(APIView):
     """The stream as Django serves it without the ASGI router (WSGI, test clients): the stored
     events after ``Last-Event-ID``, then the response ends; an SSE client reconnects with its
-    last id and so goes on. Under ASGI, ``executions.consumers.ExecutionStream`` answers this
+    last id and so goes on. Under ASGI, ``executions.live.sse.ExecutionStream`` answers this
     path instead, and keeps the response open for live events."""
 
     renderer_classes = [EventStreamRenderer, JSONRenderer]

@@ -1,11 +1,12 @@
 """Executions and everything they produce. Rows here are projections of the event log, kept
-current by ``stores.DjangoEventSink`` in the same transaction that appends each event."""
+current by ``persistence.events.DjangoEventSink`` in the same transaction that appends each event."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from executions.kernel import ids
 from executions.kernel.state import TERMINAL_EXECUTION_STATES, ExecutionState
@@ -97,6 +98,19 @@ class Execution(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in self.TERMINAL
+
+    @property
+    def has_live_lease(self) -> bool:
+        """Whether a worker holds the execution now (its lease has not expired)."""
+        return bool(self.lease_owner) and self.lease_expires_at is not None and self.lease_expires_at > timezone.now()
+
+    @property
+    def child_waited_for(self) -> str | None:
+        """The id of the child execution this one waits for, if it waits for one."""
+        prompt = (self.wait_detail or {}).get("prompt")
+        if self.state == self.State.WAITING and self.wait_reason == "sub_agent" and isinstance(prompt, dict):
+            return prompt.get("child_id")
+        return None
 
 
 class Step(models.Model):

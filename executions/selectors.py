@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncHour
+from django.utils import timezone
 
 from enact_platform.errors import NotFound
+from executions.catalog import graph_lookup
+from executions.kernel.events import EventType
 from executions.kernel.ids import IdKind, is_valid_id
-from executions.models import Artifact, Execution, ExecutionEvent, Step
+from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ExecutionEvent, Step
 from tenants.models import Tenant
 
 
@@ -35,6 +39,25 @@ def execution_get_detailed(*, tenant: Tenant, execution_id: object) -> Execution
 def last_event_seq(*, execution_id: str) -> int:
     found = ExecutionEvent.objects.filter(execution_id=execution_id).aggregate(n=Max("seq"))["n"]
     return int(found or 0)
+
+
+def waiting_event_seq(*, execution_id: str) -> int:
+    """The seq of the event that put the execution in its current wait: the question's identity."""
+    latest = (
+        ExecutionEvent.objects.filter(execution_id=execution_id, type=EventType.EXECUTION_WAITING.value)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return int(latest or 0)
+
+
+def tenant_activity(*, tenant: Tenant) -> dict[str, int]:
+    """How many of the tenant's executions hold a slot now, and how many wait for one."""
+    return {
+        "running_executions": Execution.objects.filter(tenant=tenant).active().count(),
+        "queued_executions": Execution.objects.filter(tenant=tenant, state=Execution.State.QUEUED).count(),
+    }
 
 
 def execution_list(
@@ -107,8 +130,6 @@ def artifact_chunks(*, artifact: Artifact, chunk_size: int = 64 * 1024) -> Itera
 
 def execution_graph_outline(*, execution: Execution) -> dict[str, Any]:
     """The graph an execution runs, as a picture needs it: nodes and edges, entry first."""
-    from executions.blueprints.catalog import graph_lookup
-
     try:
         entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
         graph = entry.build(execution.input)
@@ -123,12 +144,6 @@ def execution_graph_outline(*, execution: Execution) -> dict[str, Any]:
 
 def executions_per_hour(*, tenant: Tenant, hours: int = 24) -> list[dict[str, Any]]:
     """How many executions the tenant started in each of the last ``hours`` hours, oldest first."""
-    from datetime import timedelta
-
-    from django.db.models import Count
-    from django.db.models.functions import TruncHour
-    from django.utils import timezone
-
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(hours=hours - 1)
     counts = dict(
@@ -142,3 +157,18 @@ def executions_per_hour(*, tenant: Tenant, hours: int = 24) -> list[dict[str, An
     return [
         {"hour": start + timedelta(hours=i), "count": counts.get(start + timedelta(hours=i), 0)} for i in range(hours)
     ]
+
+
+def blueprint_get(*, tenant: Tenant, name: str) -> Blueprint:
+    blueprint = Blueprint.objects.filter(tenant=tenant, name=name).first()
+    if blueprint is None:
+        raise NotFound(f"no blueprint named {name!r}")
+    return blueprint
+
+
+def blueprint_versions(*, tenant: Tenant, name: str) -> list[int]:
+    return list(
+        BlueprintVersion.objects.filter(tenant=tenant, blueprint__name=name)
+        .order_by("version")
+        .values_list("version", flat=True)
+    )

@@ -11,8 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from enact_platform.errors import NotFound
-from executions import selectors, streaming
-from executions.blueprints.catalog import graph_catalog
+from executions import selectors
+from executions.catalog import graph_catalog
+from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Execution
 from tenants.models import Membership, Tenant, TenantLimits
 from tenants.selectors import tenant_membership, tenant_usage, tenants_for_user
@@ -105,7 +106,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         },
         "can_operate": seat.can_operate,
         "tenant": seat.tenant.slug,
-        "states": streaming.STATE_AFTER_EVENT,
+        "states": STATE_AFTER_EVENT,
     }
     return _page(
         request,

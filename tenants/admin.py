@@ -1,22 +1,18 @@
 """The operators' admin for tenants, their limits, memberships and API keys.
 
-Superusers see every tenant. Other staff see only the tenants they are members of: Django's
-model permissions say what kind of thing a staff user may do, their membership says in which
-tenants. Writes and control actions need a role that can operate (memberships: the admin role).
-Every write goes through ``tenants.services``.
+Rows are scoped per tenant as ``tenants.admin_scoping`` says: superusers see every tenant, other
+staff the tenants they are members of. Every write goes through ``tenants.services``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
 from django.db import models
 from django.db.models import QuerySet
-from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -25,6 +21,16 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
+from tenants.admin_scoping import (
+    NOT_ALLOWED,
+    TenantScopedAdmin,
+    adopt,
+    allows,
+    may_manage,
+    may_operate,
+    report,
+    tenant_ids_where,
+)
 from tenants.models import ApiKey, Membership, Tenant, TenantLimits, TenantSecret
 from tenants.selectors import tenant_usage
 from tenants.services import (
@@ -40,129 +46,6 @@ from tenants.services import (
     tenant_set_limits,
     tenant_set_status,
 )
-
-# --- who may do what, per tenant -------------------------------------------------------------
-
-_MEMBERSHIPS_ATTR = "_enact_admin_memberships"
-
-
-def memberships_of(request: HttpRequest) -> dict[int, Membership]:
-    """The requesting user's memberships by tenant id, read once per request (every row of a
-    changelist asks)."""
-    cached: dict[int, Membership] | None = getattr(request, _MEMBERSHIPS_ATTR, None)
-    if cached is None:
-        cached = {m.tenant_id: m for m in Membership.objects.filter(user_id=request.user.pk)}
-        setattr(request, _MEMBERSHIPS_ATTR, cached)
-    return cached
-
-
-def _may_view(membership: Membership) -> bool:
-    return True
-
-
-def _may_operate(membership: Membership) -> bool:
-    return membership.can_operate
-
-
-def _may_manage(membership: Membership) -> bool:
-    # Changing who belongs to a tenant is the admin role's alone, or an operator could promote itself.
-    return membership.role == Membership.Role.ADMIN
-
-
-RoleCheck = Callable[[Membership], bool]
-
-
-def tenant_ids_where(request: HttpRequest, check: RoleCheck) -> set[int] | None:
-    """Ids of the tenants where the user's role passes ``check``; ``None`` means every tenant."""
-    if request.user.is_superuser:
-        return None
-    return {tenant_id for tenant_id, m in memberships_of(request).items() if check(m)}
-
-
-def visible_tenant_ids(request: HttpRequest) -> set[int] | None:
-    return tenant_ids_where(request, _may_view)
-
-
-def _allows(ids: set[int] | None, tenant_id: int | None) -> bool:
-    """Whether ``ids`` (from :func:`tenant_ids_where`) covers the tenant; with no tenant, any."""
-    if ids is None:
-        return True
-    return bool(ids) if tenant_id is None else tenant_id in ids
-
-
-def _has_model_perm(request: HttpRequest, opts: Any, action: str) -> bool:
-    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
-
-
-class TenantScopedAdmin(admin.ModelAdmin):
-    """A model admin whose rows belong to a tenant: rows, choices and permissions follow the
-    requesting user's memberships."""
-
-    # How the model reaches its tenant in a queryset lookup.
-    tenant_lookup = "tenant"
-    # Which memberships may change rows (and choose tenants in forms).
-    write_check: RoleCheck = staticmethod(_may_operate)
-
-    def tenant_id_of(self, obj: models.Model) -> int:
-        return obj.tenant_id  # type: ignore[attr-defined,no-any-return]
-
-    def _id_of(self, obj: models.Model | None) -> int | None:
-        return None if obj is None else self.tenant_id_of(obj)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        rows = super().get_queryset(request)
-        ids = visible_tenant_ids(request)
-        return rows if ids is None else rows.filter(**{f"{self.tenant_lookup}__in": ids})
-
-    def formfield_for_foreignkey(
-        self, db_field: models.ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
-    ) -> ModelChoiceField[Any] | None:
-        ids = tenant_ids_where(request, self.write_check)
-        if db_field.related_model is Tenant and ids is not None:
-            kwargs["queryset"] = Tenant.objects.filter(pk__in=ids)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    def has_view_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        ids = visible_tenant_ids(request)
-        return super().has_view_permission(request, obj) and (obj is None or _allows(ids, self._id_of(obj)))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) and _allows(tenant_ids_where(request, self.write_check), None)
-
-    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        ids = tenant_ids_where(request, self.write_check)
-        return super().has_change_permission(request, obj) and _allows(ids, self._id_of(obj))
-
-    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        ids = tenant_ids_where(request, self.write_check)
-        return super().has_delete_permission(request, obj) and _allows(ids, self._id_of(obj))
-
-    def has_operate_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        """Control actions: the model's change permission and an operating role in the tenant."""
-        ids = tenant_ids_where(request, _may_operate)
-        return _has_model_perm(request, self.opts, "change") and _allows(ids, self._id_of(obj))
-
-
-def _adopt(obj: models.Model, saved: models.Model) -> None:
-    """Make the admin's unsaved instance the row a service created, so the admin's logging and
-    redirects that follow see it."""
-    for field in obj._meta.concrete_fields:
-        setattr(obj, field.attname, getattr(saved, field.attname))
-    obj._state.adding = False
-    obj._state.db = saved._state.db
-
-
-def report(request: HttpRequest, done: dict[str, list[str]], failed: list[tuple[str, str]]) -> None:
-    """One message per outcome listing the objects it applies to, and one per failure."""
-    for outcome, names in done.items():
-        if names:
-            messages.success(request, f"{outcome}: {', '.join(names)}.")
-    for name, reason in failed:
-        messages.error(request, f"{name}: {reason}")
-
-
-NOT_ALLOWED = "your role in this tenant does not allow it"
-
 
 # --- tenants and their limits -----------------------------------------------------------------
 
@@ -224,8 +107,8 @@ class TenantLimitsInline(admin.StackedInline):
         return False  # tenant_create made the row; there is never a second one
 
     def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        ids = tenant_ids_where(request, _may_operate)
-        return super().has_change_permission(request, obj) and _allows(ids, None if obj is None else obj.pk)
+        ids = tenant_ids_where(request, may_operate)
+        return super().has_change_permission(request, obj) and allows(ids, None if obj is None else obj.pk)
 
 
 class TenantAddForm(forms.ModelForm):
@@ -315,7 +198,7 @@ class TenantAdmin(TenantScopedAdmin):
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:
         if not change:
-            _adopt(obj, tenant_create(slug=obj.slug, name=obj.name))
+            adopt(obj, tenant_create(slug=obj.slug, name=obj.name))
             return
         # Only the changed editable columns: a full save would write back a stale status and
         # storage_bytes, which other processes move.
@@ -413,7 +296,7 @@ class TenantAdmin(TenantScopedAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(TenantScopedAdmin):
-    write_check = staticmethod(_may_manage)
+    write_check = staticmethod(may_manage)
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "role"]
     search_fields = ["user__username", "tenant__slug"]
@@ -424,7 +307,7 @@ class MembershipAdmin(TenantScopedAdmin):
         return ["user", "tenant", "created_at"] if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: Membership, form: forms.ModelForm, change: bool) -> None:
-        _adopt(obj, membership_set(tenant=obj.tenant, user=obj.user, role=obj.role))
+        adopt(obj, membership_set(tenant=obj.tenant, user=obj.user, role=obj.role))
 
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -458,7 +341,7 @@ class ApiKeyAdmin(TenantScopedAdmin):
                 obj.save(update_fields=["name"])
             return
         key, raw = api_key_create(tenant=obj.tenant, scope=obj.scope, name=obj.name)
-        _adopt(obj, key)
+        adopt(obj, key)
         # Kept on this request only, for response_add to show; never stored, never put in a message
         # (messages may live in a cookie or the session).
         setattr(request, _RAW_KEY_ATTR, raw)
@@ -520,11 +403,11 @@ class TenantSecretAdmin(TenantScopedAdmin):
     list_filter = [("tenant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name"]
     list_select_related = ["tenant"]
-    write_check = staticmethod(_may_manage)
+    write_check = staticmethod(may_manage)
 
     def get_readonly_fields(self, request: HttpRequest, obj: models.Model | None = None) -> list[str]:
         return [] if obj is None else ["tenant", "name", "created_at", "updated_at"]
 
     def save_model(self, request: HttpRequest, obj: TenantSecret, form: forms.ModelForm, change: bool) -> None:
         saved = tenant_secret_set(tenant=obj.tenant, name=obj.name, value=form.cleaned_data["value"])
-        _adopt(obj, saved)
+        adopt(obj, saved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -22,8 +23,6 @@ LIMIT_FIELDS = [
 
 
 def _number(value: Any) -> Any:
-    from decimal import Decimal
-
     return float(value) if isinstance(value, Decimal) else value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -30,14 +31,25 @@ def tenants_for_user(*, user: User | AnonymousUser) -> list[Tenant]:
     return list(Tenant.objects.filter(memberships__user=user).order_by("slug"))
 
 
+# What runs is the executions app's to say, and tenants never imports it: the app registers its
+# reader of a tenant's running and queued executions when it is ready (ExecutionsConfig.ready).
+_activity_readers: list[Callable[..., dict[str, int]]] = []
+
+
+def tenant_activity_reader_register(reader: Callable[..., dict[str, int]]) -> None:
+    """Add ``reader(tenant=...)``, whose counts ``tenant_usage`` reports."""
+    if reader not in _activity_readers:
+        _activity_readers.append(reader)
+
+
 def tenant_usage(*, tenant: Tenant) -> dict[str, Any]:
     """Live usage against the tenant's limits: running now, today's totals, storage."""
-    from executions.models import Execution
-
     today = TenantDailyUsage.objects.filter(tenant=tenant, day=timezone.now().date()).first()
+    activity = {"running_executions": 0, "queued_executions": 0}
+    for reader in _activity_readers:
+        activity.update(reader(tenant=tenant))
     return {
-        "running_executions": Execution.objects.filter(tenant=tenant).active().count(),
-        "queued_executions": Execution.objects.filter(tenant=tenant, state=Execution.State.QUEUED).count(),
+        **activity,
         "executions_today": today.executions if today else 0,
         "tokens_today": today.tokens if today else 0,
         "cost_today_usd": float(today.cost_usd) if today else 0.0,

@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from enact_platform.locks import locked
 from tenants import secrets
 from tenants.models import (
     ApiKey,
@@ -53,7 +54,7 @@ def tenant_set_limits(*, tenant: Tenant, changes: dict[str, Any]) -> TenantLimit
     unknown = sorted(set(changes) - set(LIMIT_FIELDS))
     if unknown:
         raise InvalidInput(f"unknown limits: {', '.join(unknown)}", details={"allowed": list(LIMIT_FIELDS)})
-    limits = TenantLimits.objects.select_for_update().get(tenant=tenant)
+    limits = locked(TenantLimits.objects.filter(tenant=tenant)).get()
     for field, value in changes.items():
         setattr(limits, field, value)
     try:

@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from executions import queue
+from executions.runtime.run import execution_run
+from executions.services.controls import execution_cancel
+
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
@@ -32,25 +36,22 @@ def tenant_b(db: None) -> Tenant:
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record what would be queued instead of queueing it."""
     calls: list[str] = []
-    monkeypatch.setattr("executions.tasks.enqueue_run", calls.append)
+    monkeypatch.setattr(queue, "enqueue_run", calls.append)
     return calls
 
 
 @pytest.fixture
 def inline_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Thread]]:
     """Run queued executions at once, each on its own thread, as a worker process would."""
-    from executions import worker
 
     threads: list[threading.Thread] = []
 
     def run(execution_id: str) -> None:
-        thread = threading.Thread(
-            target=_run_closing_connection, args=(worker.execution_run, execution_id), daemon=True
-        )
+        thread = threading.Thread(target=_run_closing_connection, args=(execution_run, execution_id), daemon=True)
         threads.append(thread)
         thread.start()
 
-    monkeypatch.setattr("executions.tasks.enqueue_run", run)
+    monkeypatch.setattr(queue, "enqueue_run", run)
     yield threads
     for thread in threads:
         thread.join(10)
@@ -110,9 +111,7 @@ def cancel_on_this_thread(tenant: Any, execution_id: str) -> None:
     connection that thread opened, as a request thread does."""
     from django.db import connection
 
-    from executions import services
-
     try:
-        services.execution_cancel(tenant=tenant, execution_id=execution_id, reason="quiet")
+        execution_cancel(tenant=tenant, execution_id=execution_id, reason="quiet")
     finally:
         connection.close()

@@ -21,10 +21,12 @@ from django.core.management.base import CommandError
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
-from executions import services, worker
 from executions.kernel import ids
 from executions.management.commands import enact
 from executions.models import Execution, ExecutionEvent
+from executions.runtime.run import execution_run
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import ApiKey, Tenant, TenantLimits
 from tenants.services import LIMIT_FIELDS, api_key_authenticate
 
@@ -46,7 +48,7 @@ def fails(*args: str) -> CommandError:
 
 
 def submit(tenant: Tenant, graph: str = "demo.chain", input: Any = None) -> Execution:
-    execution, _ = services.execution_submit(tenant=tenant, graph=graph, input={"n": 3} if input is None else input)
+    execution, _ = execution_submit(tenant=tenant, graph=graph, input={"n": 3} if input is None else input)
     return execution
 
 
@@ -293,7 +295,7 @@ def test_submit_errors_create_nothing(
 @pytest.mark.django_db(transaction=True)  # the worker's kernel works on a thread of its own
 def test_watch_a_completed_run(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a, input={"n": 3})
-    worker.execution_run(execution.pk)
+    execution_run(execution.pk)
     lines = run("watch", execution.pk)
     assert without_durations(lines) == [
         f"watching {execution.pk} (tenant acme, graph demo.chain), now completed",
@@ -395,7 +397,7 @@ def test_watch_a_failed_run_exits_1(tenant_a: Tenant, enqueued: list[str]) -> No
 
 def test_watch_a_cancelled_run_exits_1(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="not needed")
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="not needed")
     out = StringIO()
     with pytest.raises(CommandError) as caught:
         call_command("enact", "watch", execution.pk, stdout=out)
@@ -483,7 +485,7 @@ def test_cancel_a_leased_execution_is_requested(tenant_a: Tenant, enqueued: list
 @pytest.mark.django_db(transaction=True)  # the worker's kernel works on a thread of its own
 def test_cancel_an_ended_execution_changes_nothing(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
-    worker.execution_run(execution.pk)
+    execution_run(execution.pk)
     events = ExecutionEvent.objects.count()
     assert run("cancel", execution.pk) == [f"{execution.pk} completed"]
     assert ExecutionEvent.objects.count() == events

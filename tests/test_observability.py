@@ -13,8 +13,11 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from enact_platform.asgi import application
-from executions import services
-from executions.observability import ContextFilter, JsonFormatter, gauges, log_context
+from executions.ops.logs import ContextFilter, JsonFormatter, log_context
+from executions.ops.metrics import gauges
+from executions.runtime.leases import worker_seen
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import api_key_create
 
@@ -36,7 +39,7 @@ def test_readyz_needs_a_worker_seen_recently(client: Client) -> None:
     assert body["checks"]["channel_layer"] == "ok"
     assert body["checks"]["workers"].startswith("no worker seen in the last ")
 
-    services.worker_seen(worker="host:1", running=0)
+    worker_seen(worker="host:1", running=0)
     response = client.get("/readyz")
     assert (response.status_code, response.json()["checks"]) == (
         200,
@@ -55,10 +58,10 @@ def test_metrics_count_executions_by_tenant_and_state(
     client: Client, tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]
 ) -> None:
     for _ in range(2):
-        services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    done, _ = services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-    services.execution_cancel(tenant=tenant_b, execution_id=done.pk)
-    services.worker_seen(worker="host:7", running=3)
+        execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    done, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    execution_cancel(tenant=tenant_b, execution_id=done.pk)
+    worker_seen(worker="host:7", running=3)
 
     response = client.get("/metrics")
     assert response.status_code == 200

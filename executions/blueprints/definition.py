@@ -23,6 +23,9 @@ output under its name; a step records only that output. The execution's output i
 Validation reports every problem at once, each with the place it concerns (``nodes.check.config.routes[0].to``)
 and a message a person can act on. Nothing here touches the database: what a run needs from the
 platform (secrets, prices, the tool policy, other blueprints) comes in a :class:`Resources`.
+
+Each node's config is checked, and its node built, by its kind (``kinds/``); this module drives
+them and handles what is the definition's own: its fields, node names, edges and routes.
 """
 
 from __future__ import annotations
@@ -30,14 +33,41 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from executions.blueprints.expressions import ExpressionError, compile_expression
-from executions.kernel import END, GraphBuilder, GraphValidationError, RetryPolicy, StepResult, StepType
+from executions.blueprints.expressions import compile_expression
+from executions.blueprints.kinds import KINDS
+from executions.blueprints.kinds.base import (
+    BuildContext,
+    Checker,
+    NodeSpec,
+    Problem,
+    Resources,
+    ValidationContext,
+    case_targets,
+    check_cases,
+    expression_names,
+    known_node,
+)
+from executions.kernel import END, ExecutionError, GraphBuilder, GraphValidationError, RetryPolicy, StepResult
 from executions.kernel.errors import Backoff
 from executions.kernel.graph import CompiledGraph, NodeFn
 from executions.registry import schema_problems
+
+# Resources and Problem are defined with the kinds (which use them) and are part of this API too.
+__all__ = [
+    "NAME",
+    "BlueprintInvalid",
+    "Problem",
+    "Resources",
+    "case_router",
+    "compile_definition",
+    "json_size_within",
+    "merge_branches",
+    "node_specs",
+    "referenced_secrets",
+    "validate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,122 +80,10 @@ MAX_NODES = 200
 DEFAULT_AGENT_ROUNDS = 8
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a definition: where (a dotted path) and what."""
-
-    path: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "message": self.message}
-
-
 class BlueprintInvalid(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in problems))
-
-
-@dataclass
-class Resources:
-    """What the platform resolves before a run (the kernel never looks anything up itself).
-
-    ``load_blueprint(name, version)`` returns a definition (for ``map`` and ``subgraph``), or None."""
-
-    tenant_id: str = ""
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
-    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # model -> USD per 1M in, out
-    tool_policy: Any = None  # executions.blueprints.tools.ToolPolicy
-    functions: Mapping[str, Any] = field(default_factory=dict)  # name -> functions.RegisteredFunction
-    load_blueprint: Callable[[str, int | None], dict[str, Any] | None] = lambda name, version: None
-    # Submits a child execution of the running one: (blueprint, version, input, inherit_inbox, node) -> its id.
-    spawn_child: Callable[[str, int | None, Any, bool, str], str] | None = None
-    llm_timeout_s: float = 120.0
-    depth: int = 0  # how deep in subgraphs this graph is built
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    name: str
-    kind: str
-    config: dict[str, Any]
-    retry: RetryPolicy | None
-    max_iterations: int | None
-    description: str
-
-
-@dataclass
-class Checker:
-    """Collects problems; ``at(path)`` gives a checker for a deeper place."""
-
-    problems: list[Problem] = field(default_factory=list)
-    prefix: str = ""
-
-    def at(self, path: str) -> Checker:
-        return Checker(self.problems, f"{self.prefix}.{path}" if self.prefix else path)
-
-    def add(self, message: str, path: str = "") -> None:
-        full = f"{self.prefix}.{path}" if self.prefix and path else (path or self.prefix)
-        self.problems.append(Problem(full, message))
-
-    def expression(self, text: Any, path: str) -> None:
-        if not isinstance(text, str) or not text.strip():
-            self.add("must be an expression (text)", path)
-            return
-        try:
-            compile_expression(text)
-        except ExpressionError as exc:
-            self.add(f"bad expression: {exc.message}", path)
-
-    def template(self, template: Any, path: str) -> None:
-        from executions.blueprints.expressions import check_template
-
-        for message in check_template(template):
-            self.add(message, path)
-
-
-# --- node kinds ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A node kind: how its config is checked, and how a node of it becomes a kernel node."""
-
-    name: str
-    check: Callable[[dict[str, Any], Checker, ValidationContext], None]
-    build: Callable[[NodeSpec, Resources, BuildContext], NodeFn]
-    step_type: StepType = StepType.FUNCTION_NODE
-    # A kind that loops on itself (an agent) bounds its own loop: (spec) -> max iterations.
-    bound: Callable[[NodeSpec], int | None] = lambda spec: None
-
-
-@dataclass
-class ValidationContext:
-    node_names: set[str]
-    # A problem with running a blueprint (name, version, nested within a step?), or None.
-    check_blueprint: Callable[..., str | None]
-    functions: Mapping[str, Any]
-
-
-@dataclass
-class BuildContext:
-    """Set while compiling: lets a router node declare its conditional edge."""
-
-    routers: dict[str, tuple[Callable[[Any], str | None], list[str]]] = field(default_factory=dict)
-
-
-KINDS: dict[str, Kind] = {}
-
-
-def register_kind(kind: Kind) -> Kind:
-    KINDS[kind.name] = kind
-    return kind
-
-
-def _ensure_kinds() -> None:
-    # Each kind lives in its own module and registers itself on import.
-    from executions.blueprints import kinds, llm, tools  # noqa: F401
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -177,7 +95,6 @@ def validate(
     check_blueprint: Callable[[str, int | None], str | None] | None = None,
     functions: Mapping[str, Any] | None = None,
 ) -> list[Problem]:
-    _ensure_kinds()
     checker = Checker()
     if not isinstance(definition, dict):
         return [Problem("", "a blueprint definition must be a JSON object")]
@@ -193,6 +110,7 @@ def validate(
         set(nodes),
         check_blueprint or (lambda name, version, nested=True: None),
         functions if functions is not None else {},
+        KINDS,
     )
     _check_top(definition, checker)
     for name, node in nodes.items():
@@ -274,9 +192,9 @@ def _check_edges(definition: dict[str, Any], nodes: set[str], checker: Checker) 
         if not isinstance(edge, dict) or set(edge) != {"from", "to"}:
             here.add('must be {"from": node, "to": node or "end"}')
             continue
-        if not _known(edge["from"], nodes):
+        if not known_node(edge["from"], nodes):
             here.add(f"{edge['from']!r} is not a node; nodes: {', '.join(sorted(nodes))}", "from")
-        if edge["to"] != "end" and not _known(edge["to"], nodes):
+        if edge["to"] != "end" and not known_node(edge["to"], nodes):
             here.add(f'{edge["to"]!r} is not a node (or "end"); nodes: {", ".join(sorted(nodes))}', "to")
     routes = definition.get("routes", [])
     if not isinstance(routes, list):
@@ -288,7 +206,7 @@ def _check_edges(definition: dict[str, Any], nodes: set[str], checker: Checker) 
         if not isinstance(route, dict) or "from" not in route:
             here.add('must be {"from": node, "cases": [{"when": expression, "to": node}], "default": node}')
             continue
-        if not _known(route["from"], nodes):
+        if not known_node(route["from"], nodes):
             here.add(f"{route['from']!r} is not a node", "from")
         elif _kind_of(definition, route["from"]) == "router":
             here.add(f"node {route['from']!r} is a router: its cases are its routes", "from")
@@ -299,38 +217,9 @@ def _check_edges(definition: dict[str, Any], nodes: set[str], checker: Checker) 
         check_cases(route, here, nodes)
 
 
-def _known(name: Any, nodes: set[str]) -> bool:
-    return isinstance(name, str) and name in nodes
-
-
 def _kind_of(definition: dict[str, Any], node: str) -> Any:
     found = definition["nodes"].get(node)
     return found.get("kind") if isinstance(found, dict) else None
-
-
-def check_cases(config: dict[str, Any], checker: Checker, nodes: set[str]) -> None:
-    """Check ``cases`` (``when`` an expression, ``to`` a node) and ``default``: shared by routes and routers."""
-    allowed = {"from", "cases", "default"}
-    for key in sorted(set(config) - allowed):
-        checker.add("unknown field; allowed: cases, default", key)
-    cases = config.get("cases")
-    if not isinstance(cases, list) or not cases:
-        checker.add('must be a list of one or more {"when": expression, "to": node}', "cases")
-        cases = []
-    for index, case in enumerate(cases):
-        here = checker.at(f"cases[{index}]")
-        if not isinstance(case, dict) or set(case) != {"when", "to"}:
-            here.add('must be {"when": expression, "to": node or "end"}')
-            continue
-        here.expression(case["when"], "when")
-        _check_target(case["to"], here, nodes, "to")
-    if "default" in config:
-        _check_target(config["default"], checker, nodes, "default")
-
-
-def _check_target(target: Any, checker: Checker, nodes: set[str], path: str) -> None:
-    if target != "end" and not _known(target, nodes):
-        checker.add(f'{target!r} is not a node (or "end"); nodes: {", ".join(sorted(nodes))}', path)
 
 
 def _graph_problem_message(problem: Any) -> str:
@@ -381,8 +270,7 @@ def _retry_policy(retry: dict[str, Any]) -> RetryPolicy:
 
 def compile_definition(name: str, definition: dict[str, Any], resources: Resources) -> CompiledGraph:
     """The kernel graph of a (valid) definition; raises GraphValidationError if its shape is not runnable."""
-    _ensure_kinds()
-    build = BuildContext()
+    build = BuildContext(compile_definition, KINDS)
     builder = GraphBuilder(name)
     for spec in node_specs(definition):
         kind = KINDS[spec.kind]
@@ -398,7 +286,7 @@ def compile_definition(name: str, definition: dict[str, Any], resources: Resourc
     for edge in definition.get("edges", []):
         builder.add_edge(edge["from"], END if edge["to"] == "end" else edge["to"])
     for route in definition.get("routes", []):
-        user, targets = case_router(route), _targets(route)
+        user, targets = case_router(route), case_targets(route)
         own = build.routers.get(route["from"])
         if own is not None:  # an agent's own loop goes first; when it is done, the route decides
             build.routers[route["from"]] = (_either(own[0], user), [*own[1], *targets])
@@ -412,13 +300,6 @@ def compile_definition(name: str, definition: dict[str, Any], resources: Resourc
 
 def _either(first: Callable[[Any], str | None], then: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return lambda state: first(state) or then(state)
-
-
-def _targets(config: dict[str, Any]) -> list[str]:
-    targets = [case["to"] for case in config["cases"]]
-    if "default" in config:
-        targets.append(config["default"])
-    return list(dict.fromkeys(targets))
 
 
 def case_router(config: dict[str, Any]) -> Callable[[Any], str | None]:
@@ -437,13 +318,6 @@ def case_router(config: dict[str, Any]) -> Callable[[Any], str | None]:
     return route
 
 
-def expression_names(state: Any) -> dict[str, Any]:
-    """What expressions and templates see: ``state`` (the whole run state) and ``input``."""
-    if isinstance(state, dict):
-        return {"state": state, "input": state.get("input")}
-    return {"state": state, "input": None}
-
-
 MAX_STATE_BYTES = 4 * 1024 * 1024
 
 
@@ -457,8 +331,6 @@ def _adding_output(name: str, fn: NodeFn) -> NodeFn:
         output = fn(state, ctx)
         result = output if isinstance(output, StepResult) else StepResult(state={**state, name: output}, output=output)
         if not json_size_within(result.state, MAX_STATE_BYTES):
-            from executions.kernel import ExecutionError
-
             raise ExecutionError.validation(
                 f"node '{name}': the run's state would be larger than {MAX_STATE_BYTES} bytes", code="state_too_large"
             )

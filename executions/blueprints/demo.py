@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from executions.models import Blueprint
-from tenants.models import Tenant
-
 DEMO_SUMMARIZE: dict[str, Any] = {
     "description": "Summarize one piece of text with the demo model.",
     "input_schema": {"type": "string", "maxLength": 2000},
@@ -88,15 +85,3 @@ DEMO_TRIAGE: dict[str, Any] = {
 }
 
 DEMO_BLUEPRINTS = {"demo-summarize": DEMO_SUMMARIZE, "demo-triage": DEMO_TRIAGE}  # in the order they are saved
-
-
-def blueprints_install_demo(*, tenant: Tenant) -> list[str]:
-    """Save the demo blueprints the tenant does not have yet; returns the names saved."""
-    from executions.blueprints.services import blueprint_save
-
-    saved = []
-    for name, definition in DEMO_BLUEPRINTS.items():
-        if not Blueprint.objects.filter(tenant=tenant, name=name).exists():
-            blueprint_save(tenant=tenant, name=name, definition=definition)
-            saved.append(name)
-    return saved

@@ -1,40 +1,26 @@
-"""HTTP tools and the tenant's tool policy: the ``http`` node kind, and the http tools of agents.
+"""The tenant's tool policy, and HTTP calls made under it: by ``http`` nodes and by agents' http tools.
 
 Policy first: before a request, its host must be one the tenant allows and its method one the
 tenant permits; a host the tenant does not trust (or a node marked ``"approval": "always"``)
 waits for an operator's approval. Every decision is a ``data-policy-decision`` event. Secrets
 reach a request only as headers named in the config, never through templates, events or logs.
+
+(The ``http`` node kind, and the check of an http config, are in ``kinds/http.py``.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from executions.blueprints.definition import (
-    BuildContext,
-    Checker,
-    Kind,
-    NodeSpec,
-    Resources,
-    ValidationContext,
-    expression_names,
-    register_kind,
-)
 from executions.blueprints.expressions import ExpressionError, render_template
-from executions.kernel import ExecutionError, StepType, WaitReason
+from executions.kernel import ExecutionError
 from executions.kernel.cancellation import Cancelled
-from executions.kernel.graph import NodeFn
-
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-HTTP_CONFIG_KEYS = {"url", "method", "headers", "body", "auth_secret", "secret_headers", "approval"}
 
 
 @dataclass(frozen=True)
@@ -93,35 +79,6 @@ def decide(policy: ToolPolicy, method: str, url: str, *, always_ask: bool = Fals
     return Decision(True, False, f"host {host} is trusted")
 
 
-# --- config --------------------------------------------------------------------------------------
-
-
-def check_http_config(config: dict[str, Any], checker: Checker, names: tuple[str, ...] = ("state", "input")) -> None:
-    from executions.blueprints.expressions import check_template
-
-    for key in sorted(set(config) - HTTP_CONFIG_KEYS):
-        checker.add(f"unknown field; allowed: {', '.join(sorted(HTTP_CONFIG_KEYS))}", key)
-    if not isinstance(config.get("url"), str) or not config["url"]:
-        checker.add("an http tool needs a url (text, may hold {{ ... }})", "url")
-    method = config.get("method", "GET")
-    if method not in HTTP_METHODS:
-        checker.add(f"must be one of {', '.join(HTTP_METHODS)}", "method")
-    for key in ("url", "headers", "body"):
-        if key in config:
-            for message in check_template(config[key], names=names):
-                checker.add(message, key)
-    if "headers" in config and not isinstance(config["headers"], dict):
-        checker.add("must be an object of header names to values", "headers")
-    secret = config.get("auth_secret")
-    if secret is not None and (not isinstance(secret, str) or not SECRET_NAME.match(secret)):
-        checker.add("must be the name of one of the tenant's secrets", "auth_secret")
-    headers = config.get("secret_headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(v, str) and SECRET_NAME.match(v) for v in headers.values()):
-        checker.add("must map header names to names of the tenant's secrets", "secret_headers")
-    if config.get("approval", "auto") not in ("auto", "always"):
-        checker.add('must be "auto" (trusted hosts run, others wait for approval) or "always"', "approval")
-
-
 def secret_names(config: dict[str, Any]) -> set[str]:
     names = set((config.get("secret_headers") or {}).values())
     if config.get("auth_secret"):
@@ -165,29 +122,6 @@ def with_secrets(call: HttpCall, config: dict[str, Any], secrets: Any, where: st
         value = secrets[name]
         headers[header] = f"Bearer {value}" if header == "Authorization" and header not in call.headers else value
     return HttpCall(call.method, call.url, headers, call.body)
-
-
-def guarded_call(config: dict[str, Any], call: HttpCall, ctx: Any, resources: Resources, tool_name: str) -> Any:
-    """Check the policy (waiting for approval if needed), then make the call. Emits the decisions."""
-    policy = resources.tool_policy or ToolPolicy()
-    decision = decide(policy, call.method, call.url, always_ask=config.get("approval") == "always")
-    if not decision.allowed:
-        ctx.policy_decision("deny", tool_name, decision.reason, **call.describe())
-        raise ExecutionError.policy_violation(f"{tool_name}: {decision.reason}", code="tool_denied")
-    if decision.needs_approval:
-        if not ctx.has_answer:  # the first pass asks; the resumed pass gets the answer
-            ctx.policy_decision("approval_required", tool_name, decision.reason, **call.describe())
-        answer = ctx.interrupt(WaitReason.APPROVAL, prompt={"tool": tool_name, **call.describe()})
-        approved = bool(answer.get("approved")) if isinstance(answer, dict) else bool(answer)
-        actor = answer.get("actor") if isinstance(answer, dict) else None
-        if not approved:
-            ctx.policy_decision("denied", tool_name, f"denied by {actor or 'an operator'}", **call.describe())
-            raise ExecutionError.policy_violation(f"{tool_name}: the call was denied", code="tool_denied")
-        ctx.policy_decision("approved", tool_name, f"approved by {actor or 'an operator'}", **call.describe())
-    else:
-        ctx.policy_decision("allow", tool_name, decision.reason, **call.describe())
-    call = with_secrets(call, config, resources.secrets, tool_name)
-    return perform(call, policy, ctx, tool_name)
 
 
 def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dict[str, Any]:
@@ -244,26 +178,3 @@ def _result(response: httpx.Response, content: bytes) -> dict[str, Any]:
         with contextlib.suppress(ValueError):  # a server that says JSON and sends text: keep the text
             body = json.loads(content)
     return {"status": response.status_code, "content_type": content_type, "body": body}
-
-
-# --- the http node kind --------------------------------------------------------------------------
-
-
-def _check_http(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    check_http_config(config, checker)
-
-
-def _build_http(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
-    def run(state: Any, ctx: Any) -> Any:
-        call = render_call(spec.config, expression_names(state), f"http '{spec.name}'")
-        tool_call_id = f"{ctx.step_id}:http"
-        if not ctx.has_answer:
-            ctx.tool_input(tool_call_id, spec.name, call.describe())
-        result = guarded_call(spec.config, call, ctx, resources, spec.name)
-        ctx.tool_output(tool_call_id, spec.name, result)
-        return result
-
-    return run
-
-
-register_kind(Kind("http", _check_http, _build_http, StepType.TOOL_NODE))

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from . import ids
+from .state import ExecutionState
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,19 @@ class EventType(StrEnum):
 
 
 TERMINAL_EVENT_TYPES = frozenset({EventType.EXECUTION_END, EventType.EXECUTION_FAILED, EventType.EXECUTION_CANCELLED})
+
+# The execution's state after each event that changes it: the one table of it, which the stores'
+# projection, the live pages and the command line all read.
+EXECUTION_STATE_AFTER: dict[EventType, ExecutionState] = {
+    EventType.EXECUTION_START: ExecutionState.RUNNING,
+    EventType.EXECUTION_RESUMED: ExecutionState.RUNNING,
+    EventType.EXECUTION_INPUT_RECEIVED: ExecutionState.RUNNING,
+    EventType.EXECUTION_PAUSED: ExecutionState.PAUSED,
+    EventType.EXECUTION_WAITING: ExecutionState.WAITING,
+    EventType.EXECUTION_END: ExecutionState.COMPLETED,
+    EventType.EXECUTION_FAILED: ExecutionState.FAILED,
+    EventType.EXECUTION_CANCELLED: ExecutionState.CANCELLED,
+}
 CONTENT_EVENT_TYPES = frozenset(
     {
         EventType.STEP_END,

@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from executions import services
 from executions.models import Artifact, Execution, InboxMessage
+from executions.services.submit import execution_submit
 from tenants.models import ApiKey, Membership, Tenant
 from tenants.services import api_key_revoke, membership_set, tenant_set_limits
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def foreign(api_b: Api, enqueued: list[str]) -> dict[str, str]:
     """Ids of tenant B: an execution and an artifact."""
-    execution, _ = services.execution_submit(tenant=api_b.tenant, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=api_b.tenant, graph="demo.chain", input={"n": 1})
     artifact = Artifact.objects.create(
         id="art_0000000000000000000000000A",
         execution=execution,

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from executions import selectors
 from executions.models import Execution, InboxMessage
 from tenants.models import Tenant, TenantDailyUsage
 from tenants.services import tenant_set_limits
@@ -430,7 +431,7 @@ def test_errors_are_json_with_debug_on(api_a: Api, settings: Any, monkeypatch: p
     def broken(**kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("executions.selectors.execution_list", broken)
+    monkeypatch.setattr(selectors, "execution_list", broken)
     api_a.client.raise_request_exception = False
     crashed = api_a.get("executions")
     assert crashed.status_code == 500

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from executions import services
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import api_key_create, tenant_set_limits
 
@@ -55,8 +55,8 @@ def caller(tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]) -> dict[str,
     """A write key, and executions for the generated requests to find: one of the caller's, and
     one of another tenant's, which must stay out of reach."""
     tenant_set_limits(tenant=tenant_a, changes={"requests_per_minute": None})
-    mine, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
     return {"key": api_key_create(tenant=tenant_a, scope="write")[1], "execution": mine.pk}
 
 

@@ -19,8 +19,10 @@ from django.conf import settings
 from django.db import connection
 
 from enact_platform.asgi import application
-from executions import services
+from executions.live import relay as relay_module
 from executions.models import Execution
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import api_key_create, tenant_set_limits
 
@@ -123,7 +125,7 @@ def _finished(execution_id: str) -> bool:
 
 
 def test_a_finished_execution_streams_its_log_and_ends(tenant_a: Tenant, key_a: str, inline_worker: Any) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 3})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 3})
     assert wait_until(lambda: _finished(execution.pk))
 
     async def scenario() -> list[dict[str, Any]]:
@@ -144,7 +146,7 @@ def test_a_finished_execution_streams_its_log_and_ends(tenant_a: Tenant, key_a: 
 def test_live_events_follow_the_stored_ones_and_the_stream_ends(
     tenant_a: Tenant, key_a: str, inline_worker: Any
 ) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 3, "seconds": 0.3})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 3, "seconds": 0.3})
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).state == "running")
 
     async def scenario() -> list[dict[str, Any]]:
@@ -161,7 +163,7 @@ def test_live_events_follow_the_stored_ones_and_the_stream_ends(
 def test_a_client_that_drops_and_reconnects_misses_nothing_and_sees_nothing_twice(
     tenant_a: Tenant, key_a: str, inline_worker: Any
 ) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
 
     async def scenario() -> list[dict[str, Any]]:
         first = Stream(execution.pk, key_a)
@@ -185,8 +187,8 @@ def test_a_client_with_every_event_gets_204_and_one_from_the_future_400(
     tenant_a: Tenant, key_a: str, client: Any
 ) -> None:
     """EventSource reconnects after the stream ends; 204 is what stops it."""
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)  # one event: seq 1
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk)  # one event: seq 1
 
     async def status(last: int) -> int:
         stream = Stream(execution.pk, key_a, last_event_id=last)
@@ -203,7 +205,7 @@ def test_a_client_with_every_event_gets_204_and_one_from_the_future_400(
 
 
 def test_after_in_the_query_works_like_last_event_id(tenant_a: Tenant, key_a: str, inline_worker: Any) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
     assert wait_until(lambda: _finished(execution.pk))
 
     async def scenario() -> list[int]:
@@ -228,8 +230,8 @@ def _refusal(execution_id: str, key: str, **kwargs: Any) -> tuple[int, dict[str,
 
 
 def test_the_stream_refuses_strangers_and_bad_requests(tenant_a: Tenant, tenant_b: Tenant, key_a: str) -> None:
-    theirs, _ = services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-    mine, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     status, body, _ = _refusal(theirs.pk, key_a)
     assert (status, body["error"]["code"]) == (404, "not_found")
     status, body, _ = _refusal("exec_nope", key_a)
@@ -249,8 +251,8 @@ def test_the_stream_refuses_strangers_and_bad_requests(tenant_a: Tenant, tenant_
 
 def test_the_stream_counts_against_the_keys_rate(tenant_a: Tenant, key_a: str) -> None:
     tenant_set_limits(tenant=tenant_a, changes={"requests_per_minute": 1})
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk)
 
     async def whole_stream() -> list[dict[str, Any]]:
         stream = Stream(execution.pk, key_a)
@@ -265,7 +267,7 @@ def test_the_stream_counts_against_the_keys_rate(tenant_a: Tenant, key_a: str) -
 
 def test_idle_clients_hold_no_thread_and_no_database_connection(tenant_a: Tenant, key_a: str) -> None:
     """Twenty clients wait on an execution that is not going anywhere."""
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
 
     def connections() -> int:
         if connection.vendor != "postgresql":
@@ -298,8 +300,8 @@ def test_a_quiet_stream_sends_keep_alives_and_notices_what_was_not_published(
     """A publisher can drop an event (Redis restarting); the stream finds it in the log anyway."""
     monkeypatch.setattr(settings, "ENACT_SSE_KEEPALIVE_SECONDS", 0.2)
     monkeypatch.setattr(settings, "ENACT_PUBLISH_DIRECT", False)
-    monkeypatch.setattr("executions.streaming.ensure_relay", lambda: None)  # nothing is delivered live
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    monkeypatch.setattr(relay_module, "ensure_relay", lambda: None)  # nothing is delivered live
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[str, list[dict[str, Any]]]:
         stream = Stream(execution.pk, key_a)
@@ -317,8 +319,8 @@ def test_a_quiet_stream_sends_keep_alives_and_notices_what_was_not_published(
 def test_the_django_view_serves_the_stored_events_without_the_asgi_router(
     tenant_a: Tenant, key_a: str, client: Any
 ) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk)
     response = client.get(
         f"/api/v1/executions/{execution.pk}/stream",
         headers={"Authorization": f"Bearer {key_a}", "Accept": "text/event-stream"},
@@ -341,16 +343,16 @@ def test_streams_sockets_and_readiness_checks_leave_no_subscription_behind(
     from channels.testing import WebsocketCommunicator
     from redis.asyncio import Redis
 
-    from executions.observability import check_channel_layer
-    from executions.streaming import channel_release
+    from executions.live.groups import channel_release
+    from executions.ops.health import check_channel_layer
 
     prefix = f"leak{uuid.uuid4().hex[:8]}"  # this test's channels alone, whatever else uses Redis
     settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"]}}
     settings.CHANNEL_LAYERS["default"]["CONFIG"] = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": prefix}
     channel_layers.backends.clear()
-    finished, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    finished, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
     assert wait_until(lambda: _finished(finished.pk))
-    running, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 30, "seconds": 0.2})
+    running, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 30, "seconds": 0.2})
 
     async def ours(redis: Redis) -> set[bytes]:
         return set(await redis.pubsub_channels(f"{prefix}*"))

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from executions import services, worker
 from executions.blueprints.functions import blueprint_function
-from executions.blueprints.services import blueprint_save
 from executions.models import Execution, ExecutionEvent, ModelPrice, Step
+from executions.runtime.run import execution_run
+from executions.services.blueprints import blueprint_save
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import tenant_secret_set, tenant_set_limits
 
@@ -58,8 +60,8 @@ def agent(tenant: Tenant, url: str, **config: Any) -> None:
 
 
 def run(tenant: Tenant, input: Any) -> Execution:
-    execution, _ = services.execution_submit(tenant=tenant, graph="ask", input=input)
-    worker.execution_run(execution.pk)
+    execution, _ = execution_submit(tenant=tenant, graph="ask", input=input)
+    execution_run(execution.pk)
     execution.refresh_from_db()
     return execution
 
@@ -144,12 +146,12 @@ def test_a_client_error_is_not_retried(tenant_a: Tenant, chat: OpenAIServer, enq
 def test_cancel_stops_a_slow_stream_at_once(tenant_a: Tenant, chat: OpenAIServer, enqueued: list[str]) -> None:
     agent(tenant_a, chat.url)
     chat.script(text_stream([f"w{i} " for i in range(100)], delay_s=0.5))
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="ask", input={"q": "tell me a long story"})
-    thread = threading.Thread(target=worker.execution_run, args=(execution.pk,), daemon=True)
+    execution, _ = execution_submit(tenant=tenant_a, graph="ask", input={"q": "tell me a long story"})
+    thread = threading.Thread(target=execution_run, args=(execution.pk,), daemon=True)
     thread.start()
     assert wait_until(lambda: ExecutionEvent.objects.filter(execution=execution, type="data-text-delta").exists())
     asked = time.monotonic()
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="enough")
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="enough")
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).state == "cancelled", timeout=5)
     assert time.monotonic() - asked < 1.0
     thread.join(5)

@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
-from executions import services, worker
-from executions.blueprints.demo import blueprints_install_demo
 from executions.blueprints.functions import blueprint_function
-from executions.blueprints.services import blueprint_save
 from executions.models import Execution, ExecutionEvent, ModelPrice, Step
+from executions.persistence.kernels import kernel_for
+from executions.runtime.run import execution_run
+from executions.services.blueprints import blueprint_save, blueprints_install_demo
+from executions.services.children import execution_child_ended, execution_spawn_child
+from executions.services.controls import execution_cancel, execution_provide_input, execution_resume
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import tenant_secret_set, tenant_set_limits
 
@@ -34,14 +37,14 @@ def save(tenant: Tenant, name: str, nodes: dict[str, Any], edges: list[tuple[str
 
 
 def run(tenant: Tenant, name: str, input: Any = None, **kwargs: Any) -> Execution:
-    execution, _ = services.execution_submit(tenant=tenant, graph=name, input={} if input is None else input, **kwargs)
-    worker.execution_run(execution.pk)
+    execution, _ = execution_submit(tenant=tenant, graph=name, input={} if input is None else input, **kwargs)
+    execution_run(execution.pk)
     execution.refresh_from_db()
     return execution
 
 
 def resume(execution: Execution) -> Execution:
-    worker.execution_run(execution.pk)
+    execution_run(execution.pk)
     execution.refresh_from_db()
     return execution
 
@@ -130,8 +133,8 @@ def test_wait_for_input_with_a_schema(tenant_a: Tenant, enqueued: list[str]) -> 
     assert (execution.state, execution.wait_reason) == ("waiting", "user_input")
     assert execution.wait_detail["prompt"] == "Size for Ann?"
     with pytest.raises(Exception, match=r"input\.size is required"):
-        services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={})
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={"size": 3})
+        execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={})
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={"size": 3})
     execution = resume(execution)
     assert (execution.state, execution.output["done"]) == ("completed", 3)
 
@@ -153,9 +156,7 @@ def test_an_approval_that_is_denied_can_be_routed_on(tenant_a: Tenant, enqueued:
     )
     execution = run(tenant_a, "gate")
     assert (execution.state, execution.wait_reason) == ("waiting", "approval")
-    services.execution_provide_input(
-        tenant=tenant_a, execution_id=execution.pk, approve=False, input="too risky", actor="ann"
-    )
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, input="too risky", actor="ann")
     execution = resume(execution)
     assert execution.output["drop"] == "dropped: too risky"
     assert execution.output["review"] == {"approved": False, "note": "too risky", "by": "ann"}
@@ -344,7 +345,7 @@ def test_an_untrusted_host_waits_for_approval_then_runs(
     assert (execution.state, execution.wait_reason) == ("waiting", "approval")
     assert tool_server.requests == []  # nothing was sent before the approval
     assert execution.wait_detail["prompt"]["url"].endswith("/orders/1")
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, actor="ops")
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, actor="ops")
     execution = resume(execution)
     assert execution.state == "completed"
     assert len(tool_server.requests) == 1
@@ -357,7 +358,7 @@ def test_a_denied_call_is_never_made(tenant_a: Tenant, tool_server: ToolServer, 
     policy(tenant_a, allowed=[tool_server.host], trusted=[])
     http_blueprint(tenant_a, tool_server.host)
     execution = run(tenant_a, "fetch", {"id": 1})
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, actor="ops")
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, actor="ops")
     execution = resume(execution)
     assert execution.state == "failed"
     assert execution.error["category"] == "policy_violation"
@@ -498,9 +499,9 @@ def test_a_cost_limit_stops_an_agent_loop(tenant_a: Tenant, enqueued: list[str])
 
 def test_an_execution_runs_the_version_it_was_submitted_with(tenant_a: Tenant, enqueued: list[str]) -> None:
     save(tenant_a, "v", {"t": {"kind": "template", "config": {"template": "one"}}}, [("t", "end")])
-    first, _ = services.execution_submit(tenant=tenant_a, graph="v", input={})
+    first, _ = execution_submit(tenant=tenant_a, graph="v", input={})
     save(tenant_a, "v", {"t": {"kind": "template", "config": {"template": "two"}}}, [("t", "end")])
-    worker.execution_run(first.pk)
+    execution_run(first.pk)
     first.refresh_from_db()
     assert (first.graph_version, first.output["t"]) == (1, "one")
     assert run(tenant_a, "v").output["t"] == "two"
@@ -513,7 +514,7 @@ def test_the_demo_blueprint_runs_end_to_end_offline(tenant_a: Tenant, enqueued: 
         tenant_a, "demo-triage", {"request": "Please approve my refund", "items": ["late parcel", "broken lid"]}
     )
     assert (execution.state, execution.wait_reason) == ("waiting", "approval"), execution.error
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, actor="ops")
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, actor="ops")
     execution = resume(execution)
     assert execution.state == "completed", execution.error
     published = execution.output["publish"]
@@ -564,11 +565,11 @@ def test_an_awaited_child_runs_as_its_own_execution_and_its_parent_resumes_with_
     assert (child.graph, child.input, child.tenant) == ("child", {"n": 4}, tenant_a)
     assert parent.wait_detail["prompt"] == {"child_id": child.pk, "blueprint": "child"}
     with pytest.raises(Exception, match="not waiting for input or approval"):  # nobody answers for the child
-        services.execution_provide_input(tenant=tenant_a, execution_id=parent.pk, input={})
+        execution_provide_input(tenant=tenant_a, execution_id=parent.pk, input={})
 
     child = resume(child)  # its worker runs it: it waits for its own approval
     assert (child.state, child.wait_reason) == ("waiting", "approval")
-    services.execution_provide_input(tenant=tenant_a, execution_id=child.pk, approve=True)
+    execution_provide_input(tenant=tenant_a, execution_id=child.pk, approve=True)
     child = resume(child)
     assert child.state == "completed"
     parent.refresh_from_db()
@@ -583,7 +584,7 @@ def test_a_child_that_fails_fails_the_step_that_awaits_it(tenant_a: Tenant, enqu
     parent_and_child(tenant_a)
     parent = run(tenant_a, "parent", {"n": 1})
     child = resume(Execution.objects.get(parent=parent))
-    services.execution_cancel(tenant=tenant_a, execution_id=child.pk, reason="not needed")
+    execution_cancel(tenant=tenant_a, execution_id=child.pk, reason="not needed")
     parent.refresh_from_db()
     assert parent.resume_requested
     parent = resume(parent)
@@ -596,7 +597,7 @@ def test_cancelling_a_parent_cancels_its_children(tenant_a: Tenant, enqueued: li
     parent = run(tenant_a, "parent", {"n": 1})
     child = resume(Execution.objects.get(parent=parent))
     assert child.state == "waiting"
-    services.execution_cancel(tenant=tenant_a, execution_id=parent.pk, reason="stop all")
+    execution_cancel(tenant=tenant_a, execution_id=parent.pk, reason="stop all")
     child.refresh_from_db()
     assert child.state == "cancelled"
     assert Execution.objects.get(pk=parent.pk).state == "cancelled"
@@ -612,15 +613,14 @@ def test_a_background_child_is_left_running(tenant_a: Tenant, enqueued: list[str
 
 
 def test_a_child_that_inherits_the_inbox_reads_its_parents_messages(tenant_a: Tenant, enqueued: list[str]) -> None:
-    from executions import kernel_bridge
 
     parent_and_child(tenant_a, inherit_inbox=True)
     parent = run(tenant_a, "parent", {"n": 2})
     child = Execution.objects.get(parent=parent)
     assert child.metadata == {"inherit_inbox": True}
-    assert kernel_bridge.kernel_for(child).get_inbox_execution_ids() == [child.pk, parent.pk]
-    plain, _ = services.execution_submit(tenant=tenant_a, graph="child", input={"n": 1}, parent=parent)
-    assert kernel_bridge.kernel_for(plain).get_inbox_execution_ids() == [plain.pk]
+    assert kernel_for(child).get_inbox_execution_ids() == [child.pk, parent.pk]
+    plain, _ = execution_submit(tenant=tenant_a, graph="child", input={"n": 1}, parent=parent)
+    assert kernel_for(plain).get_inbox_execution_ids() == [plain.pk]
 
 
 # --- failures of function and http nodes; the map's bound ----------------------------------------------
@@ -692,16 +692,16 @@ def test_a_wait_for_a_child_is_not_resumed_by_hand_and_a_rerun_spawns_no_second_
     parent_and_child(tenant_a)
     parent = run(tenant_a, "parent", {"n": 1})
     with pytest.raises(Exception, match="cannot resume"):
-        services.execution_resume(tenant=tenant_a, execution_id=parent.pk)
+        execution_resume(tenant=tenant_a, execution_id=parent.pk)
     assert Execution.objects.filter(parent=parent).count() == 1
 
 
 def test_spawning_is_idempotent_per_visit_of_the_node(tenant_a: Tenant, enqueued: list[str]) -> None:
     parent_and_child(tenant_a)
-    parent, _ = services.execution_submit(tenant=tenant_a, graph="parent", input={"n": 1})
+    parent, _ = execution_submit(tenant=tenant_a, graph="parent", input={"n": 1})
 
     def spawn() -> str:
-        child = services.execution_spawn_child(
+        child = execution_spawn_child(
             parent=parent, graph="child", version=None, input={"n": 1}, inherit_inbox=False, node="spawn"
         )
         return child.pk
@@ -718,10 +718,10 @@ def test_a_child_answers_its_parent_once(tenant_a: Tenant, enqueued: list[str]) 
     parent_and_child(tenant_a)
     parent = run(tenant_a, "parent", {"n": 1})
     child = Execution.objects.get(parent=parent)
-    services.execution_cancel(tenant=tenant_a, execution_id=child.pk)
+    execution_cancel(tenant=tenant_a, execution_id=child.pk)
     assert Execution.objects.get(pk=parent.pk).resume_requested
     Execution.objects.filter(pk=parent.pk).update(resume_requested=False)  # as a claim leaves it
-    assert services.execution_child_ended(child_id=child.pk) is False  # that wait was answered
+    assert execution_child_ended(child_id=child.pk) is False  # that wait was answered
 
 
 def test_secret_values_must_be_printable(tenant_a: Tenant) -> None:

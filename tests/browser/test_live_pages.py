@@ -13,8 +13,9 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
-from executions import services
 from executions.models import Execution
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import Membership, Tenant
 from tenants.services import membership_set
 
@@ -53,7 +54,7 @@ def _state(execution_id: str) -> str:
 
 def test_start_watch_and_cancel_from_the_dashboard(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
-    done, _ = services.execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
+    done, _ = execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
     _log_in(page, live_server_url, "olga")
     expect(page.locator(f'tr[data-id="{done.pk}"] .state')).to_have_text("completed", timeout=20_000)
 
@@ -92,7 +93,7 @@ def test_the_list_updates_live(live_server_url: str, page: Any, tenant_a: Tenant
     _log_in(page, live_server_url, "olga")
     expect(page.locator("body[data-live=on]")).to_have_count(1)
     page.wait_for_timeout(300)  # the relay's first look sets where new executions start
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 3})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 3})
     row = page.locator(f'tr[data-id="{execution.pk}"]')
     expect(row).to_be_visible()
     expect(row.locator(".state")).to_have_text("completed", timeout=20_000)
@@ -103,7 +104,7 @@ def test_cancel_from_the_admin_change_page_and_the_list_follows(
     live_server_url: str, page: Any, tenant_a: Tenant
 ) -> None:
     User.objects.create_superuser("root", password=PASSWORD)
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 40, "seconds": 0.4})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 40, "seconds": 0.4})
     assert wait_until(lambda: _state(execution.pk) == "running", timeout=20)
 
     page.goto(f"{live_server_url}/admin/login/")
@@ -120,13 +121,13 @@ def test_cancel_from_the_admin_change_page_and_the_list_follows(
     assert page.url.endswith("/change/")  # no reload: the socket carried the control
     assert _state(execution.pk) == "cancelled"
 
-    other, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 40, "seconds": 0.4})
+    other, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 40, "seconds": 0.4})
     assert wait_until(lambda: _state(other.pk) == "running", timeout=20)
     page.goto(f"{live_server_url}/admin/executions/execution/")
     cell = page.locator(f'#result_list tr:has(input[value="{other.pk}"]) .field-state')
     expect(cell).to_have_text("Running")
     expect(page.locator("body[data-live=on]")).to_have_count(1)
-    services.execution_cancel(tenant=tenant_a, execution_id=other.pk, reason="from a test")
+    execution_cancel(tenant=tenant_a, execution_id=other.pk, reason="from a test")
     expect(cell).to_have_text("Cancelled", timeout=5_000)
 
 
@@ -134,8 +135,8 @@ def test_a_viewer_sees_no_controls_and_a_stranger_no_page(
     live_server_url: str, page: Any, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
     _user(tenant_a, "vic", Membership.Role.VIEWER)
-    mine, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 3, "seconds": 0.3})
-    theirs, _ = services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 3, "seconds": 0.3})
+    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
     _log_in(page, live_server_url, "vic")
     expect(page.locator("#start-form")).to_have_count(0)
     page.goto(f"{live_server_url}/executions/{mine.pk}/")
@@ -151,7 +152,7 @@ def test_a_lost_connection_shows_and_comes_back_without_losing_events(
     platform: Any, page: Any, tenant_a: Tenant
 ) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 8, "seconds": 0.5})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 8, "seconds": 0.5})
     _log_in(page, platform.url, "olga")
     page.goto(f"{platform.url}/executions/{execution.pk}/")
     expect(page.locator("#events tbody tr").nth(2)).to_be_attached(timeout=20_000)
@@ -170,7 +171,7 @@ def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
     live_server_url: str, page: Any, tenant_a: Tenant
 ) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
-    waiting, _ = services.execution_submit(tenant=tenant_a, graph="demo.approval", input={})
+    waiting, _ = execution_submit(tenant=tenant_a, graph="demo.approval", input={})
     assert wait_until(lambda: _state(waiting.pk) == "waiting", timeout=20)
     _log_in(page, live_server_url, "olga")
     page.goto(f"{live_server_url}/executions/{waiting.pk}/")
@@ -185,7 +186,7 @@ def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
     expect(page.locator("#answer")).to_be_hidden()
     assert Execution.objects.get(pk=waiting.pk).output["published"] is True
 
-    pipeline, _ = services.execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
+    pipeline, _ = execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
     assert wait_until(lambda: _state(pipeline.pk) == "completed", timeout=20)
     page.goto(f"{live_server_url}/executions/{pipeline.pk}/")
     text_artifact = page.locator('#artifacts li[data-type^="text/"] a').first
@@ -199,7 +200,7 @@ def test_the_demo_blueprint_from_the_start_form_to_its_approval(
     live_server_url: str, page: Any, tenant_a: Tenant
 ) -> None:
     """An agent with a tool, a map over another blueprint, a router and an approval, all offline."""
-    from executions.blueprints.demo import blueprints_install_demo
+    from executions.services.blueprints import blueprints_install_demo
 
     blueprints_install_demo(tenant=tenant_a)
     _user(tenant_a, "olga", Membership.Role.OPERATOR)

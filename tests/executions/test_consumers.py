@@ -14,8 +14,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from enact_platform.asgi import application
-from executions import services
+from executions.live import relay as relay_module
+from executions.live.groups import created_message, event_message, execution_group, tenant_group
 from executions.models import Execution
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import Membership, Tenant
 from tenants.services import api_key_create, membership_set
 
@@ -56,7 +59,7 @@ def _seqs(frames: list[dict[str, Any]]) -> list[int]:
 def test_a_finished_execution_replays_then_ends_and_the_socket_stays_open(
     tenant_a: Tenant, writer: str, inline_worker: Any
 ) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).is_terminal)
 
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
@@ -83,7 +86,7 @@ def test_a_finished_execution_replays_then_ends_and_the_socket_stays_open(
 
 
 def test_live_events_arrive_and_a_reconnect_misses_nothing(tenant_a: Tenant, reader: str, inline_worker: Any) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
 
     async def scenario() -> list[dict[str, Any]]:
         ws = socket(f"/ws/executions/{execution.pk}/", [(b"authorization", f"Bearer {reader}".encode())])
@@ -108,7 +111,7 @@ def test_live_events_arrive_and_a_reconnect_misses_nothing(tenant_a: Tenant, rea
 
 
 def test_cancel_over_the_socket(tenant_a: Tenant, writer: str, inline_worker: Any) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 60})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 60})
     assert wait_until(lambda: execution.steps.filter(state="running").exists())
 
     async def scenario() -> list[dict[str, Any]]:
@@ -131,7 +134,7 @@ def test_cancel_over_the_socket(tenant_a: Tenant, writer: str, inline_worker: An
 
 
 def test_a_read_key_cannot_control_and_bad_frames_get_errors(tenant_a: Tenant, reader: str) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
 
     async def scenario() -> list[dict[str, Any]]:
         ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
@@ -169,8 +172,8 @@ def _close_code(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> 
 
 
 def test_the_handshake_refuses_strangers(tenant_a: Tenant, tenant_b: Tenant, writer: str) -> None:
-    theirs, _ = services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-    mine, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     assert _close_code(f"/ws/executions/{mine.pk}/") == 4401
     assert _close_code(f"/ws/executions/{mine.pk}/?token=enact_bad_key") == 4401
     assert _close_code("/ws/executions/") == 4401
@@ -184,8 +187,8 @@ def test_the_handshake_refuses_strangers(tenant_a: Tenant, tenant_b: Tenant, wri
 def test_a_client_that_has_every_event_of_an_ended_execution_gets_the_end_at_once(
     tenant_a: Tenant, writer: str
 ) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk)
     last = Execution.objects.get(pk=execution.pk).events.count()
 
     async def scenario() -> tuple[dict[str, Any], bool]:
@@ -207,9 +210,8 @@ def test_a_socket_whose_handler_fails_gives_back_what_it_held(
     its channel go all the same."""
     from channels.layers import get_channel_layer
 
-    from executions import streaming
-    from executions.consumers import ExecutionSocket
-    from executions.observability import gauges
+    from executions.live.sockets import ExecutionSocket
+    from executions.ops.metrics import gauges
 
     made: list[ExecutionSocket] = []
     real_opened = ExecutionSocket.opened
@@ -231,7 +233,7 @@ def test_a_socket_whose_handler_fails_gives_back_what_it_held(
         assert (await ws.connect())[0]
         during = gauges.websocket_connections
         message = {"type": "execution.event", "seq": 1, "event_type": "data-execution-start", "json": "{}"}
-        await get_channel_layer().group_send(streaming.execution_group(execution.pk), message)
+        await get_channel_layer().group_send(execution_group(execution.pk), message)
         with pytest.raises(RuntimeError, match="a handler failed"):
             await ws.wait(5)
         consumer = made[0]
@@ -256,7 +258,7 @@ def _session_headers(tenant: Tenant, role: str, origin: str = "http://localhost"
 
 
 def test_a_viewers_session_watches_but_cannot_control(tenant_a: Tenant) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     headers = _session_headers(tenant_a, Membership.Role.VIEWER)
 
     async def scenario() -> dict[str, Any]:
@@ -272,7 +274,7 @@ def test_a_viewers_session_watches_but_cannot_control(tenant_a: Tenant) -> None:
 
 
 def test_a_session_from_another_site_is_refused(tenant_a: Tenant) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     headers = _session_headers(tenant_a, Membership.Role.ADMIN, origin="https://evil.example")
     assert _close_code(f"/ws/executions/{execution.pk}/", headers) == 4401
 
@@ -307,16 +309,16 @@ def _submit_both(tenant_a: Tenant, tenant_b: Tenant) -> None:
     from django.db import connection
 
     try:
-        services.execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-        services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 2, "seconds": 0.3})
+        execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+        execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 2, "seconds": 0.3})
     finally:
         connection.close()
 
 
 def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
     """Every frame the server sends parses as JSON with a type (clients rely on it)."""
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk)
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk)
 
     async def scenario() -> list[str]:
         ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
@@ -330,7 +332,7 @@ def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
 
 
 def test_a_frame_with_text_no_database_stores_gets_an_error_and_changes_nothing(tenant_a: Tenant, writer: str) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 1})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 1})
 
     async def scenario() -> dict[str, Any]:
         ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
@@ -351,7 +353,7 @@ def _cancel_and_read_back(execution: Execution) -> dict[str, Any]:
     """Cancel on a thread of its own (not the sync thread), and return the stored event."""
     from django.db import connection
 
-    from executions.kernel_bridge import kernel_for
+    from executions.persistence.kernels import kernel_for
     from executions.serializers import EventSerializer
 
     try:
@@ -369,8 +371,6 @@ def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Ten
     from asgiref.sync import sync_to_async
     from channels.layers import get_channel_layer
 
-    from executions import streaming
-
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[dict[str, Any], float, bool]:
@@ -383,7 +383,7 @@ def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Ten
         wire = await asyncio.to_thread(_cancel_and_read_back, execution)
         sent = time.monotonic()
         # Sent as a publisher sends it (with Redis one did already: the socket ignores a repeat).
-        await get_channel_layer().group_send(streaming.execution_group(execution.pk), streaming.event_message(wire))
+        await get_channel_layer().group_send(execution_group(execution.pk), event_message(wire))
         frame = await ws.receive_json_from(2)
         took, still_busy = time.monotonic() - sent, not busy.done()
         await busy
@@ -405,12 +405,10 @@ def test_sockets_find_in_the_database_what_never_came_live(
     from channels.layers import get_channel_layer
     from django.conf import settings
 
-    from executions import streaming
-
     monkeypatch.setattr(settings, "ENACT_SOCKET_RESYNC_SECONDS", 0.2)
     monkeypatch.setattr(settings, "ENACT_PUBLISH_DIRECT", False)
-    monkeypatch.setattr("executions.streaming.ensure_relay", lambda: None)  # nothing is delivered live
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    monkeypatch.setattr(relay_module, "ensure_relay", lambda: None)  # nothing is delivered live
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
         feed = socket(f"/ws/executions/?token={reader}")
@@ -418,9 +416,7 @@ def test_sockets_find_in_the_database_what_never_came_live(
         ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
         assert (await ws.connect())[0]
         # The new execution is announced live, as a publisher does; what follows is not.
-        await get_channel_layer().group_send(
-            streaming.tenant_group(tenant_a.pk), streaming.created_message(execution.pk)
-        )
+        await get_channel_layer().group_send(tenant_group(tenant_a.pk), created_message(execution.pk))
         announced = await feed.receive_json_from(5)
         await asyncio.to_thread(cancel_on_this_thread, tenant_a, execution.pk)
         frames = await frames_until_end(ws, timeout=5)
@@ -439,8 +435,8 @@ def test_quiet_sockets_on_one_execution_share_one_read_of_the_log(
     tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from executions import selectors
-    from executions.consumers import StoredHeads
-    from executions.kernel_bridge import kernel_for
+    from executions.live.sockets import StoredHeads
+    from executions.persistence.kernels import kernel_for
 
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     kernel_for(execution).cancel_execution("test")

@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from executions import kernel_bridge, services, worker
-from executions.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
 from executions.kernel.events import EventType, StreamEvent
+from executions.live import publisher
 from executions.models import Checkpoint, ExecutionEvent, Step
-from executions.stores import DjangoEventSink, write_staged_unit
-from executions.worker import LeaseLost
+from executions.persistence import kernels
+from executions.persistence.events import DjangoEventSink, LeaseLost
+from executions.persistence.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
+from executions.persistence.kernels import kernel_close, kernel_for
+from executions.persistence.sql import write_staged_unit
+from executions.runtime.run import execution_run
+from executions.services.submit import execution_submit
 from tenants.models import Tenant, TenantLimits
 from tenants.services import tenant_set_limits
 
@@ -162,16 +166,16 @@ def _async(tenant: Tenant) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_only_a_worker_run_on_postgresql_commits_in_the_background(tenant_a: Tenant) -> None:
     _async(tenant_a)
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
-    by_worker = kernel_bridge.kernel_for(execution, background_commits=True)
-    other = kernel_bridge.kernel_for(execution)  # a service's or an operator's kernel: always sync
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    by_worker = kernel_for(execution, background_commits=True)
+    other = kernel_for(execution)  # a service's or an operator's kernel: always sync
     try:
         assert isinstance(by_worker.sink, DjangoEventSink)
         assert isinstance(other.sink, DjangoEventSink)
         assert (by_worker.sink.committer is not None) is (connection.vendor == "postgresql")
         assert other.sink.committer is None
     finally:
-        kernel_bridge.kernel_close(by_worker)
+        kernel_close(by_worker)
     assert by_worker.sink.committer is None  # closed
 
 
@@ -201,11 +205,11 @@ def test_an_async_run_stores_every_event_in_order_and_publishes_each_once_after_
         commits.append(len(group.events))
         write_staged_unit(group)
 
-    monkeypatch.setattr("executions.streaming.publish_events", publish)
-    monkeypatch.setattr("executions.kernel_bridge.write_staged_unit", write)
+    monkeypatch.setattr(publisher, "publish_events", publish)
+    monkeypatch.setattr(kernels, "write_staged_unit", write)
     n = 40
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": n})
-    assert worker.execution_run(execution.pk) == "completed"
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": n})
+    assert execution_run(execution.pk) == "completed"
 
     execution.refresh_from_db()
     assert (execution.state, execution.output) == ("completed", n)
@@ -225,7 +229,7 @@ def test_an_async_run_stores_every_event_in_order_and_publishes_each_once_after_
 @needs_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_background_commit_that_clashes_with_another_workers_seq_stops_the_run(tenant_a: Tenant) -> None:
-    execution, _ = services.execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
     other_worker = DjangoEventSink(execution)
 
     def event(seq: int, id_: str) -> StreamEvent:

@@ -15,8 +15,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from executions import services
 from executions.models import Execution, ExecutionEvent, Step
+from executions.services.controls import execution_cancel, execution_provide_input
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 
 from ..conftest import wait_until
@@ -97,7 +98,7 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
 
 def submit(tenant: Tenant, graph: str, input: Any) -> Execution:
-    execution, _ = services.execution_submit(tenant=tenant, graph=graph, input=input)
+    execution, _ = execution_submit(tenant=tenant, graph=graph, input=input)
     return execution
 
 
@@ -156,7 +157,7 @@ def test_approval_survives_a_restart_of_every_worker(tenant_a: Tenant, cluster: 
     first.stop()
 
     second = cluster()
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input=None, actor="ann")
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input=None, actor="ann")
     assert wait_until(lambda: state_of(execution) == "completed", timeout=60), _log(second)
     execution.refresh_from_db()
     assert execution.output == {"published": True, "note": None}
@@ -173,6 +174,6 @@ def test_cancel_reaches_a_real_worker_blocked_in_a_long_call(tenant_a: Tenant, c
     first_lease = Execution.objects.get(pk=execution.pk).lease_expires_at
     # The worker's monitor renews its lease while the step is blocked.
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_expires_at > first_lease, timeout=3)
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="stop now")
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="stop now")
     assert wait_until(lambda: state_of(execution) == "cancelled", timeout=1), _log(workers)
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_owner == "", timeout=5)

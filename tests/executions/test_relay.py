@@ -11,9 +11,11 @@ import pytest
 from channels.layers import get_channel_layer
 from django.db import connection
 
-from executions import streaming
-from executions.kernel_bridge import kernel_for
+from executions.live import relay as relay_module
+from executions.live.groups import execution_group
+from executions.live.relay import Relay, ensure_relay
 from executions.models import Execution
+from executions.persistence.kernels import kernel_for
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,11 +46,11 @@ def _as_a_worker_would(execution: Execution) -> None:
 
 def test_the_relay_forwards_new_rows_once_each_in_order(tenant_a: Tenant, layer: Any) -> None:
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    relay = streaming.Relay(poll_seconds=0.01)
+    relay = Relay(poll_seconds=0.01)
 
     async def scenario() -> tuple[list[dict[str, Any]], int]:
         channel = await layer.new_channel()
-        await layer.group_add(streaming.execution_group(execution.pk), channel)
+        await layer.group_add(execution_group(execution.pk), channel)
         await relay.run_once()  # sets the high-water mark: history is the log's job
         await asyncio.get_running_loop().run_in_executor(None, _as_a_worker_would, execution)
         sent = await relay.run_once()
@@ -71,10 +73,10 @@ def test_ensure_relay_does_nothing_when_processes_publish_directly(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.ENACT_PUBLISH_DIRECT = True
-    monkeypatch.setattr(streaming, "_relay_task", None)  # whatever an earlier test's event loop left
+    monkeypatch.setattr(relay_module, "_relay_task", None)  # whatever an earlier test's event loop left
 
     async def scenario() -> Any:
-        streaming.ensure_relay()
-        return streaming._relay_task
+        ensure_relay()
+        return relay_module._relay_task
 
     assert asyncio.run(scenario()) is None

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from executions.kernel.ids import IdKind, new_id
 from executions.models import Artifact, Execution, ExecutionEvent, Step
-from executions.retention import executions_sweep
+from executions.ops import retention
+from executions.ops.retention import executions_sweep
 from tenants.models import Tenant
 from tenants.services import tenant_set_limits
 
@@ -95,7 +96,7 @@ def test_the_command_says_what_it_removed(tenant_a: Tenant) -> None:
 
 
 def test_a_large_execution_is_deleted_in_chunks(tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("executions.retention.ROWS_PER_DELETE", 7)
+    monkeypatch.setattr(retention, "ROWS_PER_DELETE", 7)
     tenant_set_limits(tenant=tenant_a, changes={"retention_days": 1})
     ended(tenant_a, 3, events=50)
     assert executions_sweep()["acme"]["events"] == 50

@@ -7,9 +7,19 @@ from typing import Any
 import pytest
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, QuotaExceeded
-from executions import services
-from executions.kernel_bridge import kernel_for
 from executions.models import Execution, ExecutionEvent, InboxMessage
+from executions.persistence.kernels import kernel_for
+from executions.runtime.leases import execution_claim, execution_release
+from executions.runtime.reaper import executions_reap
+from executions.services.controls import (
+    execution_cancel,
+    execution_pause,
+    execution_post_inbox,
+    execution_provide_input,
+    execution_resume,
+    executions_bulk_cancel,
+)
+from executions.services.submit import execution_submit
 from tenants.models import Tenant, TenantDailyUsage
 from tenants.services import tenant_set_limits, tenant_set_status
 
@@ -17,9 +27,7 @@ pytestmark = pytest.mark.django_db
 
 
 def submit(tenant: Tenant, graph: str = "demo.chain", input: Any = None, **kwargs: Any) -> Execution:
-    execution, _ = services.execution_submit(
-        tenant=tenant, graph=graph, input={"n": 2} if input is None else input, **kwargs
-    )
+    execution, _ = execution_submit(tenant=tenant, graph=graph, input={"n": 2} if input is None else input, **kwargs)
     return execution
 
 
@@ -37,7 +45,7 @@ def test_submit_creates_a_queued_execution_and_enqueues_it_after_commit(
     tenant_a: Tenant, enqueued: list[str], django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
-        execution, created = services.execution_submit(
+        execution, created = execution_submit(
             tenant=tenant_a, graph="demo.chain", input={"n": 3}, metadata={"ticket": 7}
         )
         assert enqueued == []  # nothing goes out before the commit
@@ -70,7 +78,7 @@ def test_bad_submissions_are_refused_and_change_nothing(
 ) -> None:
     before = snapshot()
     with pytest.raises(error, match=message):
-        services.execution_submit(tenant=tenant_a, graph=graph, input=input)
+        execution_submit(tenant=tenant_a, graph=graph, input=input)
     assert snapshot() == before
     assert enqueued == []
 
@@ -93,15 +101,9 @@ def test_the_day_quota_refuses_at_submission(tenant_a: Tenant, enqueued: list[st
 def test_a_repeated_idempotency_key_returns_the_first_execution(
     tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]
 ) -> None:
-    first, created = services.execution_submit(
-        tenant=tenant_a, graph="demo.chain", input={"n": 1}, idempotency_key="k1"
-    )
-    again, created_again = services.execution_submit(
-        tenant=tenant_a, graph="demo.chain", input={"n": 99}, idempotency_key="k1"
-    )
-    other, created_other = services.execution_submit(
-        tenant=tenant_b, graph="demo.chain", input={"n": 1}, idempotency_key="k1"
-    )
+    first, created = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1}, idempotency_key="k1")
+    again, created_again = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 99}, idempotency_key="k1")
+    other, created_other = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1}, idempotency_key="k1")
     assert (created, created_again, created_other) == (True, False, True)
     assert again.pk == first.pk
     assert again.input == {"n": 1}
@@ -111,19 +113,19 @@ def test_a_repeated_idempotency_key_returns_the_first_execution(
 
 def test_cancel_of_a_queued_execution_is_immediate(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
-    cancelled = services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="not needed", actor="ann")
+    cancelled = execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="not needed", actor="ann")
     assert cancelled.state == "cancelled"
     events = list(ExecutionEvent.objects.filter(execution=execution).values_list("seq", "type", "data"))
     assert events == [(1, "data-execution-cancelled", {"reason": "not needed", "skipped_step_ids": []})]
     # Idempotent: a second cancel reports the state and adds nothing.
-    assert services.execution_cancel(tenant=tenant_a, execution_id=execution.pk).state == "cancelled"
+    assert execution_cancel(tenant=tenant_a, execution_id=execution.pk).state == "cancelled"
     assert ExecutionEvent.objects.filter(execution=execution).count() == 1
 
 
 def test_cancel_of_a_leased_execution_is_recorded_for_its_worker(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
-    assert services.execution_claim(execution_id=execution.pk, worker="w1") is not None
-    after = services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="stop")
+    assert execution_claim(execution_id=execution.pk, worker="w1") is not None
+    after = execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="stop")
     assert after.state == "queued"
     assert after.cancel_requested_at is not None
     assert after.cancel_reason == "stop"
@@ -134,11 +136,11 @@ def test_controls_that_do_not_apply_conflict(tenant_a: Tenant, enqueued: list[st
     execution = submit(tenant_a)
     before = snapshot()
     with pytest.raises(Conflict, match="cannot pause an execution that is queued"):
-        services.execution_pause(tenant=tenant_a, execution_id=execution.pk)
+        execution_pause(tenant=tenant_a, execution_id=execution.pk)
     with pytest.raises(Conflict, match="cannot resume an execution that is queued"):
-        services.execution_resume(tenant=tenant_a, execution_id=execution.pk)
+        execution_resume(tenant=tenant_a, execution_id=execution.pk)
     with pytest.raises(Conflict, match="not waiting for input"):
-        services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={"x": 1})
+        execution_provide_input(tenant=tenant_a, execution_id=execution.pk, input={"x": 1})
     assert snapshot() == before
     assert InboxMessage.objects.count() == 0
 
@@ -158,13 +160,13 @@ def test_bad_inbox_messages_are_refused(
 ) -> None:
     execution = submit(tenant_a)
     with pytest.raises(InvalidInput, match=error):
-        services.execution_post_inbox(tenant=tenant_a, execution_id=execution.pk, message=message)
+        execution_post_inbox(tenant=tenant_a, execution_id=execution.pk, message=message)
     assert InboxMessage.objects.count() == 0
 
 
 def test_guidance_is_stored_for_the_next_step(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
-    message_id = services.execution_post_inbox(
+    message_id = execution_post_inbox(
         tenant=tenant_a,
         execution_id=execution.pk,
         message={"kind": "guidance", "content": "be brief", "priority": "high"},
@@ -182,18 +184,18 @@ def test_another_tenants_execution_is_not_found_by_any_service(
     theirs = submit(tenant_b)
     before = snapshot()
     calls = [
-        lambda: services.execution_cancel(tenant=tenant_a, execution_id=theirs.pk),
-        lambda: services.execution_pause(tenant=tenant_a, execution_id=theirs.pk),
-        lambda: services.execution_resume(tenant=tenant_a, execution_id=theirs.pk),
-        lambda: services.execution_provide_input(tenant=tenant_a, execution_id=theirs.pk, input=1),
-        lambda: services.execution_post_inbox(
+        lambda: execution_cancel(tenant=tenant_a, execution_id=theirs.pk),
+        lambda: execution_pause(tenant=tenant_a, execution_id=theirs.pk),
+        lambda: execution_resume(tenant=tenant_a, execution_id=theirs.pk),
+        lambda: execution_provide_input(tenant=tenant_a, execution_id=theirs.pk, input=1),
+        lambda: execution_post_inbox(
             tenant=tenant_a, execution_id=theirs.pk, message={"kind": "guidance", "content": "x"}
         ),
     ]
     for call in calls:
         with pytest.raises(NotFound, match="execution not found"):
             call()
-    counts = services.executions_bulk_cancel(tenant=tenant_a, ids=[theirs.pk, "exec_malformed", "garbage"])
+    counts = executions_bulk_cancel(tenant=tenant_a, ids=[theirs.pk, "exec_malformed", "garbage"])
     assert counts == {"cancelled": 0, "cancel_requested": 0, "already_terminal": 0, "not_found": 3}
     assert snapshot() == before
     assert InboxMessage.objects.count() == 0
@@ -202,29 +204,29 @@ def test_another_tenants_execution_is_not_found_by_any_service(
 @pytest.mark.parametrize("bad_id", ["", "exec_", "step_0VbeRApG1BpA4EhicX0045D97kE", "exec_../../etc", None, 42])
 def test_malformed_ids_are_not_found(tenant_a: Tenant, bad_id: Any) -> None:
     with pytest.raises(NotFound):
-        services.execution_cancel(tenant=tenant_a, execution_id=bad_id)
+        execution_cancel(tenant=tenant_a, execution_id=bad_id)
 
 
 def test_bulk_cancel_by_ids_and_by_filter(tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]) -> None:
     a1, a2, a3 = submit(tenant_a), submit(tenant_a), submit(tenant_a, graph="demo.pipeline", input={"text": "x"})
     b1 = submit(tenant_b)
-    services.execution_cancel(tenant=tenant_a, execution_id=a1.pk)
-    counts = services.executions_bulk_cancel(tenant=tenant_a, ids=[a1.pk, a2.pk, a2.pk, b1.pk])
+    execution_cancel(tenant=tenant_a, execution_id=a1.pk)
+    counts = executions_bulk_cancel(tenant=tenant_a, ids=[a1.pk, a2.pk, a2.pk, b1.pk])
     assert counts == {"cancelled": 1, "cancel_requested": 0, "already_terminal": 1, "not_found": 1}
-    counts = services.executions_bulk_cancel(tenant=tenant_a, filter={"state": "queued", "blueprint": "demo.pipeline"})
+    counts = executions_bulk_cancel(tenant=tenant_a, filter={"state": "queued", "blueprint": "demo.pipeline"})
     assert counts == {"cancelled": 1, "cancel_requested": 0, "already_terminal": 0, "not_found": 0}
     assert Execution.objects.get(pk=a3.pk).state == "cancelled"
     assert Execution.objects.get(pk=b1.pk).state == "queued"
     with pytest.raises(InvalidInput, match="either ids or filter"):
-        services.executions_bulk_cancel(tenant=tenant_a)
+        executions_bulk_cancel(tenant=tenant_a)
     with pytest.raises(InvalidInput, match="unknown state"):
-        services.executions_bulk_cancel(tenant=tenant_a, filter={"state": "exploded"})
+        executions_bulk_cancel(tenant=tenant_a, filter={"state": "exploded"})
 
 
 def test_a_claim_is_taken_once(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a)
-    assert services.execution_claim(execution_id=execution.pk, worker="w1") is not None
-    assert services.execution_claim(execution_id=execution.pk, worker="w2") is None
+    assert execution_claim(execution_id=execution.pk, worker="w1") is not None
+    assert execution_claim(execution_id=execution.pk, worker="w2") is None
     row = Execution.objects.get(pk=execution.pk)
     assert (row.lease_owner, row.claims) == ("w1", 1)
 
@@ -233,11 +235,11 @@ def test_claims_never_overfill_a_tenant(tenant_a: Tenant, tenant_b: Tenant, enqu
     tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 2})
     mine = [submit(tenant_a) for _ in range(4)]
     theirs = submit(tenant_b)
-    claimed = [services.execution_claim(execution_id=e.pk, worker="w") for e in mine]
+    claimed = [execution_claim(execution_id=e.pk, worker="w") for e in mine]
     assert [c is not None for c in claimed] == [True, True, False, False]
-    assert services.execution_claim(execution_id=theirs.pk, worker="w") is not None  # their slots are their own
+    assert execution_claim(execution_id=theirs.pk, worker="w") is not None  # their slots are their own
     Execution.objects.filter(pk=mine[0].pk).update(state="completed")  # as its worker would leave it
-    services.execution_release(execution_id=mine[0].pk, worker="w")
+    execution_release(execution_id=mine[0].pk, worker="w")
     assert enqueued[-1:] == [mine[2].pk]  # the freed slot goes to the oldest queued execution
 
 
@@ -254,25 +256,25 @@ def test_the_reaper_frees_a_waiting_execution_whose_worker_died_before_letting_g
         resume_requested=True,
     )
     enqueued.clear()
-    found = services.executions_reap()
+    found = executions_reap()
     assert found == {"orphaned": 1, "expired_leases": 1, "requeued": 0, "resumed": 0}
     assert enqueued == [execution.pk]
     row = Execution.objects.get(pk=execution.pk)
     assert (row.lease_owner, row.lease_expires_at) == ("", None)
-    assert services.execution_claim(execution_id=execution.pk, worker="w2") is not None
+    assert execution_claim(execution_id=execution.pk, worker="w2") is not None
 
 
 def test_the_reaper_leaves_live_leases_alone_and_frees_finished_executions(
     tenant_a: Tenant, enqueued: list[str]
 ) -> None:
     live = submit(tenant_a)
-    services.execution_claim(execution_id=live.pk, worker="w1")
+    execution_claim(execution_id=live.pk, worker="w1")
     done = submit(tenant_a)
     Execution.objects.filter(pk=done.pk).update(
         state="completed", lease_owner="dead:1", lease_expires_at="2000-01-01T00:00:00Z"
     )
     enqueued.clear()
-    found = services.executions_reap()
+    found = executions_reap()
     assert (found["orphaned"], found["expired_leases"]) == (0, 1)
     assert enqueued == []
     assert Execution.objects.get(pk=live.pk).lease_owner == "w1"
@@ -285,14 +287,14 @@ def _lease_in(execution: Execution, state: str, **fields: Any) -> None:
 
 
 def test_pausing_again_and_again_never_looks_like_a_crash_loop(tenant_a: Tenant, enqueued: list[str]) -> None:
-    from executions.worker import MAX_CLAIMS
+    from executions.runtime.run import MAX_CLAIMS
 
     execution = submit(tenant_a)
     for _ in range(MAX_CLAIMS + 3):
-        claimed = services.execution_claim(execution_id=execution.pk, worker="w1")
+        claimed = execution_claim(execution_id=execution.pk, worker="w1")
         assert claimed is not None
         _lease_in(execution, "paused", resume_requested=True)  # paused by the run, then resumed
-        services.execution_release(execution_id=execution.pk, worker="w1")
+        execution_release(execution_id=execution.pk, worker="w1")
         _lease_in(execution, "paused")
     assert Execution.objects.get(pk=execution.pk).claims == 0
 
@@ -300,16 +302,16 @@ def test_pausing_again_and_again_never_looks_like_a_crash_loop(tenant_a: Tenant,
 def test_an_answer_that_arrives_during_a_run_is_kept_for_the_next(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a, graph="demo.approval", input={})
     _lease_in(execution, "waiting", wait_reason="approval", resume_requested=True, resume_input={"value": "first"})
-    claimed = services.execution_claim(execution_id=execution.pk, worker="w1")
+    claimed = execution_claim(execution_id=execution.pk, worker="w1")
     assert claimed is not None
     assert claimed.resume_input == {"value": "first"}  # taken with the claim...
     assert Execution.objects.get(pk=execution.pk).resume_input is None  # ...and cleared in the same update
 
     # The resumed run asks again; the answer comes while the worker still holds the lease.
     _lease_in(execution, "waiting", wait_reason="approval")
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="second")
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="second")
     enqueued.clear()
-    services.execution_release(execution_id=execution.pk, worker="w1")
+    execution_release(execution_id=execution.pk, worker="w1")
     row = Execution.objects.get(pk=execution.pk)
     assert row.resume_input == {"value": {"approved": True, "input": "second", "actor": ""}}
     assert row.resume_requested is True
@@ -318,11 +320,11 @@ def test_an_answer_that_arrives_during_a_run_is_kept_for_the_next(tenant_a: Tena
 
 def test_a_cancel_that_arrives_as_the_worker_lets_go_is_carried_out(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution = submit(tenant_a, graph="demo.approval", input={})
-    assert services.execution_claim(execution_id=execution.pk, worker="w1") is not None
+    assert execution_claim(execution_id=execution.pk, worker="w1") is not None
     _lease_in(execution, "waiting", wait_reason="approval")
-    after = services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="too late?")
+    after = execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="too late?")
     assert (after.state, after.cancel_reason) == ("waiting", "too late?")
-    services.execution_release(execution_id=execution.pk, worker="w1")
+    execution_release(execution_id=execution.pk, worker="w1")
     row = Execution.objects.get(pk=execution.pk)
     assert row.state == "cancelled"
     assert ExecutionEvent.objects.filter(execution=execution).last().data["reason"] == "too late?"  # type: ignore[union-attr]
@@ -332,7 +334,7 @@ def test_a_fenced_worker_stores_no_artifact(tenant_a: Tenant) -> None:
     import threading
 
     from executions.kernel.artifacts import ArtifactType, PutArtifactRequest
-    from executions.stores import ArtifactRefused, DjangoArtifactStore
+    from executions.persistence.stores import ArtifactRefused, DjangoArtifactStore
     from tenants.models import TenantLimits
 
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
@@ -355,17 +357,17 @@ def test_a_question_is_answered_once_even_while_its_run_resumes(tenant_a: Tenant
     kernel = kernel_for(execution)
     kernel.start()
     kernel.wait_for(WaitReason.APPROVAL, {"prompt": "publish?"})
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="first")
-    assert services.execution_claim(execution_id=execution.pk, worker="w1") is not None
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="first")
+    assert execution_claim(execution_id=execution.pk, worker="w1") is not None
     assert Execution.objects.get(pk=execution.pk).state == "waiting"
     with pytest.raises(Conflict, match="already answered"):
-        services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, input="second")
+        execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=False, input="second")
     assert Execution.objects.get(pk=execution.pk).resume_input is None
 
     # The resumed run asks a new question: that one takes an answer, kept for the next run.
     resumed = kernel_for(Execution.objects.get(pk=execution.pk))
     resumed.input_received({"approved": True})
     resumed.wait_for(WaitReason.APPROVAL, {"prompt": "really?"})
-    services.execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="third")
+    execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="third")
     row = Execution.objects.get(pk=execution.pk)
     assert row.resume_input == {"value": {"approved": True, "input": "third", "actor": ""}}

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from executions import streaming
 from executions.kernel.events import EventType, StreamEvent
+from executions.live import publisher
 from executions.models import Checkpoint, Execution, ExecutionEvent, Step
-from executions.stores import DjangoEventSink, DjangoUnitOfWork
-from executions.worker import LeaseLost
+from executions.persistence.events import DjangoEventSink, LeaseLost
+from executions.persistence.stores import DjangoUnitOfWork
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,7 +161,7 @@ def test_events_are_published_after_commit_and_never_for_a_rolled_back_unit(
             committed = ExecutionEvent.objects.filter(execution_id=wire["execution_id"], seq=wire["seq"]).exists()
             published.append((tenant_id, wire["seq"], committed))
 
-    monkeypatch.setattr(streaming, "publish_events", record)
+    monkeypatch.setattr(publisher, "publish_events", record)
     execution = _execution(tenant_a)
     sink = DjangoEventSink(execution)
 

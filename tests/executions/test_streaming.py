@@ -10,9 +10,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from executions import streaming
-from executions.kernel_bridge import kernel_for
+from executions.live.groups import execution_group, tenant_group
 from executions.models import Execution
+from executions.persistence.kernels import kernel_for
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,8 +45,8 @@ def _receive(layer: Any, channel: str, timeout: float = 2.0) -> dict[str, Any] |
 
 def test_an_event_is_published_to_its_execution_and_tenant_groups_after_commit(tenant_a: Tenant, layer: Any) -> None:
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    on_execution = _listen(layer, streaming.execution_group(execution.pk))
-    on_tenant = _listen(layer, streaming.tenant_group(tenant_a.pk))
+    on_execution = _listen(layer, execution_group(execution.pk))
+    on_tenant = _listen(layer, tenant_group(tenant_a.pk))
 
     kernel_for(execution).cancel_execution("test")
 
@@ -63,7 +63,7 @@ def test_an_event_is_published_to_its_execution_and_tenant_groups_after_commit(t
 
 def test_a_rolled_back_event_is_never_published(tenant_a: Tenant, layer: Any) -> None:
     execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    channel = _listen(layer, streaming.execution_group(execution.pk))
+    channel = _listen(layer, execution_group(execution.pk))
 
     class Abort(Exception):
         pass

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from executions import services, worker
 from executions.kernel import GraphBuilder, NodeContext
 from executions.models import Artifact, Execution, ExecutionEvent, Step
 from executions.registry import graph
+from executions.runtime.reaper import executions_reap
+from executions.runtime.run import execution_run
+from executions.services.controls import execution_cancel, execution_pause, execution_provide_input, execution_resume
+from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import tenant_set_limits
 
@@ -60,7 +63,7 @@ def _gauged_graph(input: Any) -> Any:
 
 
 def submit(tenant: Tenant, graph_name: str, input: Any) -> Execution:
-    execution, _ = services.execution_submit(tenant=tenant, graph=graph_name, input=input)
+    execution, _ = execution_submit(tenant=tenant, graph=graph_name, input=input)
     return execution
 
 
@@ -105,7 +108,7 @@ def test_cancel_reaches_a_step_blocked_in_a_long_call(tenant_a: Tenant, inline_w
     execution = submit(tenant_a, "demo.slow", {"steps": 2, "seconds": 60})
     assert wait_until(lambda: Step.objects.filter(execution=execution, state="running").exists())
     requested = time.monotonic()
-    services.execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="enough")
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="enough")
     assert wait_until(lambda: state_of(execution) == "cancelled", timeout=5)
     assert time.monotonic() - requested < 1.0
     step = Step.objects.get(execution=execution)
@@ -119,15 +122,15 @@ def test_pause_and_resume_across_worker_runs_without_rerunning_steps(
 ) -> None:
     execution = submit(tenant_a, "demo.slow", {"steps": 3, "seconds": 0.3})
     assert wait_until(lambda: Step.objects.filter(execution=execution, state="running").exists())
-    services.execution_pause(tenant=tenant_a, execution_id=execution.pk, reason="lunch", actor="ann")
+    execution_pause(tenant=tenant_a, execution_id=execution.pk, reason="lunch", actor="ann")
     assert wait_until(lambda: state_of(execution) == "paused")
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_owner == "")
     done_before = list(Step.objects.filter(execution=execution).values_list("name", flat=True))
     assert done_before == ["step_1"]
 
     with pytest.raises(Exception, match="cannot pause"):
-        services.execution_pause(tenant=tenant_a, execution_id=execution.pk)
-    services.execution_resume(tenant=tenant_a, execution_id=execution.pk, actor="ann")
+        execution_pause(tenant=tenant_a, execution_id=execution.pk)
+    execution_resume(tenant=tenant_a, execution_id=execution.pk, actor="ann")
     assert wait_until(lambda: state_of(execution) == "completed")
     execution.refresh_from_db()
     assert list(Step.objects.filter(execution=execution).values_list("name", flat=True)) == [
@@ -153,9 +156,9 @@ def test_approval_across_worker_runs(
     assert execution.wait_reason == "approval"
     assert execution.wait_detail["prompt"] == "Approve publishing: 'Quarterly report, ready for review.'?"
     with pytest.raises(Exception, match="waiting for approval; answer it with input"):
-        services.execution_resume(tenant=tenant_a, execution_id=execution.pk)
+        execution_resume(tenant=tenant_a, execution_id=execution.pk)
 
-    services.execution_provide_input(
+    execution_provide_input(
         tenant=tenant_a, execution_id=execution.pk, approve=approve, input="looks good", actor="ann"
     )
     assert wait_until(lambda: state_of(execution) == "completed")
@@ -214,7 +217,7 @@ def test_a_worker_that_lost_its_lease_stops_writing_and_another_resumes(
 
     def run(name: str) -> None:
         try:
-            outcomes[name] = worker.execution_run(execution.pk)
+            outcomes[name] = execution_run(execution.pk)
         finally:
             connection.close()
 
@@ -224,7 +227,7 @@ def test_a_worker_that_lost_its_lease_stops_writing_and_another_resumes(
 
     # The first worker stalls past its lease: the reaper hands the execution on.
     Execution.objects.filter(pk=execution.pk).update(lease_expires_at="2000-01-01T00:00:00Z")
-    found = services.executions_reap()
+    found = executions_reap()
     assert found["orphaned"] == 1
     assert enqueued[-1] == execution.pk
     second = threading.Thread(target=run, args=("second",), daemon=True)

@@ -19,10 +19,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from enact_platform.errors import NotFound, PlatformError
+from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.kernel.ids import IdKind, is_valid_id
+from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Execution, ExecutionEvent
+from executions.ops.retention import executions_sweep
 from executions.selectors import execution_events, execution_list
-from executions.services import execution_cancel, execution_submit
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
 from tenants.models import ApiKey, TenantLimits
 from tenants.selectors import tenant_get
 from tenants.services import LIMIT_FIELDS, api_key_create, tenant_create, tenant_secret_set, tenant_set_limits
@@ -33,18 +37,7 @@ SUMMARY_WIDTH = 80
 INTERRUPTED = 130  # what shells report for a program stopped by Ctrl-C
 
 S = Execution.State
-# Each event that changes what state the execution is in; its row may already be further along.
-STATE_AFTER = {
-    "data-execution-start": S.RUNNING,
-    "data-execution-resumed": S.RUNNING,
-    "data-execution-input-received": S.RUNNING,
-    "data-execution-paused": S.PAUSED,
-    "data-execution-waiting": S.WAITING,
-    "data-execution-end": S.COMPLETED,
-    "data-execution-failed": S.FAILED,
-    "data-execution-cancelled": S.CANCELLED,
-}
-TERMINAL_EVENTS = frozenset({"data-execution-end", "data-execution-failed", "data-execution-cancelled"})
+TERMINAL_EVENTS = frozenset(t.value for t in TERMINAL_EVENT_TYPES)
 
 
 # --- argument types ------------------------------------------------------------------------
@@ -241,8 +234,6 @@ class Command(BaseCommand):
         self._follow(_execution_by_id(options["execution_id"]))
 
     def cmd_sweep(self, options: dict[str, Any]) -> None:
-        from executions.retention import executions_sweep
-
         removed = executions_sweep(seconds=3600.0)
         if not removed:
             self.stdout.write("Nothing is past its retention.")
@@ -340,7 +331,7 @@ class Progress:
         before = (self.steps_done, self.state)
         if event.type == "data-step-end":
             self.steps_done += 1
-        self.state = STATE_AFTER.get(event.type, self.state)
+        self.state = STATE_AFTER_EVENT.get(event.type, self.state)  # its row may already be further along
         if event.type in TERMINAL_EVENTS:
             self.ended = True
         if event.type == "data-execution-failed":

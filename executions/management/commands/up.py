@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from executions.blueprints.demo import blueprints_install_demo
+from executions.services.blueprints import blueprints_install_demo
 from tenants.models import Membership, Tenant
 from tenants.services import membership_set, tenant_create
 

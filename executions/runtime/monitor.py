@@ -1,51 +1,30 @@
-"""Running executions in a worker process.
+"""The worker's monitor: one daemon thread per worker process that turns durable cancel requests
+into token cancels, flags executions with unread inbox messages, renews leases, records that the
+process is alive, sweeps old executions and reaps those whose worker died.
 
-``execution_run`` is the unit of work: claim, run through the kernel, let go. ``WorkerMonitor`` is
-the thin shell around it: one daemon thread per process that turns durable cancel requests into
-token cancels, renews leases, and reaps executions whose worker died.
+It is the thin shell around units that tests call directly (``tick``); sleeping and threads
+live here only.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from executions import kernel_bridge, observability, services
-from executions.kernel import (
-    MISSING,
-    CancellationToken,
-    Checkpoint,
-    ExecutionError,
-    ExecutionKernel,
-    ExecutionState,
-)
-from executions.kernel import ids as kernel_ids
-from executions.kernel.persistence import Lane, Position
+from executions.kernel import CancellationToken
 from executions.models import Execution, InboxMessage
-from executions.stores import DjangoCheckpointStore, last_seq
+from executions.ops.retention import executions_sweep
+from executions.runtime.leases import execution_heartbeat, worker_id, worker_seen
+from executions.runtime.reaper import executions_reap
 
 logger = logging.getLogger(__name__)
 
-# An execution that keeps crashing its worker is failed after this many claims, not retried forever.
-MAX_CLAIMS = 5
 
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class LeaseLost(Exception):
-    """Another worker took over this execution; this one must stop writing."""
-
-
-class _Running:
+class Running:
     def __init__(self, token: CancellationToken) -> None:
         self.token = token
         self.fence = threading.Event()
@@ -58,7 +37,7 @@ class _Running:
 class WorkerMonitor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._thread: threading.Thread | None = None
         self._permanent = False
         self._last_heartbeat = 0.0
@@ -67,8 +46,8 @@ class WorkerMonitor:
         self._last_sweep = time.monotonic()
         self._last_reap = 0.0
 
-    def register(self, execution_id: str, token: CancellationToken) -> _Running:
-        entry = _Running(token)
+    def register(self, execution_id: str, token: CancellationToken) -> Running:
+        entry = Running(token)
         with self._lock:
             self._running[execution_id] = entry
             self._ensure_thread()
@@ -127,26 +106,24 @@ class WorkerMonitor:
         now = time.monotonic()
         if now - self._last_presence >= settings.ENACT_HEARTBEAT_SECONDS:
             self._last_presence = now
-            services.worker_seen(worker=worker_id(), running=len(running))
+            worker_seen(worker=worker_id(), running=len(running))
         if running and now - self._last_heartbeat >= settings.ENACT_HEARTBEAT_SECONDS:
             self._last_heartbeat = now
-            for lost in services.execution_heartbeat(execution_ids=list(running), worker=worker_id()):
+            for lost in execution_heartbeat(execution_ids=list(running), worker=worker_id()):
                 logger.warning("lease on %s lost; stopping it here", lost)
                 running[lost].fence.set()
                 running[lost].token.cancel("lease lost")
         if settings.ENACT_SWEEP_SECONDS and now - self._last_sweep >= settings.ENACT_SWEEP_SECONDS:
             self._last_sweep = now
-            from executions.retention import executions_sweep
-
             executions_sweep(seconds=10.0)  # a bounded slice: the monitor also delivers cancels
         if now - self._last_reap >= settings.ENACT_REAP_SECONDS:
             self._last_reap = now
-            found = services.executions_reap()
+            found = executions_reap()
             if any(found.values()):
                 logger.info("reaper: %s", found)
 
     @staticmethod
-    def _flag_inbox(running: dict[str, _Running]) -> None:
+    def _flag_inbox(running: dict[str, Running]) -> None:
         # A child that inherits its parent's inbox is flagged by its parent's messages too.
         readers: dict[str, list[str]] = {execution_id: [execution_id] for execution_id in running}
         inheriting = Execution.objects.filter(pk__in=list(running), metadata__inherit_inbox=True)
@@ -158,93 +135,10 @@ class WorkerMonitor:
                 running[reader].inbox_pending.set()
 
     @staticmethod
-    def _deliver_cancels(running: dict[str, _Running]) -> None:
+    def _deliver_cancels(running: dict[str, Running]) -> None:
         requested = Execution.objects.filter(pk__in=list(running), cancel_requested_at__isnull=False)
         for execution_id, reason in requested.values_list("pk", "cancel_reason"):
             running[execution_id].token.cancel(reason or "cancelled")
 
 
 monitor = WorkerMonitor()
-
-
-def execution_run(execution_id: str) -> str:
-    """Claim the execution, run it until it ends or lets go, release it. Returns what happened."""
-    worker = worker_id()
-    execution = services.execution_claim(execution_id=execution_id, worker=worker)
-    if execution is None:
-        return "not claimed"
-    token = CancellationToken()
-    entry = monitor.register(execution.pk, token)
-    context = observability.log_context(tenant_id=execution.tenant_id, execution_id=execution.pk)
-    context.__enter__()
-    try:
-        if execution.claims > MAX_CLAIMS:
-            return _give_up(execution, f"the execution stopped its worker {MAX_CLAIMS} times")
-        if execution.cancel_requested_at:
-            token.cancel(execution.cancel_reason or "cancelled")
-        return _run(execution, token, entry)
-    except LeaseLost:
-        return "lease lost"
-    finally:
-        monitor.unregister(execution.pk)
-        services.execution_release(execution_id=execution.pk, worker=worker)
-        context.__exit__(None, None, None)
-
-
-def _run(execution: Execution, token: CancellationToken, entry: _Running) -> str:
-    try:
-        runnable = kernel_bridge.runnable_for(execution)
-    except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
-        return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
-    kernel = kernel_bridge.kernel_for(
-        execution,
-        token,
-        entry.inbox_pending,
-        fence=entry.fence,
-        limits=execution.tenant.limits,
-        background_commits=True,
-    )
-    try:
-        outcome = _drive(kernel, execution, runnable)
-    except BaseException:
-        try:
-            kernel_bridge.kernel_close(kernel)
-        except Exception:  # the error being raised says more than what closing found after it
-            logger.exception("closing the run of %s after its failure", execution.pk)
-        raise
-    kernel_bridge.kernel_close(kernel)
-    return outcome
-
-
-def _drive(kernel: ExecutionKernel, execution: Execution, runnable: kernel_bridge.Runnable) -> str:
-    # A run's start commits with its first step, and the first checkpoint with it: an execution
-    # still queued has none, and needs no look.
-    fresh = execution.state in (Execution.State.QUEUED, Execution.State.CREATED)
-    checkpoint = None if fresh else DjangoCheckpointStore().load_checkpoint(execution.pk)
-    if fresh:
-        result = kernel.execute_graph(runnable.graph, runnable.initial_state)
-    else:
-        if checkpoint is None:  # the worker died before the first step finished
-            checkpoint = _entry_checkpoint(execution, runnable)
-        answer = execution.resume_input["value"] if execution.resume_input else MISSING
-        result = kernel.resume_graph(runnable.graph, checkpoint, input=answer)
-    return result.state.value
-
-
-def _entry_checkpoint(execution: Execution, runnable: kernel_bridge.Runnable) -> Checkpoint:
-    return Checkpoint(
-        id=kernel_ids.new_checkpoint_id(),
-        execution_id=execution.pk,
-        graph=runnable.graph.name,
-        seq=last_seq(execution.pk),
-        position=Position((Lane("main", runnable.graph.entry_point, runnable.initial_state),)),
-        usage={},
-        created_at=datetime.now(UTC),
-    )
-
-
-def _give_up(execution: Execution, message: str) -> str:
-    kernel = kernel_bridge.kernel_for(execution)
-    if not kernel.state.is_terminal:
-        kernel.fail(ExecutionError.kernel_internal(message, code="unrunnable"))
-    return ExecutionState.FAILED.value

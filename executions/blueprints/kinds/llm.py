@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from executions.blueprints.definition import (
+from executions.blueprints.expressions import ExpressionError, render_template
+from executions.blueprints.kinds.base import (
     BuildContext,
     Checker,
     Kind,
@@ -25,9 +26,8 @@ from executions.blueprints.definition import (
     Resources,
     ValidationContext,
     expression_names,
-    register_kind,
 )
-from executions.blueprints.expressions import ExpressionError, render_template
+from executions.blueprints.kinds.http import check_http_config
 from executions.blueprints.llm_client import (
     ChatCancelled,
     ChatError,
@@ -36,15 +36,7 @@ from executions.blueprints.llm_client import (
     DemoProvider,
     OpenAICompatibleProvider,
 )
-from executions.blueprints.tools import (
-    HttpCall,
-    ToolPolicy,
-    check_http_config,
-    decide,
-    perform,
-    render_call,
-    with_secrets,
-)
+from executions.blueprints.tools import HttpCall, ToolPolicy, decide, perform, render_call, with_secrets
 from executions.kernel import ExecutionError, StepResult, StepType, WaitReason
 from executions.kernel.cancellation import Cancelled
 from executions.kernel.errors import Backoff, RetryPolicy
@@ -383,4 +375,4 @@ def _rounds(spec: NodeSpec) -> int | None:
     return 2 * int(spec.config.get("max_rounds", DEFAULT_MAX_ROUNDS)) if spec.config.get("tools") else None
 
 
-register_kind(Kind("llm", _check_llm, _build_llm, StepType.LLM_NODE, _rounds))
+LLM = Kind("llm", _check_llm, _build_llm, StepType.LLM_NODE, _rounds)

@@ -1,29 +1,30 @@
-"""The node kinds that need nothing outside the run: function, router, template, wait, map, subgraph.
+"""The node kinds that run other blueprints: ``map`` (one per item of a list) and ``subgraph``.
 
-(``llm`` is in ``llm.py``; ``http`` and the tool policy in ``tools.py``.)
+A nested blueprint runs within the step (in memory, see :func:`run_nested`), or, for a subgraph
+in mode ``child``, as a child execution of its own. To compile a nested blueprint these kinds use
+the compiler that ``definition.py`` hands them in the :class:`BuildContext` (they never import it).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from enact_platform.errors import InvalidInput
-from executions.blueprints.definition import (
+from executions.blueprints.expressions import ExpressionError, compile_expression
+from executions.blueprints.kinds.base import (
     BuildContext,
     Checker,
     Kind,
     NodeSpec,
     Resources,
     ValidationContext,
-    _targets,
-    check_cases,
-    compile_definition,
     expression_names,
-    register_kind,
+    render,
+    unknown_keys,
 )
-from executions.blueprints.expressions import ExpressionError, compile_expression, render_template
 from executions.kernel import (
     ExecutionError,
     ExecutionKernel,
@@ -32,145 +33,15 @@ from executions.kernel import (
     TenantContext,
     WaitReason,
 )
-from executions.kernel.graph import NodeFn
-from executions.registry import schema_problems, validate_input
+from executions.kernel.graph import CompiledGraph, NodeFn
+from executions.registry import validate_input
 
 MAX_SUBGRAPH_DEPTH = 1  # a blueprint run within a step runs no other within it
 MAP_MAX_ITEMS = 1000
 MAP_MAX_CONCURRENCY = 16
 
 
-def _render(template: Any, state: Any, where: str) -> Any:
-    """A template rendered against the state; a failure is the tenant's mistake, so not retried."""
-    try:
-        return render_template(template, expression_names(state))
-    except ExpressionError as exc:
-        raise ExecutionError.validation(f"{where}: {exc.message}", code="template_failed") from None
-
-
-def _unknown_keys(config: dict[str, Any], allowed: set[str], checker: Checker) -> None:
-    for key in sorted(set(config) - allowed):
-        checker.add(f"unknown field; allowed: {', '.join(sorted(allowed))}", key)
-
-
-# --- function ------------------------------------------------------------------------------------
-
-
-def _check_function(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    _unknown_keys(config, {"function", "input"}, checker)
-    name = config.get("function")
-    if not isinstance(name, str) or name not in context.functions:
-        known = ", ".join(sorted(context.functions)) or "none are registered"
-        checker.add(f"unknown function {name!r}; functions: {known}", "function")
-    if "input" in config:
-        checker.template(config["input"], "input")
-
-
-def _build_function(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
-    name = spec.config["function"]
-    template = spec.config.get("input")
-
-    def run(state: Any, ctx: Any) -> Any:
-        registered = resources.functions.get(name)
-        if registered is None:  # registered when saved, not in this worker: a deployment problem
-            raise ExecutionError.validation(f"function {name!r} is not registered in this worker")
-        value = state if template is None else _render(template, state, f"node '{spec.name}' input")
-        return registered.fn(value, ctx)
-
-    return run
-
-
-register_kind(Kind("function", _check_function, _build_function))
-
-
-# --- router --------------------------------------------------------------------------------------
-
-
-def _check_router(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    check_cases(config, checker, context.node_names)
-    if "from" in config:
-        checker.add("a router routes from itself; leave out 'from'", "from")
-
-
-def _build_router(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
-    cases = [(compile_expression(case["when"]), case["to"]) for case in spec.config["cases"]]
-    default = spec.config.get("default")
-
-    def run(state: Any, ctx: Any) -> Any:
-        names = expression_names(state)
-        for index, (expression, target) in enumerate(cases):
-            try:
-                if expression.evaluate(names):
-                    return {"route": target, "case": index}
-            except ExpressionError as exc:
-                raise ExecutionError.validation(
-                    f"router '{spec.name}', case {index}: {exc.message}", code="router_failed"
-                ) from None
-        return {"route": default, "case": None}
-
-    # The step's output names the route; the edge reads it back, so the choice is made once.
-    build.routers[spec.name] = (lambda state: (state.get(spec.name) or {}).get("route"), _targets(spec.config))
-    return run
-
-
-register_kind(Kind("router", _check_router, _build_router, StepType.ROUTER_NODE))
-
-
-# --- template ------------------------------------------------------------------------------------
-
-
-def _check_template(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    _unknown_keys(config, {"template"}, checker)
-    if "template" not in config:
-        checker.add("a template node needs a template (a string or JSON value with {{ ... }} placeholders)")
-        return
-    checker.template(config["template"], "template")
-
-
-def _build_template(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
-    template = spec.config["template"]
-    return lambda state, ctx: _render(template, state, f"template '{spec.name}'")
-
-
-register_kind(Kind("template", _check_template, _build_template))
-
-
-# --- wait ----------------------------------------------------------------------------------------
-
-
-def _check_wait(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    _unknown_keys(config, {"mode", "prompt", "schema"}, checker)
-    if config.get("mode") not in ("input", "approval"):
-        checker.add('must be "input" or "approval"', "mode")
-    if "prompt" in config:
-        checker.template(config["prompt"], "prompt")
-    schema = config.get("schema")
-    if schema is not None and config.get("mode") != "input":
-        checker.add("a schema is for mode input only", "schema")
-    elif schema is not None:
-        for message in schema_problems(schema):
-            checker.add(message, "schema")
-
-
-def _build_wait(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
-    approval = spec.config["mode"] == "approval"
-    schema = spec.config.get("schema")
-
-    def run(state: Any, ctx: Any) -> Any:
-        prompt = _render(spec.config.get("prompt", ""), state, f"node '{spec.name}' prompt")
-        if approval:
-            answer = ctx.interrupt(WaitReason.APPROVAL, prompt=prompt)
-            answer = answer if isinstance(answer, dict) else {"approved": bool(answer)}
-            return {"approved": bool(answer.get("approved")), "note": answer.get("input"), "by": answer.get("actor")}
-        return ctx.interrupt(WaitReason.USER_INPUT, prompt=prompt, schema=schema)
-
-    return run
-
-
-register_kind(Kind("wait", _check_wait, _build_wait, StepType.WAIT_NODE))
-
-
-# --- sub-graphs: map and subgraph ------------------------------------------------------------------
+# --- shared by map and subgraph ------------------------------------------------------------------
 
 
 def _check_blueprint_ref(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
@@ -186,8 +57,17 @@ def _check_blueprint_ref(config: dict[str, Any], checker: Checker, context: Vali
         checker.add(problem, "blueprint")
 
 
-def run_nested(definition: dict[str, Any], input: Any, ctx: Any, resources: Resources, *, label: str) -> Any:
+def run_nested(
+    definition: dict[str, Any],
+    input: Any,
+    ctx: Any,
+    resources: Resources,
+    *,
+    label: str,
+    compile_definition: Callable[[str, dict[str, Any], Resources], CompiledGraph],
+) -> Any:
     """Run a blueprint to its end within this step, in memory, as part of the calling node.
+    ``compile_definition`` is the one the build was handed (``BuildContext.compile_definition``).
 
     Its usage (tokens, cost) counts for the calling execution; a cancel of the step cancels it.
     It cannot wait for input or approval (nothing could answer it): such a blueprint fails here."""
@@ -225,8 +105,11 @@ def _fits(definition: dict[str, Any], value: Any, where: str) -> None:
         raise ExecutionError.validation(f"{where}: {exc.message}") from None
 
 
+# --- map ---------------------------------------------------------------------------------------
+
+
 def _check_map(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    _unknown_keys(config, {"items", "blueprint", "version", "node", "concurrency", "max_items"}, checker)
+    unknown_keys(config, {"items", "blueprint", "version", "node", "concurrency", "max_items"}, checker)
     checker.expression(config.get("items"), "items")
     if ("blueprint" in config) == ("node" in config):
         checker.add('give either "blueprint" (a blueprint to run per item) or "node" (a node to run per item)')
@@ -241,8 +124,6 @@ def _check_map(config: dict[str, Any], checker: Checker, context: ValidationCont
 
 
 def _check_inline_node(node: Any, checker: Checker, context: ValidationContext) -> None:
-    from executions.blueprints.definition import KINDS
-
     if not isinstance(node, dict) or set(node) - {"kind", "config"}:
         checker.add('must be {"kind": ..., "config": {...}}')
         return
@@ -251,12 +132,10 @@ def _check_inline_node(node: Any, checker: Checker, context: ValidationContext) 
     if node.get("kind") not in ("function", "template"):
         checker.add('a mapped node is a function or a template; map a "blueprint" for anything else', "kind")
         return
-    KINDS[node["kind"]].check(node.get("config", {}), checker.at("config"), context)
+    context.kinds[node["kind"]].check(node.get("config", {}), checker.at("config"), context)
 
 
 def _build_map(spec: NodeSpec, resources: Resources, build: BuildContext) -> NodeFn:
-    from executions.blueprints.definition import KINDS
-
     items_expression = compile_expression(spec.config["items"])
     concurrency = spec.config.get("concurrency", 4)
     max_items = spec.config.get("max_items", 100)
@@ -264,7 +143,8 @@ def _build_map(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
     inner: NodeFn | None = None
     if inline is not None:
         inner_spec = NodeSpec(f"{spec.name}.item", inline["kind"], dict(inline.get("config", {})), None, None, "")
-        inner = KINDS[inline["kind"]].build(inner_spec, resources, BuildContext())
+        inner_build = BuildContext(build.compile_definition, build.kinds)
+        inner = build.kinds[inline["kind"]].build(inner_spec, resources, inner_build)
 
     def one(state: Any, ctx: Any, index: int, item: Any) -> Any:
         if inner is not None:
@@ -273,7 +153,8 @@ def _build_map(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
         if definition is None:
             raise ExecutionError.validation(f"map '{spec.name}': blueprint {spec.config['blueprint']!r} is gone")
         _fits(definition, item, f"map '{spec.name}', item {index}")
-        return run_nested(definition, item, ctx, resources, label=f"{spec.config['blueprint']}[{index}]")
+        label = f"{spec.config['blueprint']}[{index}]"
+        return run_nested(definition, item, ctx, resources, label=label, compile_definition=build.compile_definition)
 
     def run(state: Any, ctx: Any) -> Any:
         try:
@@ -309,14 +190,14 @@ def _map_bounded(fn: Any, items: list[Any], concurrency: int, ctx: Any) -> list[
         return [future.result() for future in futures]
 
 
-register_kind(Kind("map", _check_map, _build_map))
+MAP = Kind("map", _check_map, _build_map)
 
 
 # --- subgraph --------------------------------------------------------------------------------------
 
 
 def _check_subgraph(config: dict[str, Any], checker: Checker, context: ValidationContext) -> None:
-    _unknown_keys(config, {"blueprint", "version", "input", "mode", "background", "inherit_inbox"}, checker)
+    unknown_keys(config, {"blueprint", "version", "input", "mode", "background", "inherit_inbox"}, checker)
     mode = config.get("mode", "inline")
     if mode not in ("inline", "child"):
         checker.add('must be "inline" (runs within this step) or "child" (a child execution)', "mode")
@@ -352,10 +233,12 @@ def _build_subgraph(spec: NodeSpec, resources: Resources, build: BuildContext) -
         definition = resources.load_blueprint(name, version)
         if definition is None:
             raise ExecutionError.validation(f"subgraph '{spec.name}': blueprint {name!r} is gone")
-        value = _render(spec.config["input"], state, f"subgraph '{spec.name}' input") if "input" in spec.config else {}
+        value = render(spec.config["input"], state, f"subgraph '{spec.name}' input") if "input" in spec.config else {}
         _fits(definition, value, f"subgraph '{spec.name}'")
         if not child:
-            return run_nested(definition, value, ctx, resources, label=f"{name}")
+            return run_nested(
+                definition, value, ctx, resources, label=f"{name}", compile_definition=build.compile_definition
+            )
         return _spawn(spec, resources, ctx, value)
 
     return run
@@ -393,4 +276,4 @@ def _child_ended(spec: NodeSpec, answer: Any) -> Any:
     return {"child_id": answer["child_id"], "output": answer.get("output")}
 
 
-register_kind(Kind("subgraph", _check_subgraph, _build_subgraph, StepType.GRAPH_NODE))
+SUBGRAPH = Kind("subgraph", _check_subgraph, _build_subgraph, StepType.GRAPH_NODE)

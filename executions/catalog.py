@@ -4,6 +4,7 @@ graphs up here, so a name means the same thing everywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +12,14 @@ from django.conf import settings
 from django.db.models import F
 
 from enact_platform.errors import InvalidInput, NotFound
-from executions.blueprints.definition import Resources, compile_definition
+from executions.blueprints.definition import Resources, compile_definition, referenced_secrets
 from executions.blueprints.functions import FUNCTIONS
+from executions.blueprints.tools import ToolPolicy
 from executions.kernel import CompiledGraph
 from executions.models import BlueprintVersion, ModelPrice
 from executions.registry import RegisteredGraph, registry
 from tenants.models import Tenant, TenantLimits
+from tenants.services import tenant_secrets_plain
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,12 @@ def graph_names(*, tenant: Tenant) -> list[str]:
     return [entry.name for entry in graph_catalog(tenant=tenant)]
 
 
-def run_resources(*, tenant_id: int, definition: dict[str, Any], execution_id: str | None = None) -> Resources:
+def run_resources(
+    *, tenant_id: int, definition: dict[str, Any], spawn_child: Callable[..., str] | None = None
+) -> Resources:
     """Everything a blueprint's nodes need, resolved before the run: the secrets it names, model
-    prices, the tenant's tool policy, registered functions, and its other blueprints."""
-    from executions.blueprints.definition import referenced_secrets
-    from executions.blueprints.tools import ToolPolicy
-    from tenants.services import tenant_secrets_plain
-
+    prices, the tenant's tool policy, registered functions, and its other blueprints.
+    ``spawn_child`` starts a child execution (the worker passes one; a check needs none)."""
     limits = TenantLimits.objects.get(tenant_id=tenant_id)
     loaded: dict[tuple[str, int | None], dict[str, Any] | None] = {}
 
@@ -131,20 +133,6 @@ def run_resources(*, tenant_id: int, definition: dict[str, Any], execution_id: s
         tool_policy=ToolPolicy.from_limits(limits),
         functions=dict(FUNCTIONS),
         load_blueprint=load,
-        spawn_child=_spawner(execution_id) if execution_id else None,
+        spawn_child=spawn_child,
         llm_timeout_s=float(settings.ENACT_LLM_TIMEOUT_SECONDS),
     )
-
-
-def _spawner(parent_id: str) -> Any:
-    def spawn(name: str, version: int | None, input: Any, inherit_inbox: bool, node: str) -> str:
-        from executions.models import Execution
-        from executions.services import execution_spawn_child
-
-        parent = Execution.objects.select_related("tenant").get(pk=parent_id)
-        child = execution_spawn_child(
-            parent=parent, graph=name, version=version, input=input, inherit_inbox=inherit_inbox, node=node
-        )
-        return child.pk
-
-    return spawn

@@ -1,4 +1,4 @@
-"""What operators watch: readiness checks, the figures of ``/metrics``, and the log context.
+"""The figures of ``/metrics``, in the Prometheus text format.
 
 Figures about tenants and executions are read from the database at scrape time, so every web
 process reports the same; figures about a process (its websocket connections, its relay's lag)
@@ -7,22 +7,17 @@ are kept in memory by that process, and each process is scraped on its own.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-# --- this process's gauges -------------------------------------------------------------------------
+from executions.models import Execution, Step, WorkerHeartbeat
+from tenants.models import Tenant, TenantDailyUsage
 
 
 class ProcessGauges:
@@ -49,106 +44,6 @@ class ProcessGauges:
 gauges = ProcessGauges()
 
 
-# --- log context -----------------------------------------------------------------------------------
-
-_log_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("enact_log_context", default=None)
-
-
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Within it, every log record of this thread (or task) carries these fields (tenant, execution)."""
-    token = _log_context.set({**(_log_context.get() or {}), **{k: str(v) for k, v in fields.items()}})
-    try:
-        yield
-    finally:
-        _log_context.reset(token)
-
-
-class ContextFilter(logging.Filter):
-    """Puts the log context on each record: ``tenant_id`` and ``execution_id`` ("-" when none)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        context = _log_context.get() or {}
-        record.tenant_id = context.get("tenant_id", "-")
-        record.execution_id = context.get("execution_id", "-")
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line, for log collectors (``ENACT_LOG_FORMAT=json``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        entry = {
-            "time": timezone.now().isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "tenant_id": getattr(record, "tenant_id", "-"),
-            "execution_id": getattr(record, "execution_id", "-"),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-# --- readiness -------------------------------------------------------------------------------------
-
-
-def check_database() -> str | None:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def check_channel_layer() -> str | None:
-    """A message sent to a channel of our own comes back."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    async def round_trip() -> None:
-        from executions.streaming import channel_release
-
-        layer = get_channel_layer()
-        channel = await layer.new_channel("readyz.")
-        receiving = asyncio.ensure_future(layer.receive(channel))
-        try:
-            await layer.send(channel, {"type": "readyz.ping"})
-            await asyncio.wait_for(asyncio.shield(receiving), timeout=2)
-        finally:
-            await channel_release(layer, channel, receiving)
-
-    async def bounded() -> None:
-        await asyncio.wait_for(round_trip(), timeout=5)  # a Redis that answers nothing at all
-
-    try:
-        async_to_sync(bounded)()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return None
-
-
-def check_workers() -> str | None:
-    from executions.models import WorkerHeartbeat
-
-    window = timedelta(seconds=3 * settings.ENACT_HEARTBEAT_SECONDS)
-    if WorkerHeartbeat.objects.filter(last_seen__gte=timezone.now() - window).exists():
-        return None
-    return f"no worker seen in the last {window.total_seconds():g} s"
-
-
-def readiness() -> dict[str, str | None]:
-    """Each check's problem, or None when it passes."""
-    return {"database": check_database(), "channel_layer": check_channel_layer(), "workers": check_workers()}
-
-
-# --- /metrics --------------------------------------------------------------------------------------
-
-
 def _line(name: str, value: float, **labels: Any) -> str:
     if labels:
         inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
@@ -162,9 +57,6 @@ def _escape(text: str) -> str:
 
 def metrics_text() -> str:
     """The Prometheus text exposition of the platform's figures."""
-    from executions.models import Execution, WorkerHeartbeat
-    from tenants.models import Tenant, TenantDailyUsage
-
     slugs = dict(Tenant.objects.values_list("pk", "slug"))
     out: list[str] = []
 
@@ -194,8 +86,6 @@ def metrics_text() -> str:
         out.append(_line("enact_cost_usd_today", float(cost or 0), tenant=tenant))
 
     family("enact_steps_running", "gauge", "Steps running now.")
-    from executions.models import Step
-
     out.append(_line("enact_steps_running", Step.objects.filter(state="running").count()))
 
     family("enact_workers", "gauge", "Worker processes seen in the last three heartbeats.")

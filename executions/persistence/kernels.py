@@ -1,19 +1,14 @@
-"""Where the platform meets the kernel: rows in, a kernel with Django stores out."""
+"""Where the platform meets the kernel: an execution's rows in, a kernel with every Django store
+plugged in out."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
 
 from django.db import connection
 
-from executions import streaming
-from executions.blueprints.catalog import graph_lookup, run_resources
-from executions.group_commit import GroupCommitter
 from executions.kernel import (
     CancellationToken,
-    CompiledGraph,
     ExecutionError,
     ExecutionKernel,
     ExecutionState,
@@ -31,15 +26,17 @@ from executions.kernel import (
 from executions.kernel import (
     Step as KernelStep,
 )
+from executions.live import publisher
 from executions.models import Execution, Step
-from executions.stores import (
+from executions.persistence.events import DjangoEventSink
+from executions.persistence.group_commit import GroupCommitter
+from executions.persistence.sql import write_staged_unit
+from executions.persistence.stores import (
     DjangoArtifactStore,
     DjangoCheckpointStore,
-    DjangoEventSink,
     DjangoInboxStore,
     DjangoUnitOfWork,
     last_seq,
-    write_staged_unit,
 )
 from tenants.models import TenantLimits
 
@@ -163,7 +160,7 @@ def _committer(tenant_id: int, fence: threading.Event, token: CancellationToken 
 
     return GroupCommitter(
         write_staged_unit,
-        lambda wires: streaming.publish_events(tenant_id, wires),
+        lambda wires: publisher.publish_events(tenant_id, wires),
         fence=fence,
         on_failure=failed,
     )
@@ -173,21 +170,3 @@ def kernel_close(kernel: ExecutionKernel) -> None:
     """Store what the run still has in flight (asynchronous durability) and stop its committer."""
     if isinstance(kernel.sink, DjangoEventSink):
         kernel.sink.close()
-
-
-@dataclass(frozen=True)
-class Runnable:
-    """An execution's graph, built for a run, and the state its entry node starts from."""
-
-    graph: CompiledGraph
-    initial_state: Any
-
-
-def runnable_for(execution: Execution) -> Runnable:
-    """Build the graph an execution runs, at the version it recorded, with what its nodes need
-    (a blueprint's secrets, prices, tool policy) resolved now, before the kernel runs."""
-    entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
-    resources = None
-    if entry.definition is not None:
-        resources = run_resources(tenant_id=execution.tenant_id, definition=entry.definition, execution_id=execution.pk)
-    return Runnable(entry.build(execution.input, resources), entry.initial_state(execution.input))

@@ -1,4 +1,5 @@
-"""Writes and reads of blueprints. Every save is a new version; nothing is edited in place."""
+"""Saving blueprints (every save is a new version; nothing is edited in place), and installing
+the demo ones."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from enact_platform.locks import locked
 from executions.blueprints.definition import NAME, Problem, validate
+from executions.blueprints.demo import DEMO_BLUEPRINTS
 from executions.blueprints.functions import FUNCTIONS
 from executions.models import Blueprint, BlueprintVersion
 from executions.registry import registry
@@ -68,7 +71,7 @@ def _check_name(name: Any) -> None:
 def _store(
     tenant: Tenant, name: str, definition: dict[str, Any], user: User | None, create: bool | None
 ) -> BlueprintVersion:
-    blueprint = Blueprint.objects.select_for_update().filter(tenant=tenant, name=name).first()
+    blueprint = locked(Blueprint.objects.filter(tenant=tenant, name=name)).first()
     if blueprint is None:
         if create is False:
             raise NotFound(f"no blueprint named {name!r}")
@@ -133,16 +136,11 @@ def _reference_checker(tenant: Tenant, saving: str) -> Any:
     return check
 
 
-def blueprint_get(*, tenant: Tenant, name: str) -> Blueprint:
-    blueprint = Blueprint.objects.filter(tenant=tenant, name=name).first()
-    if blueprint is None:
-        raise NotFound(f"no blueprint named {name!r}")
-    return blueprint
-
-
-def blueprint_versions(*, tenant: Tenant, name: str) -> list[int]:
-    return list(
-        BlueprintVersion.objects.filter(tenant=tenant, blueprint__name=name)
-        .order_by("version")
-        .values_list("version", flat=True)
-    )
+def blueprints_install_demo(*, tenant: Tenant) -> list[str]:
+    """Save the demo blueprints the tenant does not have yet; returns the names saved."""
+    saved = []
+    for name, definition in DEMO_BLUEPRINTS.items():
+        if not Blueprint.objects.filter(tenant=tenant, name=name).exists():
+            blueprint_save(tenant=tenant, name=name, definition=definition)
+            saved.append(name)
+    return saved

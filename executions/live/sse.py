@@ -1,0 +1,222 @@
+"""The Server-Sent Events stream of one execution, as a plain ASGI application.
+
+``GET /api/v1/executions/{id}/stream`` sends the stored events after ``Last-Event-ID`` (or
+``?after=``), then the live ones as they are committed, and ends after the terminal event. Each
+SSE ``id:`` is the event's seq, so a client that reconnects with its last id gets exactly what
+it missed. The REST API's ``/events`` answers with the same frames (``sse_frame``).
+
+An idle client costs a channel-layer subscription and a coroutine: no thread, and no database
+connection (each read borrows one and gives it back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from enact_platform.api.auth import Caller, key_from_header, resolve_caller
+from enact_platform.api.throttling import key_rate_wait
+from enact_platform.errors import InvalidInput, MethodNotAllowed, PlatformError, RateLimited
+from executions import selectors
+from executions.kernel.events import TERMINAL_EVENT_TYPES
+from executions.live import relay
+from executions.live.groups import channel_release, execution_group
+from executions.serializers import EventSerializer
+
+TERMINAL_TYPES = frozenset(t.value for t in TERMINAL_EVENT_TYPES)
+READ_BATCH = 500
+
+
+def sse_frame(wire: dict[str, Any]) -> bytes:
+    return sse_text(wire["seq"], wire["type"], json.dumps(wire, separators=(",", ":")))
+
+
+def sse_text(seq: int, event_type: str, data: str) -> bytes:
+    return f"id: {seq}\nevent: {event_type}\ndata: {data}\n\n".encode()
+
+
+def stored_frames(execution_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+    """Stored events after ``after`` (one batch) as wire dicts, and whether there may be more."""
+    events = selectors.events_after(execution_id=execution_id, after=after, limit=READ_BATCH)
+    return EventSerializer(events, many=True).data, len(events) == READ_BATCH
+
+
+class ExecutionStream:
+    """The SSE endpoint, as a plain ASGI application (routed before Django in ``asgi.py``).
+
+    It subscribes to the execution's group before reading the log, so nothing committed in
+    between is missed; live events are then sent in seq order, and a gap (an event that
+    arrived out of order, or one a publisher dropped) is filled from the log.
+    """
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        self.last_seq = 0
+        self.finished = False
+        self._receiving: asyncio.Future[dict[str, Any]] | None = None
+
+    @classmethod
+    async def app(cls, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await cls(scope, receive, send).run()
+
+    async def run(self) -> None:
+        try:
+            self.execution_id, self.last_seq, over = await self._authorize()
+        except PlatformError as exc:
+            await self._refuse(exc)
+            return
+        if over:
+            # The client has everything, the terminal event included: 204 tells an EventSource
+            # to stop reconnecting.
+            await self.send({"type": "http.response.start", "status": 204, "headers": []})
+            await self.send({"type": "http.response.body", "body": b""})
+            return
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        try:
+            await self._stream(layer, channel)
+        finally:
+            # One receive on the channel is pending all along: cancelling it lets go of the
+            # channel (with Redis, of its subscription).
+            await channel_release(layer, channel, self._receiving)
+
+    async def _stream(self, layer: Any, channel: str) -> None:
+        group = execution_group(self.execution_id)
+        await layer.group_add(group, channel)
+        disconnected = asyncio.ensure_future(self._wait_disconnect())
+        try:
+            relay.ensure_relay()
+            self._receiving = asyncio.ensure_future(layer.receive(channel))
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
+            await self._body(b"retry: 1000\n\n")
+            await self._catch_up()
+            while not self.finished and not disconnected.done():
+                await self._next_live(layer, channel, disconnected)
+            if not disconnected.done():
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnected.cancel()
+            await layer.group_discard(group, channel)
+
+    async def _next_live(self, layer: Any, channel: str, disconnected: asyncio.Future[None]) -> None:
+        # The receive stays pending across keep-alives: cancelling it would let go of the
+        # channel (the pub/sub layer unsubscribes), and a message could slip by meanwhile.
+        assert self._receiving is not None
+        done, _ = await asyncio.wait(
+            {self._receiving, disconnected},
+            timeout=settings.ENACT_SSE_KEEPALIVE_SECONDS,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if self._receiving not in done:
+            if not disconnected.done():
+                # Quiet for a while: a comment keeps proxies from closing the stream, and a look
+                # at the log covers an event a publisher failed to deliver.
+                await self._body(b": keep-alive\n\n")
+                await self._catch_up()
+            return
+        message = self._receiving.result()
+        self._receiving = asyncio.ensure_future(layer.receive(channel))
+        seq = message.get("seq")
+        if not isinstance(seq, int) or seq <= self.last_seq:
+            return  # seen already (the relay may repeat itself)
+        if seq == self.last_seq + 1:
+            await self._body(sse_text(seq, message["event_type"], message["json"]))
+            self.last_seq = seq
+            self.finished = message["event_type"] in TERMINAL_TYPES
+        else:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        more = True
+        while more and not self.finished:
+            wires, more = await database_sync_to_async(stored_frames)(self.execution_id, self.last_seq)
+            await self._emit(wires)
+
+    async def _emit(self, wires: list[dict[str, Any]]) -> None:
+        for wire in wires:
+            if self.finished:
+                return
+            await self._body(sse_frame(wire))
+            self.last_seq = wire["seq"]
+            self.finished = wire["type"] in TERMINAL_TYPES
+
+    async def _body(self, chunk: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _wait_disconnect(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def _refuse(self, exc: PlatformError) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if isinstance(exc, RateLimited):
+            headers.append((b"retry-after", str(exc.details["retry_after"]).encode()))
+        if exc.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        if exc.status == 405:
+            headers.append((b"allow", b"GET"))
+        await self.send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": json.dumps(exc.to_body()).encode()})
+
+    async def _authorize(self) -> tuple[str, int, bool]:
+        if self.scope.get("method") != "GET":
+            raise MethodNotAllowed("the stream is read with GET")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        after = parse_last_event_id(headers.get("last-event-id") or (query.get("after") or ["0"])[0])
+        execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
+        execution_id, over = await database_sync_to_async(_authorize_sync)(
+            headers.get("authorization", ""),
+            self.scope.get("user"),  # set by channels' auth middleware from the session
+            headers.get("x-tenant") or (query.get("tenant") or [""])[0],
+            execution_id,
+            after,
+        )
+        return execution_id, after, over
+
+
+def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_id: str, after: int) -> tuple[str, bool]:
+    """The execution's id, and whether a client that has seen ``after`` has seen its end."""
+    key = key_from_header(authorization)
+    caller: Caller = resolve_caller(key=key, user=user, tenant_slug=tenant_slug)
+    if key is not None:
+        wait = key_rate_wait(key)
+        if wait is not None:
+            raise RateLimited.after(wait)
+    execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
+    return execution.pk, stream_is_over(execution.pk, execution.is_terminal, after)
+
+
+def stream_is_over(execution_id: str, is_terminal: bool, after: int) -> bool:
+    """Whether a client that has seen ``after`` has seen everything there will be; refuses a
+    seq the log does not have yet (a client resuming from the future would wait forever)."""
+    last = selectors.last_event_seq(execution_id=execution_id)
+    if after > last:
+        raise InvalidInput(f"Last-Event-ID {after} is beyond the last event, {last}", details={"last_seq": last})
+    return is_terminal and after >= last
+
+
+def parse_last_event_id(raw: str) -> int:
+    """The seq a client last received (``Last-Event-ID`` or ``?after=``): a whole number."""
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        raise InvalidInput("Last-Event-ID (or after) must be a whole number, the seq of the last event received")
+    return int(raw)

@@ -1,0 +1,1 @@
+"""What operators watch and keep tidy: metrics, health, log context, retention."""

@@ -1,0 +1,276 @@
+"""The event log and its projections: the kernel's event sink on Django.
+
+Each event is appended in the same transaction that updates the rows it describes (Execution and
+Step are projections of the log), and is published to live listeners only after that commits.
+Inside a unit of work the sink stages rows and writes them in one go (see ``sql.py``); with
+asynchronous durability it hands them to a committer thread (see ``group_commit.py``).
+
+A unique ``(execution, seq)`` is the fencing token: a write that clashes with another worker's
+means this worker lost the execution, and raises :class:`LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+
+from executions.kernel.events import EXECUTION_STATE_AFTER, EventType, StreamEvent
+from executions.live import publisher
+from executions.models import Execution, Step
+from executions.persistence import sql
+from executions.persistence.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
+from tenants.services import tenant_record_usage
+
+try:  # a commit sent by the sink itself raises the driver's error, not Django's wrapper of it
+    from psycopg import IntegrityError as _PsycopgIntegrityError
+
+    _INTEGRITY_ERRORS: tuple[type[Exception], ...] = (IntegrityError, _PsycopgIntegrityError)
+except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite needs none of it
+    _INTEGRITY_ERRORS = (IntegrityError,)
+
+
+class LeaseLost(Exception):
+    """Another worker took over this execution; this one must stop writing."""
+
+
+class DjangoEventSink:
+    """Appends events to the log and keeps the Execution and Step rows current.
+
+    Inside a unit of work (see :class:`DjangoUnitOfWork`) event and step rows are staged and
+    written together when the unit ends. This is the hot path of every durable step, so the
+    flush is plain SQL: on PostgreSQL one statement inserts the events and upserts the steps;
+    elsewhere two. Outside a unit of work each event is written at once.
+    """
+
+    def __init__(
+        self,
+        execution: Execution,
+        fence: threading.Event | None = None,
+        *,
+        steps_so_far: int | None = None,
+        committer: GroupCommitter | None = None,
+    ) -> None:
+        # Set by the worker when its lease was lost: from then on nothing more is written.
+        self.fence = fence or threading.Event()
+        # Asynchronous durability (see group_commit.py): units are stored in the background.
+        self.committer = committer
+        self.execution_id = execution.pk
+        self.tenant_id = execution.tenant_id
+        if steps_so_far is None:  # positions are 0, 1, 2, …: the next one is the count so far
+            steps_so_far = Step.objects.filter(execution_id=execution.pk).count()
+        self._next_position = steps_so_far
+        self._depth = 0
+        self._events: list[tuple[Any, ...]] = []  # rows to insert
+        self._staged: list[StreamEvent] = []  # the same events, to publish after commit
+        self._checkpoint: tuple[str, int, dict[str, Any]] | None = None
+        self._steps: dict[str, dict[str, Any]] = {}  # rows this sink created, by id
+        self._dirty: list[str] = []
+
+    # --- units of work --------------------------------------------------------------------------
+
+    @property
+    def in_unit(self) -> bool:
+        return self._depth > 0
+
+    def begin(self) -> None:
+        self._depth += 1
+
+    def end(self, *, ok: bool) -> None:
+        self._depth -= 1
+        if not ok:
+            self._events.clear()
+            self._staged.clear()
+            self._dirty.clear()
+            self._checkpoint = None
+        elif self._depth == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        events, self._events = self._events, []
+        staged, self._staged = self._staged, []
+        dirty, self._dirty = self._dirty, []
+        checkpoint, self._checkpoint = self._checkpoint, None
+        if not events and not dirty and checkpoint is None:
+            return
+        steps = [self._steps[i] for i in dict.fromkeys(dirty)]
+        if self.committer is not None and sql.only_write_of_transaction():
+            self._hand_off(events, staged, steps, checkpoint)
+            return
+        self.sync()
+        if staged and publisher.publishes_directly():
+            wires = [event.to_wire() for event in staged]
+            transaction.on_commit(lambda: publisher.publish_events(self.tenant_id, wires))
+        statements = sql.flush_statements(self.execution_id, events, steps, checkpoint)
+        try:
+            if connection.vendor == "postgresql":
+                sql.execute_and_commit(*statements[0])
+            else:
+                with connection.cursor() as cursor:
+                    for statement, params in statements:
+                        cursor.execute(statement, params)
+        except _INTEGRITY_ERRORS as exc:
+            # (execution, seq) is unique: a clash means another worker writes this stream now.
+            # The unique key is the fencing token; this worker must stop.
+            raise LeaseLost(f"a seq of {self.execution_id} was written by another worker") from exc
+
+    def _hand_off(
+        self,
+        events: list[tuple[Any, ...]],
+        staged: list[StreamEvent],
+        steps: list[dict[str, Any]],
+        checkpoint: tuple[str, int, dict[str, Any]] | None,
+    ) -> None:
+        assert self.committer is not None
+        wires: list[dict[str, Any]] = []
+        if staged and publisher.publishes_directly():  # a copy: the next step may change the data
+            wires = json.loads(sql.rows_json([event.to_wire() for event in staged]))
+        unit = StagedUnit(
+            events=[sql.rows_json(dict(zip(sql.EVENT_COLUMNS, row, strict=True))) for row in events],
+            steps={step["id"]: sql.rows_json(step) for step in steps},
+            checkpoint=None if checkpoint is None else sql.rows_json(sql.checkpoint_row(self.execution_id, checkpoint)),
+            wires=wires,
+        )
+        with self._committer_errors():
+            self.committer.submit(unit)
+
+    def sync(self) -> None:
+        """Wait until every unit handed to the committer is stored; raise what storing them met."""
+        if self.committer is None:
+            return
+        with self._committer_errors():
+            self.committer.drain()
+
+    def close(self) -> None:
+        """Store what is still queued and stop the committer. Call when the run is over."""
+        if self.committer is None:
+            return
+        committer, self.committer = self.committer, None
+        with self._committer_errors():
+            committer.close()
+
+    @contextmanager
+    def _committer_errors(self) -> Iterator[None]:
+        """A background commit that clashed with another worker's seq, or that the fence stopped,
+        means this worker lost the execution: LeaseLost, as a synchronous write would say."""
+        try:
+            yield
+        except CommitFailed as exc:
+            if isinstance(exc.__cause__, (*_INTEGRITY_ERRORS, Fenced)):
+                raise LeaseLost(f"{self.execution_id} is owned by another worker now") from exc
+            raise
+
+    def stage_checkpoint(self, checkpoint_id: str, seq: int, data: dict[str, Any]) -> bool:
+        """Write the checkpoint with this unit's events; False outside a unit (write it yourself)."""
+        if not self._depth:
+            return False
+        self._checkpoint = (checkpoint_id, seq, data)
+        return True
+
+    # --- appending ------------------------------------------------------------------------------
+
+    def append(self, event: StreamEvent) -> None:
+        if self.fence.is_set():
+            raise LeaseLost(f"{self.execution_id} is owned by another worker now")
+        if self._depth:
+            self._stage(event)
+            return
+        with transaction.atomic(savepoint=False):
+            self._stage(event)
+            self.flush()
+
+    def _stage(self, event: StreamEvent) -> None:
+        self._events.append(
+            (
+                event.id,
+                self.execution_id,
+                self.tenant_id,
+                event.seq,
+                event.type.value,
+                event.step_id or "",
+                event.timestamp,
+                event.data,
+            )
+        )
+        self._staged.append(event)
+        self._project(event)
+
+    def _step_update(self, step_id: str, **fields: Any) -> None:
+        step = self._steps.get(step_id)
+        if step is None:  # a step from an earlier run of this execution
+            self.sync()
+            Step.objects.filter(pk=step_id).update(**fields)
+            return
+        step.update(fields)
+        self._dirty.append(step_id)
+
+    def _project(self, event: StreamEvent) -> None:
+        data, at, t = event.data, event.timestamp, event.type
+        if t is EventType.STEP_START:
+            assert event.step_id is not None
+            self._steps[event.step_id] = {
+                "id": event.step_id,
+                "execution_id": self.execution_id,
+                "position": self._next_position,
+                "name": data["name"],
+                "step_type": data["step_type"],
+                "state": "running",
+                "attempt": data["attempt"],
+                "parent_step_id": data.get("parent_step_id") or "",
+                "output": None,
+                "error": None,
+                "duration_ms": None,
+                "started_at": at,
+                "ended_at": None,
+            }
+            self._dirty.append(event.step_id)
+            self._next_position += 1
+        elif t is EventType.STEP_END:
+            self._step_update(
+                event.step_id or "",
+                state="completed",
+                output=data["output"],
+                duration_ms=data["duration_ms"],
+                ended_at=at,
+            )
+        elif t is EventType.STEP_FAILED:
+            self._step_update(
+                event.step_id or "",
+                state="failed",
+                error=data["error"],
+                duration_ms=data.get("duration_ms"),
+                ended_at=at,
+            )
+        elif t in EXECUTION_STATE_AFTER:
+            fields = {"state": EXECUTION_STATE_AFTER[t].value, **_EXECUTION_FIELDS[t](data, at)}
+            if "usage" in data:
+                fields["usage"] = data["usage"]
+            self.sync()  # the execution's new state never lands before the events leading to it
+            Execution.objects.filter(pk=self.execution_id).update(**fields)
+            if t is EventType.EXECUTION_CANCELLED:
+                for step_id in data.get("skipped_step_ids") or []:
+                    self._step_update(step_id, state="skipped", ended_at=at)
+        elif t is EventType.USAGE:
+            delta = data.get("delta") or {}
+            self.sync()
+            Execution.objects.filter(pk=self.execution_id).update(usage={k: v for k, v in data.items() if k != "delta"})
+            tokens = int(delta.get("input_tokens", 0)) + int(delta.get("output_tokens", 0))
+            tenant_record_usage(tenant_id=self.tenant_id, tokens=tokens, cost_usd=float(delta.get("cost_usd", 0.0)))
+
+
+# What each state-changing event writes onto the execution row besides its state, which
+# EXECUTION_STATE_AFTER (the kernel's one table of it) gives.
+_EXECUTION_FIELDS: dict[EventType, Any] = {
+    EventType.EXECUTION_START: lambda d, at: {"started_at": at},
+    EventType.EXECUTION_RESUMED: lambda d, at: {"wait_reason": "", "wait_detail": None},
+    EventType.EXECUTION_INPUT_RECEIVED: lambda d, at: {"wait_reason": "", "wait_detail": None},
+    EventType.EXECUTION_PAUSED: lambda d, at: {},
+    EventType.EXECUTION_WAITING: lambda d, at: {"wait_reason": d["reason"], "wait_detail": d.get("detail")},
+    EventType.EXECUTION_END: lambda d, at: {"output": d["output"], "ended_at": at, "wait_reason": ""},
+    EventType.EXECUTION_FAILED: lambda d, at: {"error": d["error"], "ended_at": at, "wait_reason": ""},
+    EventType.EXECUTION_CANCELLED: lambda d, at: {"ended_at": at, "wait_reason": ""},
+}

@@ -1,0 +1,63 @@
+"""The queue of executions ready to run: the one seam between what asks for a run and the worker
+processes that do it (django-q2 tasks). Tests replace ``enqueue_run`` on this module.
+
+Who enqueues: a submission, a resume or an answer (after commit), a slot of a tenant that frees
+(``executions_dispatch_queued``), and the reaper.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from executions.models import Execution
+from tenants.models import TenantLimits
+
+S = Execution.State
+
+
+def enqueue_run(execution_id: str) -> None:
+    """Hand the execution to a worker process (by its task's dotted name: the worker side imports
+    it, this side never does)."""
+    Execution.objects.filter(pk=execution_id).update(enqueued_at=timezone.now())
+    async_task("executions.tasks.run_execution", execution_id, task_name=f"run {execution_id}"[:100], ack_failure=True)
+
+
+def enqueue_after_commit(execution_id: str) -> None:
+    # Looked up at call time, so a test's replacement of enqueue_run is the one that runs.
+    transaction.on_commit(lambda: enqueue_run(execution_id))
+
+
+def dispatch_after_commit(tenant_id: int) -> None:
+    """Once the transaction commits, start the tenant's queued work in the slot it freed."""
+    transaction.on_commit(lambda: executions_dispatch_queued(tenant_id=tenant_id))
+
+
+# A queued execution whose task was enqueued this recently is taken to have it still on its way.
+QUEUE_STALE_SECONDS = 30.0
+
+
+def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
+    """Enqueue the tenant's oldest queued executions, as many as it has free slots."""
+    limit = TenantLimits.objects.filter(tenant_id=tenant_id).values_list("max_concurrent_executions", flat=True).first()
+    if limit is None:
+        return []
+    free = limit - Execution.objects.filter(tenant_id=tenant_id).active().count()
+    if free <= 0:
+        return []
+    # Not those whose task is still on its way: enqueueing them again only grows the queue. A
+    # task that was lost (a broker restarted) shows as an old enqueued_at, and goes again.
+    in_flight = Q(enqueued_at__gte=timezone.now() - timedelta(seconds=QUEUE_STALE_SECONDS))
+    ids = list(
+        Execution.objects.filter(tenant_id=tenant_id, state=S.QUEUED, lease_owner="")
+        .exclude(in_flight)
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)[:free]
+    )
+    for execution_id in ids:
+        enqueue_run(execution_id)
+    return ids

@@ -1,0 +1,81 @@
+"""Submitting an execution: the one way every execution comes to be (API, dashboard, command
+line, a parent's child)."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from enact_platform.errors import InvalidInput, PayloadTooLarge, QuotaExceeded
+from executions import queue
+from executions.catalog import graph_lookup
+from executions.live import publisher
+from executions.models import Execution
+from executions.registry import validate_input
+from tenants.models import Tenant, TenantLimits
+from tenants.services import tenant_consume_execution_quota
+
+
+def execution_submit(
+    *,
+    tenant: Tenant,
+    graph: str,
+    input: Any,
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    user: User | None = None,
+    version: int | None = None,
+    parent: Execution | None = None,
+) -> tuple[Execution, bool]:
+    """Create an execution (``queued``) of graph ``graph`` (a built-in graph or one of the tenant's
+    blueprints, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
+    it is new: a repeated idempotency key returns the first execution, unchanged."""
+    limits = TenantLimits.objects.get(tenant=tenant)
+    if not tenant.is_active:
+        raise QuotaExceeded(
+            f"tenant {tenant.slug} is suspended and cannot submit executions", details={"status": tenant.status}
+        )
+    entry = graph_lookup(tenant=tenant, name=graph, version=version)
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200):
+        raise InvalidInput("idempotency_key must be a string of 1 to 200 characters")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object")
+    size = len(json.dumps(input, separators=(",", ":")).encode())
+    if size > limits.max_input_bytes:
+        raise PayloadTooLarge(
+            f"input is {size} bytes; this tenant allows {limits.max_input_bytes}",
+            details={"size": size, "maximum": limits.max_input_bytes},
+        )
+    validate_input(entry.input_schema, input)
+    entry.build(input)  # an input that shapes an invalid graph is refused now, not by a worker
+
+    if idempotency_key:
+        existing = Execution.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            tenant_consume_execution_quota(tenant=tenant, limits=limits)
+            execution = Execution.objects.create(
+                tenant=tenant,
+                graph=entry.name,
+                graph_version=entry.version,
+                input=input,
+                idempotency_key=idempotency_key or None,
+                metadata=metadata or {},
+                created_by=user if user is not None and user.is_authenticated else None,
+                parent=parent,
+            )
+            queue.enqueue_after_commit(execution.pk)
+            transaction.on_commit(partial(publisher.publish_created, tenant.pk, execution.pk))
+    except IntegrityError:
+        # A concurrent submission with the same key won; its quota use stands, ours rolled back.
+        existing = Execution.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return execution, True

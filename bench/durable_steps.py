@@ -134,7 +134,7 @@ def ours_durable(tenant: Any, n: int, durability: str = "sync") -> float:
 
     limits = tenant.limits
     limits.durability = durability
-    execution = Execution.objects.create(tenant=tenant, graph="demo.chain", input={"n": n})
+    execution = Execution.objects.create(tenant=tenant, blueprint="demo.chain", input={"n": n})
     runnable = runnable_for(execution)
 
     def run() -> Any:
@@ -236,7 +236,7 @@ def pickup_latencies(url: str, count: int, clusters: int) -> list[float]:
         samples = []
         for _ in range(count):
             submitted = timezone.now()
-            execution, _ = execution_submit(tenant=tenant, graph="demo.chain", input={"n": 1})
+            execution, _ = execution_submit(tenant=tenant, blueprint="demo.chain", input={"n": 1})
             started = _wait_event(ExecutionEvent, execution.pk, "data-step-start")
             samples.append((started - submitted).total_seconds() * 1000)
             _wait_state(Execution, execution.pk, "completed")
@@ -291,7 +291,7 @@ def pickup_json(pickups: dict[str, list[float]], clusters: int) -> dict[str, Any
 
 
 def _wait_for_first_run(tenant: Any, submit: Any, model: Any) -> None:
-    execution, _ = submit(tenant=tenant, graph="demo.chain", input={"n": 1})
+    execution, _ = submit(tenant=tenant, blueprint="demo.chain", input={"n": 1})
     _wait_state(model, execution.pk, "completed", timeout=60)
 
 

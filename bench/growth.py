@@ -88,7 +88,7 @@ def _fill(executions: int, events_each: int, replay_events: int, fresh: bool) ->
 
 
 _COLUMNS = (
-    "id, tenant_id, graph, state, wait_reason, input, output, usage, metadata, created_at, updated_at, "
+    "id, tenant_id, blueprint, state, wait_reason, input, output, usage, metadata, created_at, updated_at, "
     "started_at, ended_at, lease_owner, claims, cancel_reason, resume_requested"
 )
 # Ids keep the kernel's shape (a prefix and 27 base62 characters); states cycle through the usual mix.

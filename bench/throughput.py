@@ -85,7 +85,7 @@ def _one_run(tenant: Any, count: int, timeout: float = 600) -> float:
     from executions.services.submit import execution_submit
 
     started = time.perf_counter()
-    ids = [execution_submit(tenant=tenant, graph="demo.chain", input={"n": STEPS})[0].pk for _ in range(count)]
+    ids = [execution_submit(tenant=tenant, blueprint="demo.chain", input={"n": STEPS})[0].pk for _ in range(count)]
     deadline = time.monotonic() + timeout
     while Execution.objects.filter(pk__in=ids, state="completed").count() < count:
         if time.monotonic() > deadline:

@@ -140,17 +140,17 @@ def _compact(data: Any) -> str:
 
 @admin.register(Execution)
 class ExecutionAdmin(TenantScopedAdmin):
-    list_display = ["id", "tenant", "graph", "state", "wait_reason", "created_at", "started_at", "ended_at"]
-    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "state", "graph"]
+    list_display = ["id", "tenant", "blueprint", "state", "wait_reason", "created_at", "started_at", "ended_at"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "state", "blueprint"]
     date_hierarchy = "created_at"
-    search_fields = ["^id", "graph"]
+    search_fields = ["^id", "blueprint"]
     list_select_related = ["tenant"]
     # Counting every execution on each page load gets slow; the filtered count is enough.
     show_full_result_count = False
     actions = ["cancel", "pause", "resume"]
     inlines = [StepInline, ArtifactInline]
     fieldsets = [
-        (None, {"fields": ["id", "tenant", "graph", "graph_version", "state", "wait_reason", "wait_detail"]}),
+        (None, {"fields": ["id", "tenant", "blueprint", "blueprint_version", "state", "wait_reason", "wait_detail"]}),
         ("Data", {"fields": ["input", "output", "error", "usage", "metadata"]}),
         ("Origin", {"fields": ["parent", "created_by", "idempotency_key"]}),
         ("Times", {"fields": ["created_at", "enqueued_at", "started_at", "ended_at", "updated_at"]}),

@@ -24,7 +24,7 @@ from enact_platform.api.schema import ERROR, READ_ERRORS, READ_ERRORS_JSON, WRIT
 from enact_platform.errors import NotFound
 from executions import selectors
 from executions import serializers as s
-from executions.catalog import CatalogEntry, graph_catalog, graph_lookup
+from executions.catalog import CatalogEntry, blueprint_catalog, blueprint_lookup
 from executions.live.sse import parse_last_event_id, sse_frame, stored_frames, stream_is_over
 from executions.services import controls
 from executions.services.blueprints import blueprint_save
@@ -55,7 +55,7 @@ class ExecutionListView(APIView):
         rows = selectors.execution_list(
             tenant=request_caller(request).tenant,
             state=filters.get("state"),
-            graph=filters.get("blueprint"),
+            blueprint=filters.get("blueprint"),
             created_after=filters.get("created_after"),
             created_before=filters.get("created_before"),
             q=filters.get("q"),
@@ -75,7 +75,7 @@ class ExecutionListView(APIView):
         caller = request_caller(request)
         execution, created = execution_submit(
             tenant=caller.tenant,
-            graph=body["blueprint"],
+            blueprint=body["blueprint"],
             version=body.get("version"),
             input=body["input"],
             idempotency_key=body.get("idempotency_key"),
@@ -267,7 +267,7 @@ class BulkCancelView(APIView):
 # --- graphs and blueprints --------------------------------------------------------------------
 
 
-def _graph(entry: CatalogEntry, *, detail: bool = False) -> dict[str, Any]:
+def _blueprint(entry: CatalogEntry, *, detail: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": entry.name,
         "version": entry.version,
@@ -276,7 +276,7 @@ def _graph(entry: CatalogEntry, *, detail: bool = False) -> dict[str, Any]:
         "source": entry.source,
     }
     if detail:
-        version = entry.blueprint_version
+        version = entry.stored
         data["definition"] = entry.definition
         data["versions"] = (
             [entry.version] if version is None else selectors.blueprint_versions(tenant=version.tenant, name=entry.name)
@@ -295,7 +295,7 @@ class BlueprintListView(APIView):
     @extend_schema(responses={200: s.BlueprintSerializer(many=True), **READ_ERRORS})
     def get(self, request: Request) -> Response:
         tenant = request_caller(request).tenant
-        return Response([_graph(entry) for entry in graph_catalog(tenant=tenant)])
+        return Response([_blueprint(entry) for entry in blueprint_catalog(tenant=tenant)])
 
     @extend_schema(
         request=s.BlueprintCreateRequest,
@@ -334,8 +334,8 @@ class BlueprintDetailView(APIView):
 
 
 def _saved(request: Request, name: str, version: int | None) -> dict[str, Any]:
-    entry = graph_lookup(tenant=request_caller(request).tenant, name=name, version=version, missing=NotFound)
-    return _graph(entry, detail=True)
+    entry = blueprint_lookup(tenant=request_caller(request).tenant, name=name, version=version, missing=NotFound)
+    return _blueprint(entry, detail=True)
 
 
 def _user(request: Request) -> Any:

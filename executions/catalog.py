@@ -1,6 +1,6 @@
-"""What a tenant may run, in one place: the graphs defined in code (for every tenant) and the
-tenant's own blueprints (their versions). Submission, workers, the API and the dashboard all look
-graphs up here, so a name means the same thing everywhere."""
+"""What a tenant may run, in one place: the blueprints written in Python (for every tenant) and
+the tenant's own blueprints, defined as JSON (their versions). Submission, workers, the API and the dashboard all look
+blueprints up here, so a name means the same thing everywhere."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from executions.blueprints.functions import FUNCTIONS
 from executions.blueprints.tools import ToolPolicy
 from executions.kernel import CompiledGraph
 from executions.models import BlueprintVersion, ModelPrice
-from executions.registry import RegisteredGraph, registry
+from executions.registry import CodeBlueprint, registry
 from tenants.models import Tenant, TenantLimits
 from tenants.services import tenant_secrets_plain
 
@@ -29,12 +29,12 @@ class CatalogEntry:
     description: str
     input_schema: dict[str, Any]
     source: str  # "code" or "blueprint"
-    registered: RegisteredGraph | None = None
-    blueprint_version: BlueprintVersion | None = None
+    registered: CodeBlueprint | None = None
+    stored: BlueprintVersion | None = None  # a tenant's blueprint: the version's row
 
     @property
     def definition(self) -> dict[str, Any] | None:
-        return self.blueprint_version.definition if self.blueprint_version is not None else None
+        return self.stored.definition if self.stored is not None else None
 
     def build(self, input: Any, resources: Resources | None = None) -> CompiledGraph:
         """The graph to run. Without ``resources`` a blueprint compiles for checking only."""
@@ -44,11 +44,11 @@ class CatalogEntry:
         return compile_definition(self.name, self.definition, resources or Resources())
 
     def initial_state(self, input: Any) -> Any:
-        """What the entry node gets: a code graph its input; a blueprint the run's state object."""
+        """What the entry node gets: a blueprint written in Python its input; one defined as JSON the run's state object."""
         return input if self.registered is not None else {"input": input}
 
 
-def _from_registered(entry: RegisteredGraph) -> CatalogEntry:
+def _from_registered(entry: CodeBlueprint) -> CatalogEntry:
     return CatalogEntry(entry.name, entry.version, entry.description, entry.input_schema, "code", registered=entry)
 
 
@@ -60,14 +60,14 @@ def _from_version(row: BlueprintVersion, name: str) -> CatalogEntry:
         definition.get("description", ""),
         definition.get("input_schema") or {"type": "object"},
         "blueprint",
-        blueprint_version=row,
+        stored=row,
     )
 
 
-def graph_lookup(
+def blueprint_lookup(
     *, tenant: Tenant, name: Any, version: Any = None, missing: type[Exception] = InvalidInput
 ) -> CatalogEntry:
-    """The graph ``name`` (at ``version``, else its latest) for this tenant. An unknown name is
+    """The blueprint ``name`` (at ``version``, else its latest) for this tenant. An unknown name is
     ``missing`` (InvalidInput: it came in a request body; NotFound: it named the URL), an unknown
     version of a known one NotFound."""
     if not isinstance(name, str) or not name:
@@ -86,12 +86,12 @@ def graph_lookup(
             raise NotFound(f"blueprint {name!r} has no version {version}")
         if missing is NotFound:
             raise NotFound(f"no blueprint named {name!r}")
-        raise InvalidInput(f"unknown graph {name!r}", details={"graphs": graph_names(tenant=tenant)})
+        raise InvalidInput(f"unknown blueprint {name!r}", details={"blueprints": blueprint_names(tenant=tenant)})
     return _from_version(row, name)
 
 
-def graph_catalog(*, tenant: Tenant) -> list[CatalogEntry]:
-    """Every graph the tenant may run, at its latest version, by name."""
+def blueprint_catalog(*, tenant: Tenant) -> list[CatalogEntry]:
+    """Every blueprint the tenant may run, at its latest version, by name."""
     entries = [_from_registered(entry) for entry in registry.all()]
     latest = (
         BlueprintVersion.objects.filter(tenant=tenant, version=F("blueprint__latest_version"))
@@ -102,8 +102,8 @@ def graph_catalog(*, tenant: Tenant) -> list[CatalogEntry]:
     return sorted(entries, key=lambda e: e.name)
 
 
-def graph_names(*, tenant: Tenant) -> list[str]:
-    return [entry.name for entry in graph_catalog(tenant=tenant)]
+def blueprint_names(*, tenant: Tenant) -> list[str]:
+    return [entry.name for entry in blueprint_catalog(tenant=tenant)]
 
 
 def run_resources(

@@ -1,4 +1,5 @@
-"""The built-in graphs: always present, for demos, tests and benchmarks (API.md)."""
+"""The built-in blueprints, written in Python: always present, for demos, tests and benchmarks
+(API.md's built-in graphs)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from executions.kernel import (
     StepType,
     WaitReason,
 )
-from executions.registry import graph
+from executions.registry import blueprint
 
 # --- demo.pipeline ---------------------------------------------------------------------------
 
@@ -45,7 +46,7 @@ def _report(state: Any, ctx: NodeContext) -> Any:
     return {"summary": summary, "artifacts": [a for a in (text_id, json_id) if a]}
 
 
-@graph(
+@blueprint(
     "demo.pipeline",
     description="Normalizes text, counts its words, and stores a text and a JSON artifact.",
     input_schema={
@@ -76,7 +77,7 @@ def _slow_step(state: Any, ctx: NodeContext) -> Any:
     return {**state, "done": state.get("done", 0) + 1}
 
 
-@graph(
+@blueprint(
     "demo.slow",
     description="`steps` steps that each block for `seconds`; for trying cancel and pause.",
     input_schema={
@@ -109,7 +110,7 @@ def _fan_join(state: Any, ctx: NodeContext) -> Any:
     return {"branches": len(state), "sum_of_squares": sum(r["square"] for r in state.values())}
 
 
-@graph(
+@blueprint(
     "demo.fanout",
     description="Fans out into `branches` parallel branches and joins them.",
     input_schema={
@@ -144,7 +145,7 @@ def _finish(state: Any, ctx: NodeContext) -> Any:
     return {"published": state["approved"], "note": state["note"]}
 
 
-@graph(
+@blueprint(
     "demo.approval",
     description="A step, then waits for approval, then a final step.",
     input_schema={"type": "object", "additionalProperties": False},
@@ -176,7 +177,7 @@ def _flaky(state: Any, ctx: NodeContext) -> Any:
     return {"succeeded_on_attempt": ctx.attempt}
 
 
-@graph(
+@blueprint(
     "demo.flaky",
     description="A step that fails `failures` times with a retryable error, then succeeds.",
     input_schema={
@@ -197,7 +198,7 @@ def _increment(state: Any, ctx: NodeContext) -> Any:
     return state + 1 if isinstance(state, int) else 1
 
 
-@graph(
+@blueprint(
     "demo.chain",
     description="`n` trivial steps in a chain; for benchmarks.",
     input_schema={

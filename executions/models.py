@@ -39,8 +39,9 @@ class Execution(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.new_execution_id, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="executions")
-    graph = models.CharField(max_length=200)
-    graph_version = models.PositiveIntegerField(null=True, blank=True)
+    # What it runs: a blueprint (built in, or the tenant's own) at the version it was submitted with.
+    blueprint = models.CharField(max_length=200)
+    blueprint_version = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     wait_reason = models.CharField(max_length=32, blank=True)
     wait_detail = models.JSONField(null=True, blank=True)
@@ -82,7 +83,7 @@ class Execution(models.Model):
             models.Index(fields=["tenant", "-created_at"], name="exec_tenant_newest"),
             models.Index(fields=["tenant", "state", "-created_at"], name="exec_tenant_state_newest"),
             models.Index(fields=["state", "lease_expires_at"], name="exec_state_lease"),
-            models.Index(fields=["tenant", "graph", "-created_at"], name="exec_tenant_graph_newest"),
+            models.Index(fields=["tenant", "blueprint", "-created_at"], name="exec_tenant_blueprint_newest"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -1,6 +1,7 @@
-"""Graphs defined in code: registered with :func:`graph`, discovered from each app's ``graphs.py``.
+"""Blueprints written in Python: registered with :func:`blueprint`, discovered from each app's
+``graphs.py``.
 
-A registration is a factory: ``factory(input) -> CompiledGraph``. Most graphs ignore the input;
+A registration is a factory of the blueprint's graph: ``factory(input) -> CompiledGraph``. Most ignore the input;
 some (``demo.chain``) are shaped by it. A factory must be deterministic, since a resumed execution
 rebuilds its graph from the same input.
 """
@@ -18,7 +19,7 @@ GraphFactory = Callable[[Any], CompiledGraph]
 
 
 @dataclass(frozen=True)
-class RegisteredGraph:
+class CodeBlueprint:
     name: str
     factory: GraphFactory
     description: str = ""
@@ -35,32 +36,32 @@ class RegisteredGraph:
         return graph
 
 
-class GraphRegistry:
+class BlueprintRegistry:
     def __init__(self) -> None:
-        self._graphs: dict[str, RegisteredGraph] = {}
+        self._graphs: dict[str, CodeBlueprint] = {}
 
-    def register(self, entry: RegisteredGraph) -> None:
+    def register(self, entry: CodeBlueprint) -> None:
         if entry.name in self._graphs and self._graphs[entry.name].factory is not entry.factory:
             raise ValueError(f"graph {entry.name!r} is registered twice")
         self._graphs[entry.name] = entry
 
-    def get(self, name: str) -> RegisteredGraph | None:
+    def get(self, name: str) -> CodeBlueprint | None:
         return self._graphs.get(name)
 
-    def all(self) -> list[RegisteredGraph]:
+    def all(self) -> list[CodeBlueprint]:
         return sorted(self._graphs.values(), key=lambda g: g.name)
 
 
-registry = GraphRegistry()
+registry = BlueprintRegistry()
 
 
-def graph(
+def blueprint(
     name: str, *, description: str = "", input_schema: dict[str, Any] | None = None
 ) -> Callable[[GraphFactory], GraphFactory]:
-    """Register a graph factory under ``name``."""
+    """Register the factory of blueprint ``name``'s graph."""
 
     def decorate(factory: GraphFactory) -> GraphFactory:
-        registry.register(RegisteredGraph(name, factory, description, input_schema or {"type": "object"}))
+        registry.register(CodeBlueprint(name, factory, description, input_schema or {"type": "object"}))
         return factory
 
     return decorate

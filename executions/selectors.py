@@ -11,7 +11,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from enact_platform.errors import NotFound
-from executions.catalog import graph_lookup
+from executions.catalog import blueprint_lookup
 from executions.kernel.events import EventType
 from executions.kernel.ids import IdKind, is_valid_id
 from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ExecutionEvent, Step
@@ -64,24 +64,24 @@ def execution_list(
     *,
     tenant: Tenant,
     state: str | None = None,
-    graph: str | None = None,
+    blueprint: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     q: str | None = None,
 ) -> QuerySet[Execution]:
     """The tenant's executions, newest first, each with ``last_seq``. ``q`` matches an id
-    (or its start), a graph name, or an idempotency key."""
+    (or its start), a blueprint name, or an idempotency key."""
     rows = Execution.objects.for_tenant(tenant)
     if state:
         rows = rows.filter(state=state)
-    if graph:
-        rows = rows.filter(graph=graph)
+    if blueprint:
+        rows = rows.filter(blueprint=blueprint)
     if created_after:
         rows = rows.filter(created_at__gt=created_after)
     if created_before:
         rows = rows.filter(created_at__lt=created_before)
     if q:
-        rows = rows.filter(Q(id__startswith=q) | Q(graph__icontains=q) | Q(idempotency_key=q))
+        rows = rows.filter(Q(id__startswith=q) | Q(blueprint__icontains=q) | Q(idempotency_key=q))
     # The (execution, seq) unique index answers this with one backward index step per row.
     latest = ExecutionEvent.objects.filter(execution_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
     return rows.annotate(last_seq=Subquery(latest)).order_by("-created_at", "-id")
@@ -131,7 +131,7 @@ def artifact_chunks(*, artifact: Artifact, chunk_size: int = 64 * 1024) -> Itera
 def execution_graph_outline(*, execution: Execution) -> dict[str, Any]:
     """The graph an execution runs, as a picture needs it: nodes and edges, entry first."""
     try:
-        entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
+        entry = blueprint_lookup(tenant=execution.tenant, name=execution.blueprint, version=execution.blueprint_version)
         graph = entry.build(execution.input)
     except Exception:  # an input the graph no longer accepts: draw nothing rather than fail the page
         return {"entry": None, "nodes": [], "edges": []}

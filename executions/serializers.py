@@ -109,8 +109,8 @@ class EventsQuery(StrictSerializer):
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
-    blueprint = serializers.CharField(source="graph")
-    version = serializers.IntegerField(source="graph_version", allow_null=True)
+    blueprint = serializers.CharField()
+    version = serializers.IntegerField(source="blueprint_version", allow_null=True)
     input = AnyJSONField()
     output = AnyJSONField()
     error = AnyJSONField()

@@ -12,7 +12,7 @@ from django.shortcuts import render
 
 from enact_platform.errors import NotFound
 from executions import selectors
-from executions.catalog import graph_catalog
+from executions.catalog import blueprint_catalog
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Execution
 from tenants.models import Membership, Tenant, TenantLimits
@@ -61,12 +61,12 @@ def executions_page(request: HttpRequest) -> HttpResponse:
     if seat is None:
         return _no_tenant(request)
     state = request.GET.get("state") if request.GET.get("state") in STATES else None
-    graph = request.GET.get("blueprint") or None
+    blueprint = request.GET.get("blueprint") or None
     q = (request.GET.get("q") or "").strip()[:200] or None
-    rows = list(selectors.execution_list(tenant=seat.tenant, state=state, graph=graph, q=q)[:100])
+    rows = list(selectors.execution_list(tenant=seat.tenant, state=state, blueprint=blueprint, q=q)[:100])
     blueprints = [
         {"name": g.name, "version": g.version, "description": g.description, "input_schema": g.input_schema}
-        for g in graph_catalog(tenant=seat.tenant)
+        for g in blueprint_catalog(tenant=seat.tenant)
     ]
     return _page(
         request,
@@ -74,7 +74,7 @@ def executions_page(request: HttpRequest) -> HttpResponse:
         seat,
         executions=rows,
         states=STATES,
-        filters={"state": state or "", "blueprint": graph or "", "q": q or ""},
+        filters={"state": state or "", "blueprint": blueprint or "", "q": q or ""},
         blueprints=blueprints,
     )
 

@@ -42,7 +42,7 @@ def url(name: str, *args: Any) -> str:
 
 
 def new_execution(tenant: Tenant, state: str = Execution.State.QUEUED, **fields: Any) -> Execution:
-    return Execution.objects.create(tenant=tenant, graph="demo.chain", input={"n": 1}, state=state, **fields)
+    return Execution.objects.create(tenant=tenant, blueprint="demo.chain", input={"n": 1}, state=state, **fields)
 
 
 def message_texts(response: HttpResponse) -> list[str]:
@@ -430,7 +430,7 @@ def test_executions_changelist_filters_and_search(admin_client: Client, tenant_a
     assert sorted(listed()) == sorted([a.pk, b.pk])
     assert listed(tenant__id__exact=tenant_b.pk) == [b.pk]
     assert listed(state__exact="queued") == [a.pk]
-    assert sorted(listed(graph="demo.chain")) == sorted([a.pk, b.pk])
+    assert sorted(listed(blueprint="demo.chain")) == sorted([a.pk, b.pk])
     assert listed(q=b.pk) == [b.pk]
     # Ids search by prefix: the part both ids share finds both.
     shared = a.pk[: next(i for i, (x, y) in enumerate(zip(a.pk, b.pk, strict=True)) if x != y)]

@@ -47,8 +47,8 @@ def fails(*args: str) -> CommandError:
     return caught.value
 
 
-def submit(tenant: Tenant, graph: str = "demo.chain", input: Any = None) -> Execution:
-    execution, _ = execution_submit(tenant=tenant, graph=graph, input={"n": 3} if input is None else input)
+def submit(tenant: Tenant, blueprint: str = "demo.chain", input: Any = None) -> Execution:
+    execution, _ = execution_submit(tenant=tenant, blueprint=blueprint, input={"n": 3} if input is None else input)
     return execution
 
 
@@ -243,7 +243,7 @@ def test_submit_prints_the_id_and_enqueues(
         lines = run("submit", "acme", "demo.chain", "--input", '{"n": 2}')
     execution = Execution.objects.get()
     assert lines == [execution.pk]
-    assert (execution.tenant, execution.graph, execution.input, execution.state) == (
+    assert (execution.tenant, execution.blueprint, execution.input, execution.state) == (
         tenant_a,
         "demo.chain",
         {"n": 2},
@@ -264,7 +264,7 @@ def test_submit_without_input_sends_an_empty_object(tenant_a: Tenant, enqueued: 
         (
             ("acme", "no.such.graph"),
             # Other test modules register graphs of their own; the built-in ones always lead.
-            "invalid_input: unknown graph 'no.such.graph' (graphs: demo.approval, demo.chain, demo.fanout, "
+            "invalid_input: unknown blueprint 'no.such.graph' (blueprints: demo.approval, demo.chain, demo.fanout, "
             "demo.flaky, demo.pipeline, demo.slow",
         ),
         (
@@ -284,7 +284,7 @@ def test_submit_errors_create_nothing(
     tenant_a: Tenant, enqueued: list[str], args: tuple[str, ...], message: str
 ) -> None:
     error = str(fails("submit", *args))
-    assert error.startswith(message) if "unknown graph" in message else error == message
+    assert error.startswith(message) if "unknown blueprint" in message else error == message
     assert not Execution.objects.exists()
     assert enqueued == []
 
@@ -298,7 +298,7 @@ def test_watch_a_completed_run(tenant_a: Tenant, enqueued: list[str]) -> None:
     execution_run(execution.pk)
     lines = run("watch", execution.pk)
     assert without_durations(lines) == [
-        f"watching {execution.pk} (tenant acme, graph demo.chain), now completed",
+        f"watching {execution.pk} (tenant acme, blueprint demo.chain), now completed",
         "#1 data-execution-start",
         "-- 0 steps done, running",
         "#2 data-step-start n_1",
@@ -347,7 +347,7 @@ def test_watch_follows_live_through_a_pause_and_a_wait(
     lines = run("watch", execution.pk)
     assert later == []
     assert lines == [
-        f"watching {execution.pk} (tenant acme, graph demo.chain), now queued",
+        f"watching {execution.pk} (tenant acme, blueprint demo.chain), now queued",
         "#1 data-execution-start",
         "-- 0 steps done, running",
         "#2 data-step-start draft",
@@ -403,7 +403,7 @@ def test_watch_a_cancelled_run_exits_1(tenant_a: Tenant, enqueued: list[str]) ->
         call_command("enact", "watch", execution.pk, stdout=out)
     assert (caught.value.returncode, str(caught.value)) == (1, f"execution {execution.pk} cancelled: not needed")
     assert out.getvalue().splitlines() == [
-        f"watching {execution.pk} (tenant acme, graph demo.chain), now cancelled",
+        f"watching {execution.pk} (tenant acme, blueprint demo.chain), now cancelled",
         "#1 data-execution-cancelled: reason: not needed",
         "-- 0 steps done, cancelled",
     ]
@@ -519,7 +519,7 @@ def test_list_newest_first_and_only_the_tenants_own(tenant_a: Tenant, tenant_b: 
 
 
 def test_list_limits_to_50_by_default(tenant_a: Tenant, enqueued: list[str]) -> None:
-    Execution.objects.bulk_create([Execution(tenant=tenant_a, graph="demo.chain") for _ in range(55)])
+    Execution.objects.bulk_create([Execution(tenant=tenant_a, blueprint="demo.chain") for _ in range(55)])
     assert len(run("list", "acme")) == 1 + 50
 
 
@@ -570,7 +570,7 @@ def test_program_submit_and_watch_a_run_exits_0(cli: Callable[..., subprocess.Co
     lines = without_durations(done.stdout.splitlines())
     assert lines[0].startswith("exec_")
     assert lines[1:4] == [
-        f"watching {lines[0]} (tenant acme, graph demo.chain), now completed",
+        f"watching {lines[0]} (tenant acme, blueprint demo.chain), now completed",
         "#1 data-execution-start",
         "-- 0 steps done, running",
     ]
@@ -606,7 +606,7 @@ def test_program_ctrl_c_stops_watching_with_130(cli: Callable[..., subprocess.Co
     try:
         assert watching.stdout is not None
         first = watching.stdout.readline()
-        assert first == f"watching {execution_id} (tenant acme, graph demo.chain), now queued\n"
+        assert first == f"watching {execution_id} (tenant acme, blueprint demo.chain), now queued\n"
         watching.send_signal(signal.SIGINT)
         out, err = watching.communicate(timeout=30)
     finally:

@@ -25,8 +25,8 @@ def _login(tenant: Tenant, role: str, username: str = "dana") -> Client:
 
 @pytest.fixture
 def runs(tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]) -> dict[str, str]:
-    mine, _ = execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hi there"})
-    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": "hi there"})
+    theirs, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
     return {"mine": mine.pk, "theirs": theirs.pk}
 
 

@@ -58,8 +58,8 @@ def test_metrics_count_executions_by_tenant_and_state(
     client: Client, tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]
 ) -> None:
     for _ in range(2):
-        execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    done, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+        execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    done, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
     execution_cancel(tenant=tenant_b, execution_id=done.pk)
     worker_seen(worker="host:7", running=3)
 

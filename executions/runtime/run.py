@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from executions.catalog import graph_lookup, run_resources
+from executions.catalog import blueprint_lookup, run_resources
 from executions.kernel import (
     MISSING,
     CancellationToken,
@@ -63,7 +63,7 @@ def _run(execution: Execution, token: CancellationToken, entry: Running) -> str:
     try:
         runnable = runnable_for(execution)
     except Exception as exc:  # e.g. a graph no longer registered: fail clearly, do not retry
-        return _give_up(execution, f"cannot build graph {execution.graph!r}: {exc}")
+        return _give_up(execution, f"cannot build blueprint {execution.blueprint!r}: {exc}")
     kernel = kernel_for(
         execution,
         token,
@@ -129,7 +129,7 @@ class Runnable:
 def runnable_for(execution: Execution) -> Runnable:
     """Build the graph an execution runs, at the version it recorded, with what its nodes need
     (a blueprint's secrets, prices, tool policy) resolved now, before the kernel runs."""
-    entry = graph_lookup(tenant=execution.tenant, name=execution.graph, version=execution.graph_version)
+    entry = blueprint_lookup(tenant=execution.tenant, name=execution.blueprint, version=execution.blueprint_version)
     resources = None
     if entry.definition is not None:
         resources = run_resources(
@@ -144,7 +144,7 @@ def _child_spawner(parent_id: str) -> Any:
     def spawn(name: str, version: int | None, input: Any, inherit_inbox: bool, node: str) -> str:
         parent = Execution.objects.select_related("tenant").get(pk=parent_id)
         child = execution_spawn_child(
-            parent=parent, graph=name, version=version, input=input, inherit_inbox=inherit_inbox, node=node
+            parent=parent, blueprint=name, version=version, input=input, inherit_inbox=inherit_inbox, node=node
         )
         return child.pk
 

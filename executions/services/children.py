@@ -14,7 +14,7 @@ from executions.services.submit import execution_submit
 
 
 def execution_spawn_child(
-    *, parent: Execution, graph: str, version: int | None, input: Any, inherit_inbox: bool, node: str
+    *, parent: Execution, blueprint: str, version: int | None, input: Any, inherit_inbox: bool, node: str
 ) -> Execution:
     """Submit a child of ``parent`` (same tenant, its quotas) for its node ``node``: linked to it,
     cancelled with it, and, with ``inherit_inbox``, reading its parent's inbox as well as its own.
@@ -24,7 +24,7 @@ def execution_spawn_child(
     visits = Step.objects.filter(execution=parent, name=node, state="completed").count()
     child, _ = execution_submit(
         tenant=parent.tenant,
-        graph=graph,
+        blueprint=blueprint,
         version=version,
         input=input,
         idempotency_key=f"child:{parent.pk}:{visits}:{node}"[:200],

@@ -208,9 +208,9 @@ def _ids_matching(tenant: Tenant, filter: dict[str, Any] | None) -> list[str]:
         if filter["state"] not in S.values:
             raise InvalidInput(f"unknown state {filter['state']!r}")
         rows = rows.filter(state=filter["state"])
-    graph = filter.get("blueprint", filter.get("graph"))
-    if graph is not None:
-        rows = rows.filter(graph=graph)
+    blueprint = filter.get("blueprint", filter.get("graph"))  # "graph": the name it had first
+    if blueprint is not None:
+        rows = rows.filter(blueprint=blueprint)
     return list(rows.values_list("pk", flat=True)[:1000])
 
 

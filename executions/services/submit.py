@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from enact_platform.errors import InvalidInput, PayloadTooLarge, QuotaExceeded
 from executions import queue
-from executions.catalog import graph_lookup
+from executions.catalog import blueprint_lookup
 from executions.live import publisher
 from executions.models import Execution
 from executions.registry import validate_input
@@ -23,7 +23,7 @@ from tenants.services import tenant_consume_execution_quota
 def execution_submit(
     *,
     tenant: Tenant,
-    graph: str,
+    blueprint: str,
     input: Any,
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
@@ -31,15 +31,15 @@ def execution_submit(
     version: int | None = None,
     parent: Execution | None = None,
 ) -> tuple[Execution, bool]:
-    """Create an execution (``queued``) of graph ``graph`` (a built-in graph or one of the tenant's
-    blueprints, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
+    """Create an execution (``queued``) of blueprint ``blueprint`` (a built-in one or one of the
+    tenant's own, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
     it is new: a repeated idempotency key returns the first execution, unchanged."""
     limits = TenantLimits.objects.get(tenant=tenant)
     if not tenant.is_active:
         raise QuotaExceeded(
             f"tenant {tenant.slug} is suspended and cannot submit executions", details={"status": tenant.status}
         )
-    entry = graph_lookup(tenant=tenant, name=graph, version=version)
+    entry = blueprint_lookup(tenant=tenant, name=blueprint, version=version)
     if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200):
         raise InvalidInput("idempotency_key must be a string of 1 to 200 characters")
     if metadata is not None and not isinstance(metadata, dict):
@@ -62,8 +62,8 @@ def execution_submit(
             tenant_consume_execution_quota(tenant=tenant, limits=limits)
             execution = Execution.objects.create(
                 tenant=tenant,
-                graph=entry.name,
-                graph_version=entry.version,
+                blueprint=entry.name,
+                blueprint_version=entry.version,
                 input=input,
                 idempotency_key=idempotency_key or None,
                 metadata=metadata or {},

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def foreign(api_b: Api, enqueued: list[str]) -> dict[str, str]:
     """Ids of tenant B: an execution and an artifact."""
-    execution, _ = execution_submit(tenant=api_b.tenant, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=api_b.tenant, blueprint="demo.chain", input={"n": 1})
     artifact = Artifact.objects.create(
         id="art_0000000000000000000000000A",
         execution=execution,

@@ -64,7 +64,7 @@ def test_an_execution_records_and_runs_the_version_it_asked_for(
     latest = api_a.post("executions", {"blueprint": "greet", "input": {"name": "Bob"}})
     assert (pinned.status_code, latest.status_code) == (201, 201)
     assert (pinned.json()["version"], latest.json()["version"]) == (1, 2)
-    assert Execution.objects.get(pk=pinned.json()["id"]).graph_version == 1
+    assert Execution.objects.get(pk=pinned.json()["id"]).blueprint_version == 1
 
 
 def test_input_is_checked_against_the_blueprints_schema(api_a: Api, enqueued: list[str]) -> None:

@@ -95,7 +95,7 @@ def test_submit_refuses_what_is_not_a_json_object(api_a: Api, enqueued: list[str
 def test_submit_refuses_an_unknown_blueprint_and_input_its_schema_refuses(api_a: Api, enqueued: list[str]) -> None:
     unknown = submit(api_a, blueprint="demo.nope")
     assert unknown.status_code == 400
-    assert "demo.chain" in error_of(unknown)["details"]["graphs"]
+    assert "demo.chain" in error_of(unknown)["details"]["blueprints"]
     wrong = submit(api_a, blueprint="demo.pipeline", input={"text": 3})
     assert wrong.status_code == 400
     assert "input.text" in error_of(wrong)["message"]

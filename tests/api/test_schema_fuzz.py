@@ -55,8 +55,8 @@ def caller(tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]) -> dict[str,
     """A write key, and executions for the generated requests to find: one of the caller's, and
     one of another tenant's, which must stay out of reach."""
     tenant_set_limits(tenant=tenant_a, changes={"requests_per_minute": None})
-    mine, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
-    execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
     return {"key": api_key_create(tenant=tenant_a, scope="write")[1], "execution": mine.pk}
 
 

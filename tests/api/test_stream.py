@@ -125,7 +125,7 @@ def _finished(execution_id: str) -> bool:
 
 
 def test_a_finished_execution_streams_its_log_and_ends(tenant_a: Tenant, key_a: str, inline_worker: Any) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 3})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 3})
     assert wait_until(lambda: _finished(execution.pk))
 
     async def scenario() -> list[dict[str, Any]]:
@@ -146,7 +146,7 @@ def test_a_finished_execution_streams_its_log_and_ends(tenant_a: Tenant, key_a: 
 def test_live_events_follow_the_stored_ones_and_the_stream_ends(
     tenant_a: Tenant, key_a: str, inline_worker: Any
 ) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 3, "seconds": 0.3})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 3, "seconds": 0.3})
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).state == "running")
 
     async def scenario() -> list[dict[str, Any]]:
@@ -163,7 +163,7 @@ def test_live_events_follow_the_stored_ones_and_the_stream_ends(
 def test_a_client_that_drops_and_reconnects_misses_nothing_and_sees_nothing_twice(
     tenant_a: Tenant, key_a: str, inline_worker: Any
 ) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 4, "seconds": 0.2})
 
     async def scenario() -> list[dict[str, Any]]:
         first = Stream(execution.pk, key_a)
@@ -187,7 +187,7 @@ def test_a_client_with_every_event_gets_204_and_one_from_the_future_400(
     tenant_a: Tenant, key_a: str, client: Any
 ) -> None:
     """EventSource reconnects after the stream ends; 204 is what stops it."""
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     execution_cancel(tenant=tenant_a, execution_id=execution.pk)  # one event: seq 1
 
     async def status(last: int) -> int:
@@ -205,7 +205,7 @@ def test_a_client_with_every_event_gets_204_and_one_from_the_future_400(
 
 
 def test_after_in_the_query_works_like_last_event_id(tenant_a: Tenant, key_a: str, inline_worker: Any) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 2})
     assert wait_until(lambda: _finished(execution.pk))
 
     async def scenario() -> list[int]:
@@ -230,8 +230,8 @@ def _refusal(execution_id: str, key: str, **kwargs: Any) -> tuple[int, dict[str,
 
 
 def test_the_stream_refuses_strangers_and_bad_requests(tenant_a: Tenant, tenant_b: Tenant, key_a: str) -> None:
-    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-    mine, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    theirs, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     status, body, _ = _refusal(theirs.pk, key_a)
     assert (status, body["error"]["code"]) == (404, "not_found")
     status, body, _ = _refusal("exec_nope", key_a)
@@ -251,7 +251,7 @@ def test_the_stream_refuses_strangers_and_bad_requests(tenant_a: Tenant, tenant_
 
 def test_the_stream_counts_against_the_keys_rate(tenant_a: Tenant, key_a: str) -> None:
     tenant_set_limits(tenant=tenant_a, changes={"requests_per_minute": 1})
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     execution_cancel(tenant=tenant_a, execution_id=execution.pk)
 
     async def whole_stream() -> list[dict[str, Any]]:
@@ -267,7 +267,7 @@ def test_the_stream_counts_against_the_keys_rate(tenant_a: Tenant, key_a: str) -
 
 def test_idle_clients_hold_no_thread_and_no_database_connection(tenant_a: Tenant, key_a: str) -> None:
     """Twenty clients wait on an execution that is not going anywhere."""
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
 
     def connections() -> int:
         if connection.vendor != "postgresql":
@@ -301,7 +301,7 @@ def test_a_quiet_stream_sends_keep_alives_and_notices_what_was_not_published(
     monkeypatch.setattr(settings, "ENACT_SSE_KEEPALIVE_SECONDS", 0.2)
     monkeypatch.setattr(settings, "ENACT_PUBLISH_DIRECT", False)
     monkeypatch.setattr(relay_module, "ensure_relay", lambda: None)  # nothing is delivered live
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[str, list[dict[str, Any]]]:
         stream = Stream(execution.pk, key_a)
@@ -319,7 +319,7 @@ def test_a_quiet_stream_sends_keep_alives_and_notices_what_was_not_published(
 def test_the_django_view_serves_the_stored_events_without_the_asgi_router(
     tenant_a: Tenant, key_a: str, client: Any
 ) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     execution_cancel(tenant=tenant_a, execution_id=execution.pk)
     response = client.get(
         f"/api/v1/executions/{execution.pk}/stream",
@@ -350,9 +350,9 @@ def test_streams_sockets_and_readiness_checks_leave_no_subscription_behind(
     settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"]}}
     settings.CHANNEL_LAYERS["default"]["CONFIG"] = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": prefix}
     channel_layers.backends.clear()
-    finished, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    finished, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 2})
     assert wait_until(lambda: _finished(finished.pk))
-    running, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 30, "seconds": 0.2})
+    running, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 30, "seconds": 0.2})
 
     async def ours(redis: Redis) -> set[bytes]:
         return set(await redis.pubsub_channels(f"{prefix}*"))

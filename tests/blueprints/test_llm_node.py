@@ -60,7 +60,7 @@ def agent(tenant: Tenant, url: str, **config: Any) -> None:
 
 
 def run(tenant: Tenant, input: Any) -> Execution:
-    execution, _ = execution_submit(tenant=tenant, graph="ask", input=input)
+    execution, _ = execution_submit(tenant=tenant, blueprint="ask", input=input)
     execution_run(execution.pk)
     execution.refresh_from_db()
     return execution
@@ -146,7 +146,7 @@ def test_a_client_error_is_not_retried(tenant_a: Tenant, chat: OpenAIServer, enq
 def test_cancel_stops_a_slow_stream_at_once(tenant_a: Tenant, chat: OpenAIServer, enqueued: list[str]) -> None:
     agent(tenant_a, chat.url)
     chat.script(text_stream([f"w{i} " for i in range(100)], delay_s=0.5))
-    execution, _ = execution_submit(tenant=tenant_a, graph="ask", input={"q": "tell me a long story"})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="ask", input={"q": "tell me a long story"})
     thread = threading.Thread(target=execution_run, args=(execution.pk,), daemon=True)
     thread.start()
     assert wait_until(lambda: ExecutionEvent.objects.filter(execution=execution, type="data-text-delta").exists())

@@ -37,7 +37,7 @@ def save(tenant: Tenant, name: str, nodes: dict[str, Any], edges: list[tuple[str
 
 
 def run(tenant: Tenant, name: str, input: Any = None, **kwargs: Any) -> Execution:
-    execution, _ = execution_submit(tenant=tenant, graph=name, input={} if input is None else input, **kwargs)
+    execution, _ = execution_submit(tenant=tenant, blueprint=name, input={} if input is None else input, **kwargs)
     execution_run(execution.pk)
     execution.refresh_from_db()
     return execution
@@ -499,11 +499,11 @@ def test_a_cost_limit_stops_an_agent_loop(tenant_a: Tenant, enqueued: list[str])
 
 def test_an_execution_runs_the_version_it_was_submitted_with(tenant_a: Tenant, enqueued: list[str]) -> None:
     save(tenant_a, "v", {"t": {"kind": "template", "config": {"template": "one"}}}, [("t", "end")])
-    first, _ = execution_submit(tenant=tenant_a, graph="v", input={})
+    first, _ = execution_submit(tenant=tenant_a, blueprint="v", input={})
     save(tenant_a, "v", {"t": {"kind": "template", "config": {"template": "two"}}}, [("t", "end")])
     execution_run(first.pk)
     first.refresh_from_db()
-    assert (first.graph_version, first.output["t"]) == (1, "one")
+    assert (first.blueprint_version, first.output["t"]) == (1, "one")
     assert run(tenant_a, "v").output["t"] == "two"
 
 
@@ -562,7 +562,7 @@ def test_an_awaited_child_runs_as_its_own_execution_and_its_parent_resumes_with_
     parent = run(tenant_a, "parent", {"n": 4})
     assert (parent.state, parent.wait_reason) == ("waiting", "sub_agent")
     child = Execution.objects.get(parent=parent)
-    assert (child.graph, child.input, child.tenant) == ("child", {"n": 4}, tenant_a)
+    assert (child.blueprint, child.input, child.tenant) == ("child", {"n": 4}, tenant_a)
     assert parent.wait_detail["prompt"] == {"child_id": child.pk, "blueprint": "child"}
     with pytest.raises(Exception, match="not waiting for input or approval"):  # nobody answers for the child
         execution_provide_input(tenant=tenant_a, execution_id=parent.pk, input={})
@@ -619,7 +619,7 @@ def test_a_child_that_inherits_the_inbox_reads_its_parents_messages(tenant_a: Te
     child = Execution.objects.get(parent=parent)
     assert child.metadata == {"inherit_inbox": True}
     assert kernel_for(child).get_inbox_execution_ids() == [child.pk, parent.pk]
-    plain, _ = execution_submit(tenant=tenant_a, graph="child", input={"n": 1}, parent=parent)
+    plain, _ = execution_submit(tenant=tenant_a, blueprint="child", input={"n": 1}, parent=parent)
     assert kernel_for(plain).get_inbox_execution_ids() == [plain.pk]
 
 
@@ -698,11 +698,11 @@ def test_a_wait_for_a_child_is_not_resumed_by_hand_and_a_rerun_spawns_no_second_
 
 def test_spawning_is_idempotent_per_visit_of_the_node(tenant_a: Tenant, enqueued: list[str]) -> None:
     parent_and_child(tenant_a)
-    parent, _ = execution_submit(tenant=tenant_a, graph="parent", input={"n": 1})
+    parent, _ = execution_submit(tenant=tenant_a, blueprint="parent", input={"n": 1})
 
     def spawn() -> str:
         child = execution_spawn_child(
-            parent=parent, graph="child", version=None, input={"n": 1}, inherit_inbox=False, node="spawn"
+            parent=parent, blueprint="child", version=None, input={"n": 1}, inherit_inbox=False, node="spawn"
         )
         return child.pk
 

@@ -54,7 +54,7 @@ def _state(execution_id: str) -> str:
 
 def test_start_watch_and_cancel_from_the_dashboard(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
-    done, _ = execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
+    done, _ = execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": "hello hello world"})
     _log_in(page, live_server_url, "olga")
     expect(page.locator(f'tr[data-id="{done.pk}"] .state')).to_have_text("completed", timeout=20_000)
 
@@ -93,7 +93,7 @@ def test_the_list_updates_live(live_server_url: str, page: Any, tenant_a: Tenant
     _log_in(page, live_server_url, "olga")
     expect(page.locator("body[data-live=on]")).to_have_count(1)
     page.wait_for_timeout(300)  # the relay's first look sets where new executions start
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 3})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 3})
     row = page.locator(f'tr[data-id="{execution.pk}"]')
     expect(row).to_be_visible()
     expect(row.locator(".state")).to_have_text("completed", timeout=20_000)
@@ -104,7 +104,7 @@ def test_cancel_from_the_admin_change_page_and_the_list_follows(
     live_server_url: str, page: Any, tenant_a: Tenant
 ) -> None:
     User.objects.create_superuser("root", password=PASSWORD)
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 40, "seconds": 0.4})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 40, "seconds": 0.4})
     assert wait_until(lambda: _state(execution.pk) == "running", timeout=20)
 
     page.goto(f"{live_server_url}/admin/login/")
@@ -121,7 +121,7 @@ def test_cancel_from_the_admin_change_page_and_the_list_follows(
     assert page.url.endswith("/change/")  # no reload: the socket carried the control
     assert _state(execution.pk) == "cancelled"
 
-    other, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 40, "seconds": 0.4})
+    other, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 40, "seconds": 0.4})
     assert wait_until(lambda: _state(other.pk) == "running", timeout=20)
     page.goto(f"{live_server_url}/admin/executions/execution/")
     cell = page.locator(f'#result_list tr:has(input[value="{other.pk}"]) .field-state')
@@ -135,8 +135,8 @@ def test_a_viewer_sees_no_controls_and_a_stranger_no_page(
     live_server_url: str, page: Any, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
     _user(tenant_a, "vic", Membership.Role.VIEWER)
-    mine, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 3, "seconds": 0.3})
-    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 3, "seconds": 0.3})
+    theirs, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
     _log_in(page, live_server_url, "vic")
     expect(page.locator("#start-form")).to_have_count(0)
     page.goto(f"{live_server_url}/executions/{mine.pk}/")
@@ -152,7 +152,7 @@ def test_a_lost_connection_shows_and_comes_back_without_losing_events(
     platform: Any, page: Any, tenant_a: Tenant
 ) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 8, "seconds": 0.5})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 8, "seconds": 0.5})
     _log_in(page, platform.url, "olga")
     page.goto(f"{platform.url}/executions/{execution.pk}/")
     expect(page.locator("#events tbody tr").nth(2)).to_be_attached(timeout=20_000)
@@ -171,7 +171,7 @@ def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
     live_server_url: str, page: Any, tenant_a: Tenant
 ) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
-    waiting, _ = execution_submit(tenant=tenant_a, graph="demo.approval", input={})
+    waiting, _ = execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})
     assert wait_until(lambda: _state(waiting.pk) == "waiting", timeout=20)
     _log_in(page, live_server_url, "olga")
     page.goto(f"{live_server_url}/executions/{waiting.pk}/")
@@ -186,7 +186,7 @@ def test_approve_a_waiting_execution_send_guidance_and_read_artifacts(
     expect(page.locator("#answer")).to_be_hidden()
     assert Execution.objects.get(pk=waiting.pk).output["published"] is True
 
-    pipeline, _ = execution_submit(tenant=tenant_a, graph="demo.pipeline", input={"text": "hello hello world"})
+    pipeline, _ = execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": "hello hello world"})
     assert wait_until(lambda: _state(pipeline.pk) == "completed", timeout=20)
     page.goto(f"{live_server_url}/executions/{pipeline.pk}/")
     text_artifact = page.locator('#artifacts li[data-type^="text/"] a').first

@@ -59,7 +59,7 @@ def _seqs(frames: list[dict[str, Any]]) -> list[int]:
 def test_a_finished_execution_replays_then_ends_and_the_socket_stays_open(
     tenant_a: Tenant, writer: str, inline_worker: Any
 ) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 2})
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).is_terminal)
 
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
@@ -86,7 +86,7 @@ def test_a_finished_execution_replays_then_ends_and_the_socket_stays_open(
 
 
 def test_live_events_arrive_and_a_reconnect_misses_nothing(tenant_a: Tenant, reader: str, inline_worker: Any) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 4, "seconds": 0.2})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 4, "seconds": 0.2})
 
     async def scenario() -> list[dict[str, Any]]:
         ws = socket(f"/ws/executions/{execution.pk}/", [(b"authorization", f"Bearer {reader}".encode())])
@@ -111,7 +111,7 @@ def test_live_events_arrive_and_a_reconnect_misses_nothing(tenant_a: Tenant, rea
 
 
 def test_cancel_over_the_socket(tenant_a: Tenant, writer: str, inline_worker: Any) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 60})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 1, "seconds": 60})
     assert wait_until(lambda: execution.steps.filter(state="running").exists())
 
     async def scenario() -> list[dict[str, Any]]:
@@ -134,7 +134,7 @@ def test_cancel_over_the_socket(tenant_a: Tenant, writer: str, inline_worker: An
 
 
 def test_a_read_key_cannot_control_and_bad_frames_get_errors(tenant_a: Tenant, reader: str) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
 
     async def scenario() -> list[dict[str, Any]]:
         ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
@@ -172,8 +172,8 @@ def _close_code(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> 
 
 
 def test_the_handshake_refuses_strangers(tenant_a: Tenant, tenant_b: Tenant, writer: str) -> None:
-    theirs, _ = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-    mine, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    theirs, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
+    mine, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     assert _close_code(f"/ws/executions/{mine.pk}/") == 4401
     assert _close_code(f"/ws/executions/{mine.pk}/?token=enact_bad_key") == 4401
     assert _close_code("/ws/executions/") == 4401
@@ -187,7 +187,7 @@ def test_the_handshake_refuses_strangers(tenant_a: Tenant, tenant_b: Tenant, wri
 def test_a_client_that_has_every_event_of_an_ended_execution_gets_the_end_at_once(
     tenant_a: Tenant, writer: str
 ) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     execution_cancel(tenant=tenant_a, execution_id=execution.pk)
     last = Execution.objects.get(pk=execution.pk).events.count()
 
@@ -225,7 +225,7 @@ def test_a_socket_whose_handler_fails_gives_back_what_it_held(
 
     monkeypatch.setattr(ExecutionSocket, "opened", opened)
     monkeypatch.setattr(ExecutionSocket, "_deliver", broken)
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[int, int, bool, bool]:
         before = gauges.websocket_connections
@@ -258,7 +258,7 @@ def _session_headers(tenant: Tenant, role: str, origin: str = "http://localhost"
 
 
 def test_a_viewers_session_watches_but_cannot_control(tenant_a: Tenant) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     headers = _session_headers(tenant_a, Membership.Role.VIEWER)
 
     async def scenario() -> dict[str, Any]:
@@ -274,7 +274,7 @@ def test_a_viewers_session_watches_but_cannot_control(tenant_a: Tenant) -> None:
 
 
 def test_a_session_from_another_site_is_refused(tenant_a: Tenant) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     headers = _session_headers(tenant_a, Membership.Role.ADMIN, origin="https://evil.example")
     assert _close_code(f"/ws/executions/{execution.pk}/", headers) == 4401
 
@@ -309,15 +309,15 @@ def _submit_both(tenant_a: Tenant, tenant_b: Tenant) -> None:
     from django.db import connection
 
     try:
-        execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1})
-        execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 2, "seconds": 0.3})
+        execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
+        execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 2, "seconds": 0.3})
     finally:
         connection.close()
 
 
 def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
     """Every frame the server sends parses as JSON with a type (clients rely on it)."""
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     execution_cancel(tenant=tenant_a, execution_id=execution.pk)
 
     async def scenario() -> list[str]:
@@ -332,7 +332,7 @@ def test_frames_are_json(tenant_a: Tenant, writer: str) -> None:
 
 
 def test_a_frame_with_text_no_database_stores_gets_an_error_and_changes_nothing(tenant_a: Tenant, writer: str) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.slow", input={"steps": 1, "seconds": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 1, "seconds": 1})
 
     async def scenario() -> dict[str, Any]:
         ws = socket(f"/ws/executions/{execution.pk}/?token={writer}")
@@ -371,7 +371,7 @@ def test_an_event_reaches_its_socket_while_the_sync_thread_is_busy(tenant_a: Ten
     from asgiref.sync import sync_to_async
     from channels.layers import get_channel_layer
 
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[dict[str, Any], float, bool]:
         ws = socket(f"/ws/executions/{execution.pk}/?token={reader}")
@@ -408,7 +408,7 @@ def test_sockets_find_in_the_database_what_never_came_live(
     monkeypatch.setattr(settings, "ENACT_SOCKET_RESYNC_SECONDS", 0.2)
     monkeypatch.setattr(settings, "ENACT_PUBLISH_DIRECT", False)
     monkeypatch.setattr(relay_module, "ensure_relay", lambda: None)  # nothing is delivered live
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
 
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
         feed = socket(f"/ws/executions/?token={reader}")
@@ -438,7 +438,7 @@ def test_quiet_sockets_on_one_execution_share_one_read_of_the_log(
     from executions.live.sockets import StoredHeads
     from executions.persistence.kernels import kernel_for
 
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     kernel_for(execution).cancel_execution("test")
     reads: list[str] = []
     real = selectors.last_event_seq

@@ -166,7 +166,7 @@ def _async(tenant: Tenant) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_only_a_worker_run_on_postgresql_commits_in_the_background(tenant_a: Tenant) -> None:
     _async(tenant_a)
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 2})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 2})
     by_worker = kernel_for(execution, background_commits=True)
     other = kernel_for(execution)  # a service's or an operator's kernel: always sync
     try:
@@ -208,7 +208,7 @@ def test_an_async_run_stores_every_event_in_order_and_publishes_each_once_after_
     monkeypatch.setattr(publisher, "publish_events", publish)
     monkeypatch.setattr(kernels, "write_staged_unit", write)
     n = 40
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": n})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": n})
     assert execution_run(execution.pk) == "completed"
 
     execution.refresh_from_db()
@@ -229,7 +229,7 @@ def test_an_async_run_stores_every_event_in_order_and_publishes_each_once_after_
 @needs_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_background_commit_that_clashes_with_another_workers_seq_stops_the_run(tenant_a: Tenant) -> None:
-    execution, _ = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     other_worker = DjangoEventSink(execution)
 
     def event(seq: int, id_: str) -> StreamEvent:

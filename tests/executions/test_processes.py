@@ -97,8 +97,8 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         running.stop()
 
 
-def submit(tenant: Tenant, graph: str, input: Any) -> Execution:
-    execution, _ = execution_submit(tenant=tenant, graph=graph, input=input)
+def submit(tenant: Tenant, blueprint: str, input: Any) -> Execution:
+    execution, _ = execution_submit(tenant=tenant, blueprint=blueprint, input=input)
     return execution
 
 

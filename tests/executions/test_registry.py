@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from enact_platform.errors import InvalidInput
-from executions.registry import registry, validate_input
+from executions.registry import blueprint, registry, validate_input
 
 BUILT_IN = ["demo.approval", "demo.chain", "demo.fanout", "demo.flaky", "demo.pipeline", "demo.slow"]
 
@@ -36,10 +36,8 @@ def test_factories_build_the_graph_the_input_describes(name: str, input: object,
 
 
 def test_registering_a_name_twice_is_refused() -> None:
-    from executions.registry import graph
-
     with pytest.raises(ValueError, match="registered twice"):
-        graph("demo.chain")(lambda input: None)  # type: ignore[arg-type,return-value]
+        blueprint("demo.chain")(lambda input: None)  # type: ignore[arg-type,return-value]
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def _as_a_worker_would(execution: Execution) -> None:
 
 
 def test_the_relay_forwards_new_rows_once_each_in_order(tenant_a: Tenant, layer: Any) -> None:
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     relay = Relay(poll_seconds=0.01)
 
     async def scenario() -> tuple[list[dict[str, Any]], int]:

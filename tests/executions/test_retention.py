@@ -28,7 +28,7 @@ def ended(
     at = timezone.now() - timedelta(days=days_ago)
     fields.setdefault("state", "completed")
     execution = Execution.objects.create(
-        tenant=tenant, graph="demo.chain", input={"n": 1}, ended_at=at, parent=parent, **fields
+        tenant=tenant, blueprint="demo.chain", input={"n": 1}, ended_at=at, parent=parent, **fields
     )
     for seq in range(1, events + 1):
         ExecutionEvent.objects.create(

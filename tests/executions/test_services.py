@@ -26,8 +26,10 @@ from tenants.services import tenant_set_limits, tenant_set_status
 pytestmark = pytest.mark.django_db
 
 
-def submit(tenant: Tenant, graph: str = "demo.chain", input: Any = None, **kwargs: Any) -> Execution:
-    execution, _ = execution_submit(tenant=tenant, graph=graph, input={"n": 2} if input is None else input, **kwargs)
+def submit(tenant: Tenant, blueprint: str = "demo.chain", input: Any = None, **kwargs: Any) -> Execution:
+    execution, _ = execution_submit(
+        tenant=tenant, blueprint=blueprint, input={"n": 2} if input is None else input, **kwargs
+    )
     return execution
 
 
@@ -46,12 +48,12 @@ def test_submit_creates_a_queued_execution_and_enqueues_it_after_commit(
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         execution, created = execution_submit(
-            tenant=tenant_a, graph="demo.chain", input={"n": 3}, metadata={"ticket": 7}
+            tenant=tenant_a, blueprint="demo.chain", input={"n": 3}, metadata={"ticket": 7}
         )
         assert enqueued == []  # nothing goes out before the commit
     assert created is True
     assert enqueued == [execution.pk]
-    assert (execution.state, execution.graph, execution.input, execution.metadata) == (
+    assert (execution.state, execution.blueprint, execution.input, execution.metadata) == (
         "queued",
         "demo.chain",
         {"n": 3},
@@ -62,9 +64,9 @@ def test_submit_creates_a_queued_execution_and_enqueues_it_after_commit(
 
 
 @pytest.mark.parametrize(
-    ("graph", "input", "error", "message"),
+    ("blueprint", "input", "error", "message"),
     [
-        ("no.such.graph", {}, InvalidInput, "unknown graph 'no.such.graph'"),
+        ("no.such.graph", {}, InvalidInput, "unknown blueprint 'no.such.graph'"),
         ("demo.chain", {"n": "three"}, InvalidInput, "input.n must be an integer"),
         ("demo.chain", {"n": 0}, InvalidInput, "input.n must be at least 1"),
         ("demo.chain", {}, InvalidInput, "input.n is required"),
@@ -74,11 +76,11 @@ def test_submit_creates_a_queued_execution_and_enqueues_it_after_commit(
     ],
 )
 def test_bad_submissions_are_refused_and_change_nothing(
-    tenant_a: Tenant, enqueued: list[str], graph: str, input: Any, error: type[Exception], message: str
+    tenant_a: Tenant, enqueued: list[str], blueprint: str, input: Any, error: type[Exception], message: str
 ) -> None:
     before = snapshot()
     with pytest.raises(error, match=message):
-        execution_submit(tenant=tenant_a, graph=graph, input=input)
+        execution_submit(tenant=tenant_a, blueprint=blueprint, input=input)
     assert snapshot() == before
     assert enqueued == []
 
@@ -101,9 +103,13 @@ def test_the_day_quota_refuses_at_submission(tenant_a: Tenant, enqueued: list[st
 def test_a_repeated_idempotency_key_returns_the_first_execution(
     tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]
 ) -> None:
-    first, created = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 1}, idempotency_key="k1")
-    again, created_again = execution_submit(tenant=tenant_a, graph="demo.chain", input={"n": 99}, idempotency_key="k1")
-    other, created_other = execution_submit(tenant=tenant_b, graph="demo.chain", input={"n": 1}, idempotency_key="k1")
+    first, created = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1}, idempotency_key="k1")
+    again, created_again = execution_submit(
+        tenant=tenant_a, blueprint="demo.chain", input={"n": 99}, idempotency_key="k1"
+    )
+    other, created_other = execution_submit(
+        tenant=tenant_b, blueprint="demo.chain", input={"n": 1}, idempotency_key="k1"
+    )
     assert (created, created_again, created_other) == (True, False, True)
     assert again.pk == first.pk
     assert again.input == {"n": 1}
@@ -208,7 +214,7 @@ def test_malformed_ids_are_not_found(tenant_a: Tenant, bad_id: Any) -> None:
 
 
 def test_bulk_cancel_by_ids_and_by_filter(tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]) -> None:
-    a1, a2, a3 = submit(tenant_a), submit(tenant_a), submit(tenant_a, graph="demo.pipeline", input={"text": "x"})
+    a1, a2, a3 = submit(tenant_a), submit(tenant_a), submit(tenant_a, blueprint="demo.pipeline", input={"text": "x"})
     b1 = submit(tenant_b)
     execution_cancel(tenant=tenant_a, execution_id=a1.pk)
     counts = executions_bulk_cancel(tenant=tenant_a, ids=[a1.pk, a2.pk, a2.pk, b1.pk])
@@ -246,7 +252,7 @@ def test_claims_never_overfill_a_tenant(tenant_a: Tenant, tenant_b: Tenant, enqu
 def test_the_reaper_frees_a_waiting_execution_whose_worker_died_before_letting_go(
     tenant_a: Tenant, enqueued: list[str]
 ) -> None:
-    execution = submit(tenant_a, graph="demo.approval", input={})
+    execution = submit(tenant_a, blueprint="demo.approval", input={})
     # The worker put it in waiting and died before releasing its lease; then it was answered.
     Execution.objects.filter(pk=execution.pk).update(
         state="waiting",
@@ -300,7 +306,7 @@ def test_pausing_again_and_again_never_looks_like_a_crash_loop(tenant_a: Tenant,
 
 
 def test_an_answer_that_arrives_during_a_run_is_kept_for_the_next(tenant_a: Tenant, enqueued: list[str]) -> None:
-    execution = submit(tenant_a, graph="demo.approval", input={})
+    execution = submit(tenant_a, blueprint="demo.approval", input={})
     _lease_in(execution, "waiting", wait_reason="approval", resume_requested=True, resume_input={"value": "first"})
     claimed = execution_claim(execution_id=execution.pk, worker="w1")
     assert claimed is not None
@@ -319,7 +325,7 @@ def test_an_answer_that_arrives_during_a_run_is_kept_for_the_next(tenant_a: Tena
 
 
 def test_a_cancel_that_arrives_as_the_worker_lets_go_is_carried_out(tenant_a: Tenant, enqueued: list[str]) -> None:
-    execution = submit(tenant_a, graph="demo.approval", input={})
+    execution = submit(tenant_a, blueprint="demo.approval", input={})
     assert execution_claim(execution_id=execution.pk, worker="w1") is not None
     _lease_in(execution, "waiting", wait_reason="approval")
     after = execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="too late?")
@@ -337,7 +343,7 @@ def test_a_fenced_worker_stores_no_artifact(tenant_a: Tenant) -> None:
     from executions.persistence.stores import ArtifactRefused, DjangoArtifactStore
     from tenants.models import TenantLimits
 
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     fence = threading.Event()
     store = DjangoArtifactStore(tenant_a.pk, TenantLimits.objects.get(tenant=tenant_a), fence)
     request = PutArtifactRequest("artifact_x", execution.pk, "step_x", "a.txt", ArtifactType.TEXT, b"hi", "text/plain")
@@ -353,7 +359,7 @@ def test_a_question_is_answered_once_even_while_its_run_resumes(tenant_a: Tenant
     answer to the same question must not slip in (it would answer the next question unasked)."""
     from executions.kernel.state import WaitReason
 
-    execution = submit(tenant_a, graph="demo.approval", input={})
+    execution = submit(tenant_a, blueprint="demo.approval", input={})
     kernel = kernel_for(execution)
     kernel.start()
     kernel.wait_for(WaitReason.APPROVAL, {"prompt": "publish?"})

@@ -24,7 +24,7 @@ class Boom(Exception):
 
 
 def _execution(tenant: Tenant) -> Execution:
-    return Execution.objects.create(tenant=tenant, graph="demo.chain", input={"n": 1})
+    return Execution.objects.create(tenant=tenant, blueprint="demo.chain", input={"n": 1})
 
 
 def _event(execution: Execution, seq: int, type_: EventType, step_id: str | None = None, **data: Any) -> StreamEvent:
@@ -102,7 +102,7 @@ def test_the_sink_never_commits_its_callers_transaction(tenant_a: Tenant) -> Non
 
     def service() -> None:
         with transaction.atomic():
-            Execution.objects.filter(pk=execution.pk).update(graph="demo.pipeline")
+            Execution.objects.filter(pk=execution.pk).update(blueprint="demo.pipeline")
             sink.append(_event(execution, 1, EventType.EXECUTION_START))
             with DjangoUnitOfWork(sink).atomic():
                 sink.append(_step_start(execution, 2, "step_one"))
@@ -111,7 +111,7 @@ def test_the_sink_never_commits_its_callers_transaction(tenant_a: Tenant) -> Non
     with pytest.raises(Boom):
         service()
     execution.refresh_from_db()
-    assert execution.graph == "demo.chain"
+    assert execution.blueprint == "demo.chain"
     assert execution.state == Execution.State.QUEUED
     assert not ExecutionEvent.objects.filter(execution=execution).exists()
     assert not Step.objects.filter(execution=execution).exists()

@@ -44,7 +44,7 @@ def _receive(layer: Any, channel: str, timeout: float = 2.0) -> dict[str, Any] |
 
 
 def test_an_event_is_published_to_its_execution_and_tenant_groups_after_commit(tenant_a: Tenant, layer: Any) -> None:
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     on_execution = _listen(layer, execution_group(execution.pk))
     on_tenant = _listen(layer, tenant_group(tenant_a.pk))
 
@@ -62,7 +62,7 @@ def test_an_event_is_published_to_its_execution_and_tenant_groups_after_commit(t
 
 
 def test_a_rolled_back_event_is_never_published(tenant_a: Tenant, layer: Any) -> None:
-    execution = Execution.objects.create(tenant=tenant_a, graph="demo.chain", input={"n": 1})
+    execution = Execution.objects.create(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     channel = _listen(layer, execution_group(execution.pk))
 
     class Abort(Exception):

@@ -12,7 +12,7 @@ from django.db import connection
 
 from executions.kernel import GraphBuilder, NodeContext
 from executions.models import Artifact, Execution, ExecutionEvent, Step
-from executions.registry import graph
+from executions.registry import blueprint
 from executions.runtime.reaper import executions_reap
 from executions.runtime.run import execution_run
 from executions.services.controls import execution_cancel, execution_pause, execution_provide_input, execution_resume
@@ -57,13 +57,13 @@ def _gauged(state: Any, ctx: NodeContext) -> Any:
     return state
 
 
-@graph("test.gauged", input_schema={"type": "object"})
+@blueprint("test.gauged", input_schema={"type": "object"})
 def _gauged_graph(input: Any) -> Any:
     return GraphBuilder("test.gauged").add_node("work", _gauged).set_entry_point("work").compile()
 
 
-def submit(tenant: Tenant, graph_name: str, input: Any) -> Execution:
-    execution, _ = execution_submit(tenant=tenant, graph=graph_name, input=input)
+def submit(tenant: Tenant, blueprint: str, input: Any) -> Execution:
+    execution, _ = execution_submit(tenant=tenant, blueprint=blueprint, input=input)
     return execution
 
 

@@ -139,7 +139,7 @@ def _add_tenant_commands(commands: Any) -> None:
 def _add_execution_commands(commands: Any) -> None:
     p = commands.add_parser("submit", help="submit an execution and print its id")
     p.add_argument("slug")
-    p.add_argument("graph")
+    p.add_argument("blueprint")
     p.add_argument("--input", type=_json, default={}, metavar="JSON", help="the input (default: {})")
     p.add_argument("--watch", action="store_true", help="follow it live until it ends")
 
@@ -224,7 +224,7 @@ class Command(BaseCommand):
 
     def cmd_submit(self, options: dict[str, Any]) -> None:
         tenant = tenant_get(slug=options["slug"])
-        execution, _ = execution_submit(tenant=tenant, graph=options["graph"], input=options["input"])
+        execution, _ = execution_submit(tenant=tenant, blueprint=options["blueprint"], input=options["input"])
         self.stdout.write(execution.pk)
         if options["watch"]:
             self.stdout.flush()
@@ -260,7 +260,7 @@ class Command(BaseCommand):
             self.stdout.write(f"no executions for {tenant.slug}")
             return
         table = [("ID", "GRAPH", "STATE", "CREATED", "ENDED")]
-        table += [(e.pk, e.graph, e.state, _time(e.created_at), _time(e.ended_at)) for e in rows]
+        table += [(e.pk, e.blueprint, e.state, _time(e.created_at), _time(e.ended_at)) for e in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
             self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -281,7 +281,7 @@ class Command(BaseCommand):
     def _follow_until_ended(self, execution: Execution) -> Progress:
         execution.refresh_from_db(fields=["state"])
         self.stdout.write(
-            f"watching {execution.pk} (tenant {execution.tenant.slug}, graph {execution.graph}), now {execution.state}"
+            f"watching {execution.pk} (tenant {execution.tenant.slug}, blueprint {execution.blueprint}), now {execution.state}"
         )
         # Every execution starts queued; replaying its events from the first brings it up to date.
         progress = Progress(state=S.QUEUED)

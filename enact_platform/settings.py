@@ -79,8 +79,20 @@ def database_from_url(url: str) -> dict[str, object]:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
+        # A pool per process (psycopg's, through Django): however many requests are in flight or
+        # executions run in a worker's slots, a process holds at most ENACT_DB_POOL_SIZE
+        # connections; a thread borrows one for a unit of work and gives it back (see README,
+        # "Sizing slots, workers and connections").
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {
+            # How the processes show in pg_stat_activity.
+            "application_name": env_str("ENACT_DB_APPLICATION_NAME", "enact"),
+            "pool": {
+                "min_size": env_int("ENACT_DB_POOL_MIN", 1, minimum=0),
+                "max_size": env_int("ENACT_DB_POOL_SIZE", 10, minimum=1),
+                "timeout": env_float("ENACT_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+            }
+        },
     }
 
 
@@ -227,7 +239,9 @@ Q_CLUSTER: dict[str, object] = {
     "catch_up": False,
     "ack_failures": True,
     "save_limit": 1000,
-    "poll": env_float("ENACT_QUEUE_POLL_SECONDS", 0.02, minimum=0.001),
+    # Executions do not travel through the broker (the execution table is the queue, and workers
+    # are woken by executions/wakeups.py): an idle cluster looks at it seldom.
+    "poll": env_float("ENACT_QUEUE_POLL_SECONDS", 0.2, minimum=0.001),
     "sync": env_bool("ENACT_QUEUE_SYNC", False),
 }
 if REDIS_URL:
@@ -238,15 +252,28 @@ else:
 # Live events: with Redis every process publishes what it commits; without it the web process
 # relays rows of the event log (see executions/live/relay.py).
 ENACT_PUBLISH_DIRECT = env_bool("ENACT_PUBLISH_DIRECT", bool(REDIS_URL))
-# How often the relay looks for new rows of the event log: one indexed query a poll, and what a
-# live event waits at most before the relay sees it.
-ENACT_RELAY_POLL_SECONDS = env_float("ENACT_RELAY_POLL_SECONDS", 0.01, minimum=0.001)
+# The relay reads the log when a worker says it committed events (executions/wakeups.py), and
+# this often besides, in case that news was lost.
+ENACT_RELAY_POLL_SECONDS = env_float("ENACT_RELAY_POLL_SECONDS", 1.0, minimum=0.001)
 
 # Workers. A worker holds a lease on each execution it runs and renews it with heartbeats; the
 # reaper hands executions whose lease expired to another worker.
 ENACT_LEASE_SECONDS = env_float("ENACT_LEASE_SECONDS", 30.0, minimum=1.0)
 ENACT_HEARTBEAT_SECONDS = env_float("ENACT_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+# Cancels, pauses and messages are pushed to the worker that holds the execution (wake-ups); the
+# monitor also looks at the database this often, in case a push was lost.
 ENACT_CONTROL_POLL_SECONDS = env_float("ENACT_CONTROL_POLL_SECONDS", 0.05, minimum=0.005)
+# Slots: executions one worker process runs at once, each on a thread (most of an agent's time
+# is waiting on a model or a tool, which costs a thread, not a process).
+ENACT_SLOTS = env_int("ENACT_SLOTS", 100, minimum=1)
+# Workers are woken when work is ready; they also look for it this often, in case a wake-up was lost.
+ENACT_DISPATCH_POLL_SECONDS = env_float("ENACT_DISPATCH_POLL_SECONDS", 1.0, minimum=0.01)
+# On SIGTERM a worker stops claiming and gives its executions this long to reach a step boundary
+# and hand themselves back; what is still running then is handed back mid-step (that step reruns).
+ENACT_STOP_SECONDS = env_float("ENACT_STOP_SECONDS", 2.0, minimum=0.0)
+# Where the embedded default's worker processes listen for wake-ups (default: a folder in the
+# temporary directory named after the database).
+ENACT_WAKE_DIR = env_str("ENACT_WAKE_DIR", "")
 ENACT_REAP_SECONDS = env_float("ENACT_REAP_SECONDS", 5.0, minimum=0.1)
 # How often each worker deletes what the tenants' retention periods let go of (0: never; then
 # run `manage.py enact sweep` from a scheduler).

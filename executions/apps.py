@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import os
-import sys
-
 from django.apps import AppConfig
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
@@ -10,6 +7,7 @@ from django.db import close_old_connections, connections
 from django.utils.module_loading import autodiscover_modules
 
 from executions.kernel.runner import default_pool
+from executions.persistence.connections import give_back
 
 
 class ExecutionsConfig(AppConfig):
@@ -20,8 +18,10 @@ class ExecutionsConfig(AppConfig):
         autodiscover_modules("graphs")
 
         # The kernel runs a graph (and its store I/O) on runner threads, which keep their own
-        # database connections; drop broken or expired ones before each job.
+        # database connections; drop broken or expired ones before each job, and give a pooled
+        # one back after it.
         default_pool.before_job.append(close_old_connections)
+        default_pool.after_job.append(give_back)
 
         # Under ASGI every request runs on a thread of its own, so a kept connection would be
         # left behind by each one until PostgreSQL refuses more clients: close at the end.
@@ -33,16 +33,21 @@ class ExecutionsConfig(AppConfig):
         from tenants.selectors import tenant_activity_reader_register  # beside the import above
 
         tenant_activity_reader_register(tenant_activity)
-        if sys.argv[1:2] == ["qcluster"] and hasattr(os, "register_at_fork"):
-            # django-q2 forks its worker processes; each starts a monitor so every worker
-            # delivers cancels, renews leases and reaps, with no extra process to run.
-            # Imported here, once the models are loaded, and whole before any fork: a forked
-            # worker's monitor thread and its main thread importing it at once would meet a
-            # half-initialised module.
-            import executions.tasks  # noqa: F401
-            from executions.runtime.monitor import monitor  # loaded with the tasks, just above
 
-            os.register_at_fork(after_in_child=monitor.start_after_fork)
+        # django-q2's worker processes run executions in slots (runtime/slots.py); its other
+        # processes (the sentinel, the pusher, the monitor) run none.
+        from django_q.signals import post_spawn  # here: django_q's signals module loads its models
+
+        post_spawn.connect(_worker_process_started, dispatch_uid="enact-worker-process-started")
+
+
+def _worker_process_started(sender: object, proc_name: str = "", **kwargs: object) -> None:
+    """In each django-q2 worker process, as it starts: its monitor (cancels, leases, reaping) and
+    its slots, and a graceful stop on SIGTERM (``runtime/slots.py``)."""
+    # Imported here, in the worker process only: web processes never load the runtime.
+    from executions.runtime.slots import start_worker_process
+
+    start_worker_process()
 
 
 def _close_after_asgi_request(sender: type, **kwargs: object) -> None:

@@ -1,5 +1,9 @@
-"""The queue of executions ready to run: the one seam between what asks for a run and the worker
-processes that do it (django-q2 tasks). Tests replace ``enqueue_run`` on this module.
+"""The queue of executions ready to run: the one seam between what makes an execution ready and
+the worker processes that run it. Tests replace ``enqueue_run`` on this module.
+
+The execution table is the queue: a ready execution's row says so (``runtime/leases.py``
+``READY``), and a worker's free slot takes the next one fairly among tenants. Enqueueing is then
+only a wake-up, so workers sleep when there is nothing to do (``wakeups``).
 
 Who enqueues: a submission, a resume or an answer (after commit), a slot of a tenant that frees
 (``executions_dispatch_queued``), and the reaper.
@@ -9,11 +13,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from executions import wakeups
 from executions.models import Execution
 from tenants.models import TenantLimits
 
@@ -21,10 +27,18 @@ S = Execution.State
 
 
 def enqueue_run(execution_id: str) -> None:
-    """Hand the execution to a worker process (by its task's dotted name: the worker side imports
-    it, this side never does)."""
-    Execution.objects.filter(pk=execution_id).update(enqueued_at=timezone.now())
-    async_task("executions.tasks.run_execution", execution_id, task_name=f"run {execution_id}"[:100], ack_failure=True)
+    """Tell the workers that ``execution_id`` is ready to run (its row says so already)."""
+    if settings.Q_CLUSTER.get("sync"):
+        # ENACT_QUEUE_SYNC, for a script or a debugger: run it here and now, by its task's dotted
+        # name (the worker side imports it; this side never does).
+        async_task("executions.tasks.run_execution", execution_id, sync=True)
+        return
+    wakeups.work_ready()
+
+
+def work_ready() -> None:
+    """Tell the workers that some execution is ready (which one, their fair pick decides)."""
+    wakeups.work_ready()
 
 
 def enqueue_after_commit(execution_id: str) -> None:

@@ -66,6 +66,8 @@ PER_EXECUTION_LIMITS = (
 )
 TENANT_WIDE_LIMITS = (
     "max_concurrent_executions",
+    "max_queued",
+    "weight",
     "executions_per_day",
     "tokens_per_day",
     "cost_per_day_usd",

@@ -89,6 +89,11 @@ class TenantLimits(models.Model):
 
     # Across the tenant (checked at submission and dispatch).
     max_concurrent_executions = models.PositiveIntegerField(default=5, validators=POSITIVE)
+    # Executions waiting for a slot at most: past it a submission is refused (429), not stored.
+    max_queued = models.PositiveIntegerField(default=1000, validators=POSITIVE)
+    # Its share of the workers' slots against other tenants with work waiting: a tenant of weight
+    # 3 gets three slots for each one a tenant of weight 1 gets.
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(1000)])
     executions_per_day = models.PositiveIntegerField(null=True, blank=True, default=10_000)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True, default=10_000_000)
     cost_per_day_usd = models.DecimalField(

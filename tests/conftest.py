@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 
 from executions import queue
@@ -98,8 +99,17 @@ def _end_stray_database_sessions(django_db_setup: None, django_db_blocker: Any) 
 
     with django_db_blocker.unblock():
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
+            # This process's own pooled connections first: terminated under the pool, one would
+            # be handed to the test database's teardown.
+            connection.close()
+            connection.close_pool()
+            params = {**connection.get_connection_params(), "dbname": connection.settings_dict["NAME"]}
+            try:
+                own = psycopg.connect(**params, autocommit=True)
+            except psycopg.OperationalError:
+                return  # the test database is gone already: nobody is left on it
+            with own:
+                own.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )

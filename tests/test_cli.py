@@ -505,12 +505,12 @@ def test_list_newest_first_and_only_the_tenants_own(tenant_a: Tenant, tenant_b: 
     Execution.objects.filter(pk=new.pk).update(created_at=at(2, 9))
     Execution.objects.filter(pk=theirs.pk).update(created_at=at(3, 9))
     assert run("list", "acme") == [
-        "ID                                GRAPH          STATE      CREATED              ENDED",
+        "ID                                BLUEPRINT      STATE      CREATED              ENDED",
         f"{new.pk}  demo.approval  queued     2025-03-02 09:30:00  -",
         f"{old.pk}  demo.chain     completed  2025-03-01 09:30:00  2025-03-01 10:30:00",
     ]
     assert run("list", "acme", "--state", "completed") == [
-        "ID                                GRAPH       STATE      CREATED              ENDED",
+        "ID                                BLUEPRINT   STATE      CREATED              ENDED",
         f"{old.pk}  demo.chain  completed  2025-03-01 09:30:00  2025-03-01 10:30:00",
     ]
     assert run("list", "acme", "--limit", "1")[1:] == [f"{new.pk}  demo.approval  queued  2025-03-02 09:30:00  -"]

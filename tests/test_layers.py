@@ -61,6 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "executions.persistence",
             "executions.live",
             "executions.queue",
+            "executions.wakeups",
             "executions.ops",
             "tenants.services",
             "tenants.selectors",

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -66,3 +67,58 @@ def test_up_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     for child in children:
         with pytest.raises(ProcessLookupError):
             os.kill(child, 0)
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90) -> str:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if marker in line or proc.poll() is not None:
+            break
+    return "".join(lines)
+
+
+def _enact(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "enact", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_ctrl_c_hands_running_executions_back_and_exits_within_5_s(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(ENACT_SQLITE_PATH=str(tmp_path / "db.sqlite3"), ENACT_STATE_DIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "up", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert "log in as" in _read_until(proc, "log in as")
+        ids = [_enact(env, "submit", "demo", "demo.slow", "--input", '{"steps": 20, "seconds": 0.5}').split()[0]]
+        ids.append(_enact(env, "submit", "demo", "demo.slow", "--input", '{"steps": 1, "seconds": 60}').split()[0])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _enact(env, "list", "demo", "--state", "running").count("exec_") < 2:
+            time.sleep(0.2)
+        workers = _children_of(_children_of(proc.pid)[1])
+    finally:
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert time.monotonic() - asked < 5, output[-2000:]
+    assert proc.returncode == 0
+    assert "SIGKILL" not in output
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # Both were handed back, ready for the next worker at once: the short steps' run paused at a
+    # step boundary (checkpointed, a resume asked for), the long step's run mid-step.
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        rows = dict(
+            db.execute("SELECT id, state || ',' || lease_owner || ',' || resume_requested FROM executions_execution")
+        )
+    assert [rows[i] for i in ids] == ["paused,,1", "running,,0"], output[-2000:]

@@ -19,9 +19,11 @@ _IDLE_EXIT_S = 60.0
 class StepRunnerPool:
     def __init__(self, name: str = "enact-step") -> None:
         self._name = name
-        # Called on the runner thread before each job: the platform refreshes stale database
-        # connections here, since a runner thread keeps its own for its whole life.
+        # Called on the runner thread before and after each job: the platform refreshes stale
+        # database connections before, and gives a pooled one back after (a runner thread lives
+        # long and mostly waits, and must not hold a connection meanwhile).
         self.before_job: list[Callable[[], None]] = []
+        self.after_job: list[Callable[[], None]] = []
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -61,6 +63,11 @@ class StepRunnerPool:
                 job()
             except BaseException:  # a job reports its own errors; this is a last resort
                 logger.exception("step runner job crashed")
+            for hook in self.after_job:
+                try:
+                    hook()
+                except Exception:  # as above: the job is done, whatever its hooks find
+                    logger.exception("step runner hook %r failed", hook)
             with self._lock:
                 self._idle += 1
 

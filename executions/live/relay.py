@@ -7,7 +7,9 @@ sends them to its own (in-memory) channel layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -18,6 +20,7 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
+from executions import wakeups
 from executions.live.groups import created_message, event_message, send_both, tenant_group
 from executions.models import Execution, ExecutionEvent
 from executions.ops.metrics import gauges
@@ -41,7 +44,6 @@ class Relay:
         self.high_water: int | None = None
         self._sent: dict[int, None] = {}
         self.created_since: Any = None  # the relay's clock for new executions
-        self._polls = 0
         self._created_sent: dict[str, None] = {}
         self.last_timestamp = 0.0  # of the last event relayed: what the lag gauge is measured from
 
@@ -100,14 +102,12 @@ class Relay:
         return fresh
 
     def fetch_all(self) -> tuple[list[tuple[int, str]], list[tuple[int, int, dict[str, Any]]]]:
-        """New executions (every few polls: they are rarer, and less urgent) and new events."""
-        self._polls += 1
-        created = self.fetch_created() if self._polls % 5 == 1 else []
-        return created, self.fetch()
+        """New executions and new events."""
+        return self.fetch_created(), self.fetch()
 
     async def run_once(self) -> int:
         layer = get_channel_layer()
-        # One hop to the database thread a poll: the poll runs a hundred times a second.
+        # One hop to the database thread a look.
         created, fresh = await database_sync_to_async(self.fetch_all)()
         for tenant_id, execution_id in created:
             await layer.group_send(tenant_group(tenant_id), created_message(execution_id))
@@ -118,12 +118,45 @@ class Relay:
         return len(fresh)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception("event relay poll failed")
-            await asyncio.sleep(self.poll_seconds)
+        """Read the log when a worker says it committed events (or a new execution came), and
+        every ``poll_seconds`` in case that news was lost: idle, the relay costs nothing."""
+        woken = asyncio.Event()
+        target = (asyncio.get_running_loop(), woken)
+        _wake_targets.append(target)
+        _ensure_listening()
+        try:
+            while True:
+                try:
+                    sent = await self.run_once()
+                except Exception:
+                    logger.exception("event relay poll failed")
+                    sent = 0
+                if sent >= self.batch:
+                    continue  # more may be waiting already
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), self.poll_seconds)
+                woken.clear()
+        finally:
+            _wake_targets.remove(target)
+
+
+# The relays of this process (one per event loop: a server has one, tests many) and the one
+# listener thread that wakes them.
+_wake_targets: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+_listening_pid = 0
+
+
+def _ensure_listening() -> None:
+    global _listening_pid
+    if _listening_pid != os.getpid():
+        _listening_pid = os.getpid()
+        wakeups.listen(on_work=_wake_relays, on_events=_wake_relays)
+
+
+def _wake_relays() -> None:
+    for loop, woken in list(_wake_targets):
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+            loop.call_soon_threadsafe(woken.set)
 
 
 _relay_task: Any = None

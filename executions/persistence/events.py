@@ -19,6 +19,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
+from executions import wakeups
 from executions.kernel.events import EXECUTION_STATE_AFTER, EventType, StreamEvent
 from executions.live import publisher
 from executions.models import Execution, Step
@@ -105,6 +106,8 @@ class DjangoEventSink:
         if staged and publisher.publishes_directly():
             wires = [event.to_wire() for event in staged]
             transaction.on_commit(lambda: publisher.publish_events(self.tenant_id, wires))
+        elif staged:  # the embedded default: the web process's relay reads them from the log
+            transaction.on_commit(wakeups.events_committed)
         statements = sql.flush_statements(self.execution_id, events, steps, checkpoint)
         try:
             if connection.vendor == "postgresql":

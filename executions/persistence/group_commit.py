@@ -28,6 +28,8 @@ from typing import Any
 
 from django.db import connection
 
+from executions.persistence.connections import give_back
+
 logger = logging.getLogger(__name__)
 
 
@@ -170,5 +172,8 @@ class GroupCommitter:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+                    idle = not self._queue
+                if idle:
+                    give_back()  # nothing to store until the next step ends: no connection held
         finally:
             connection.close()

@@ -19,6 +19,7 @@ from executions.kernel.artifacts import ArtifactInfo, PutArtifactRequest
 from executions.kernel.inbox import InboxMessage as KernelMessage
 from executions.kernel.inbox import message_from_dict, message_to_dict, priority_order
 from executions.models import Artifact, Checkpoint, ExecutionEvent, InboxMessage
+from executions.persistence.connections import give_back
 from executions.persistence.events import DjangoEventSink
 from tenants.models import TenantLimits
 from tenants.services import tenant_reserve_storage
@@ -206,11 +207,15 @@ class DjangoUnitOfWork:
                 raise
             self.sink.end(ok=True)
             return
-        with transaction.atomic(savepoint=False):
-            self.sink.begin()
-            try:
-                yield
-            except BaseException:
-                self.sink.end(ok=False)
-                raise
-            self.sink.end(ok=True)
+        try:
+            with transaction.atomic(savepoint=False):
+                self.sink.begin()
+                try:
+                    yield
+                except BaseException:
+                    self.sink.end(ok=False)
+                    raise
+                self.sink.end(ok=True)
+        finally:
+            # Between units the run waits for its step: with a pool, hold no connection meanwhile.
+            give_back()

@@ -1,5 +1,6 @@
-"""Leases: a worker claims an execution with a compare-and-set, renews its lease while it runs,
-and lets go when the execution ends, pauses or waits. Also the worker's own presence record."""
+"""Leases: a worker claims an execution with a compare-and-set (by id, or the next one fairly
+among tenants), renews its lease while it runs, and lets go when the execution ends, pauses or
+waits. Also the worker's own presence record."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Subquery
+from django.db.models import Case, Count, F, Min, Q, Subquery, When
 from django.utils import timezone
 
 from enact_platform.locks import locked
@@ -18,7 +19,7 @@ from executions import queue
 from executions.models import Execution, WorkerHeartbeat
 from executions.services.children import execution_child_ended
 from executions.services.controls import execution_cancel
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantLimits
 
 S = Execution.State
 
@@ -32,8 +33,18 @@ def lease_until() -> Any:
     return timezone.now() + timedelta(seconds=settings.ENACT_LEASE_SECONDS)
 
 
+# Ready to run: not held by any worker, and new, orphaned (running with no lease: its worker died
+# or was fenced off), or paused or waiting with a resume asked for. The execution table is the queue.
+READY = Q(lease_owner="") & (
+    Q(state__in=(S.QUEUED, S.CREATED, S.RUNNING)) | Q(state__in=(S.PAUSED, S.WAITING), resume_requested=True)
+)
+# Ready executions that take no new slot of their tenant: orphans hold theirs already, and a
+# cancel needs a worker only to finish, so both go first and past the tenant's limit.
+_URGENT = Q(state=S.RUNNING) | Q(cancel_requested_at__isnull=False)
+
+
 def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
-    """Take the lease on an execution if it is runnable, unleased, and its tenant has a free slot.
+    """Take the lease on this execution if it is ready and its tenant has a free slot.
 
     The tenant row is locked (PostgreSQL) or the write lock held (SQLite, IMMEDIATE) while the
     slots are counted and the lease is taken, so concurrent claims never overfill a tenant. The
@@ -51,22 +62,80 @@ def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
         ).get()
         if execution.is_terminal or execution.has_live_lease or not _runnable(execution):
             return None
-        if execution.state != S.RUNNING and not execution.cancel_requested_at:
-            limit = execution.tenant.limits.max_concurrent_executions
-            busy = Execution.objects.filter(tenant_id=execution.tenant_id).active().exclude(pk=execution.pk).count()
-            if busy >= limit:
-                # Its task is spent: no longer "in flight", so the next free slot dispatches it.
-                Execution.objects.filter(pk=execution.pk, state=S.QUEUED).update(enqueued_at=None)
-                return None
-        # The answer to a waiting execution is taken with the claim, so one that arrives while
-        # this run goes on is kept for the next run instead of being cleared after this one.
-        answer = execution.resume_input
-        lease = {"lease_owner": worker, "lease_expires_at": lease_until(), "resume_requested": False}
-        claimed = Execution.objects.filter(pk=execution.pk, claims=execution.claims).update(
-            claims=F("claims") + 1, resume_input=None, **lease
-        )
-        if not claimed:
+        return _take_lease(execution, worker)
+
+
+def execution_claim_next(*, worker: str) -> Execution | None:
+    """Claim the next ready execution, fairly among tenants: the tenant with the fewest running
+    executions for its weight goes first (weighted fair share of the slots), ties to the tenant
+    whose ready work is oldest, each tenant under its ``max_concurrent_executions``; within a
+    tenant, oldest first. So one tenant's backlog never delays another tenant's first execution
+    by more than the time for a slot to free. Returns None when nothing is ready."""
+    for tenant_id in tenants_in_fair_order():
+        with transaction.atomic():
+            if locked(Tenant.objects.filter(pk=tenant_id), no_key=True).values("pk").first() is None:
+                continue
+            first = (
+                Execution.objects.select_related("tenant", "tenant__limits")
+                .filter(READY, tenant_id=tenant_id)
+                .order_by(Case(When(_URGENT, then=0), default=1), "created_at", "id")
+            )
+            execution = locked(first, no_key=True, of=("self",)).first()
+            claimed = _take_lease(execution, worker) if execution is not None else None
+        if claimed is not None:
+            return claimed
+    return None
+
+
+def tenants_in_fair_order() -> list[int]:
+    """Tenants with ready work, in the order a free slot should serve them; tenants at their
+    limit are left out unless they have urgent work (an orphan, a cancel)."""
+    ready = (
+        Execution.objects.filter(READY)
+        .values("tenant_id")
+        .annotate(oldest=Min("created_at"), urgent=Count("id", filter=_URGENT))
+        .order_by()
+        .values_list("tenant_id", "oldest", "urgent")
+    )
+    waiting = {tenant_id: (oldest, urgent) for tenant_id, oldest, urgent in ready}
+    if not waiting:
+        return []
+    running = dict(
+        Execution.objects.filter(tenant_id__in=waiting)
+        .active()
+        .values("tenant_id")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("tenant_id", "n")
+    )
+    shares = TenantLimits.objects.filter(tenant_id__in=waiting).values_list(
+        "tenant_id", "weight", "max_concurrent_executions"
+    )
+    order = []
+    for tenant_id, weight, limit in shares:
+        busy = running.get(tenant_id, 0)
+        oldest, urgent = waiting[tenant_id]
+        if busy < limit or urgent:
+            order.append((busy / weight, oldest, tenant_id))
+    return [tenant_id for *_, tenant_id in sorted(order)]
+
+
+def _take_lease(execution: Execution, worker: str) -> Execution | None:
+    """Under the tenant's lock: lease ``execution`` to ``worker`` if its tenant has a free slot."""
+    if execution.state != S.RUNNING and not execution.cancel_requested_at:
+        limit = execution.tenant.limits.max_concurrent_executions
+        busy = Execution.objects.filter(tenant_id=execution.tenant_id).active().exclude(pk=execution.pk).count()
+        if busy >= limit:
             return None
+    # The answer to a waiting execution is taken with the claim, so one that arrives while
+    # this run goes on is kept for the next run instead of being cleared after this one.
+    answer = execution.resume_input
+    lease = {"lease_owner": worker, "lease_expires_at": lease_until(), "resume_requested": False}
+    claimed = Execution.objects.filter(pk=execution.pk, claims=execution.claims).update(
+        claims=F("claims") + 1, resume_input=None, **lease
+    )
+    if not claimed:
+        return None
     # What the update wrote, without reading the row back (under the lock nothing else changed it).
     for field, value in lease.items():
         setattr(execution, field, value)
@@ -90,11 +159,15 @@ def execution_heartbeat(*, execution_ids: list[str], worker: str) -> list[str]:
     return [i for i in execution_ids if i not in held]
 
 
-def execution_release(*, execution_id: str, worker: str) -> None:
+def execution_release(*, execution_id: str, worker: str, handed_back: bool = False) -> None:
     """Let go of an execution (it ended, paused or waits) and start queued work in its slot.
 
     A cancel or an answer that came while this worker held the execution is acted on now; a
-    clean let-go (paused, waiting) resets the count of claims that crash-looping is judged by."""
+    clean let-go (paused, waiting) resets the count of claims that crash-looping is judged by.
+    ``handed_back``: the worker is stopping and paused the execution for another to go on with
+    at once (it is ready again as it is let go)."""
+    if handed_back:
+        Execution.objects.filter(pk=execution_id, lease_owner=worker, state=S.PAUSED).update(resume_requested=True)
     released = Execution.objects.filter(pk=execution_id, lease_owner=worker).update(
         lease_owner="", lease_expires_at=None
     )
@@ -113,6 +186,8 @@ def execution_release(*, execution_id: str, worker: str) -> None:
         elif execution.resume_requested:
             queue.enqueue_run(execution_id)
     queue.executions_dispatch_queued(tenant_id=execution.tenant_id)
+    if handed_back or (released and execution.state == S.RUNNING):
+        queue.work_ready()  # another worker takes it over now, not when a lease would expire
 
 
 def worker_seen(*, worker: str, running: int) -> None:

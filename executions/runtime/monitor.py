@@ -16,17 +16,25 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from executions.kernel import CancellationToken
+from executions.kernel.inbox import message_from_dict
 from executions.models import Execution, InboxMessage
 from executions.ops.retention import executions_sweep
+from executions.persistence.connections import give_back
+from executions.persistence.stores import DjangoInboxStore
 from executions.runtime.leases import execution_heartbeat, worker_id, worker_seen
 from executions.runtime.reaper import executions_reap
 
 logger = logging.getLogger(__name__)
 
+HAND_BACK = "the worker is stopping; another worker goes on with it"
+
 
 class Running:
-    def __init__(self, token: CancellationToken) -> None:
+    def __init__(self, token: CancellationToken, tenant_id: int) -> None:
         self.token = token
+        self.tenant_id = tenant_id
+        # Set when this worker, stopping, asked the execution to pause for another to go on with.
+        self.handed_back = False
         self.fence = threading.Event()
         # Set while the execution may have unread inbox messages; starts set so a run's first
         # look at its inbox really looks.
@@ -45,9 +53,12 @@ class WorkerMonitor:
         # Not at start-up: many workers starting at once need not all sweep straight away.
         self._last_sweep = time.monotonic()
         self._last_reap = 0.0
+        # Set by news pushed to this process (a cancel, a pause, a message): look now, not at the
+        # next poll.
+        self._poke = threading.Event()
 
-    def register(self, execution_id: str, token: CancellationToken) -> Running:
-        entry = Running(token)
+    def register(self, execution_id: str, token: CancellationToken, tenant_id: int) -> Running:
+        entry = Running(token, tenant_id)
         with self._lock:
             self._running[execution_id] = entry
             self._ensure_thread()
@@ -76,7 +87,35 @@ class WorkerMonitor:
         self._lock = threading.Lock()
         self._running = {}
         self._thread = None
+        self._poke = threading.Event()
         self.start()
+
+    def news(self, execution_id: str) -> None:
+        """Something was asked of ``execution_id`` (pushed by ``wakeups``): look at once if it runs here."""
+        with self._lock:
+            if execution_id in self._running:
+                self._poke.set()
+
+    def hand_back(self, execution_id: str) -> None:
+        """This worker is stopping: ask the execution to pause at its next step boundary (and so
+        checkpoint), so that another worker goes on with it at once."""
+        with self._lock:
+            entry = self._running.get(execution_id)
+        if entry is None:
+            return
+        entry.handed_back = True
+        message = {"kind": "control", "action": "pause", "actor": f"worker {worker_id()}", "reason": HAND_BACK}
+        DjangoInboxStore(entry.tenant_id).push(execution_id, message_from_dict(message))
+        entry.inbox_pending.set()
+
+    def abandon_all(self) -> None:
+        """This worker stops now: what still runs writes nothing more (its fence), and its step,
+        never completed, runs again on the worker that takes the execution over."""
+        with self._lock:
+            running = dict(self._running)
+        for entry in running.values():
+            entry.fence.set()
+            entry.token.cancel("the worker stopped")
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -85,7 +124,8 @@ class WorkerMonitor:
 
     def _loop(self) -> None:
         while True:
-            time.sleep(settings.ENACT_CONTROL_POLL_SECONDS)
+            self._poke.wait(settings.ENACT_CONTROL_POLL_SECONDS)
+            self._poke.clear()
             with self._lock:
                 if not self._running and not self._permanent:
                     self._thread = None  # under the lock, so register() starts a new one
@@ -96,6 +136,8 @@ class WorkerMonitor:
                 self.tick()
             except Exception:
                 logger.exception("worker monitor tick failed")
+            finally:
+                give_back()
 
     def tick(self) -> None:
         with self._lock:

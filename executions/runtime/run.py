@@ -22,6 +22,7 @@ from executions.kernel import ids as kernel_ids
 from executions.kernel.persistence import Lane, Position
 from executions.models import Execution
 from executions.ops.logs import log_context
+from executions.persistence.connections import give_back
 from executions.persistence.events import LeaseLost
 from executions.persistence.kernels import kernel_close, kernel_for
 from executions.persistence.stores import DjangoCheckpointStore, last_seq
@@ -37,12 +38,17 @@ MAX_CLAIMS = 5
 
 def execution_run(execution_id: str) -> str:
     """Claim the execution, run it until it ends or lets go, release it. Returns what happened."""
-    worker = worker_id()
-    execution = execution_claim(execution_id=execution_id, worker=worker)
+    execution = execution_claim(execution_id=execution_id, worker=worker_id())
     if execution is None:
         return "not claimed"
+    return execution_run_claimed(execution)
+
+
+def execution_run_claimed(execution: Execution) -> str:
+    """Run an execution this worker has claimed until it ends or lets go, then release it."""
+    worker = execution.lease_owner
     token = CancellationToken()
-    entry = monitor.register(execution.pk, token)
+    entry = monitor.register(execution.pk, token, execution.tenant_id)
     context = log_context(tenant_id=execution.tenant_id, execution_id=execution.pk)
     context.__enter__()
     try:
@@ -55,7 +61,7 @@ def execution_run(execution_id: str) -> str:
         return "lease lost"
     finally:
         monitor.unregister(execution.pk)
-        execution_release(execution_id=execution.pk, worker=worker)
+        execution_release(execution_id=execution.pk, worker=worker, handed_back=entry.handed_back)
         context.__exit__(None, None, None)
 
 
@@ -89,11 +95,12 @@ def _drive(kernel: ExecutionKernel, execution: Execution, runnable: Runnable) ->
     # still queued has none, and needs no look.
     fresh = execution.state in (Execution.State.QUEUED, Execution.State.CREATED)
     checkpoint = None if fresh else DjangoCheckpointStore().load_checkpoint(execution.pk)
-    if fresh:
+    if not fresh and checkpoint is None:  # the worker died before the first step finished
+        checkpoint = _entry_checkpoint(execution, runnable)
+    give_back()  # this thread waits for the run now; the run's own threads borrow their own
+    if checkpoint is None:
         result = kernel.execute_graph(runnable.graph, runnable.initial_state)
     else:
-        if checkpoint is None:  # the worker died before the first step finished
-            checkpoint = _entry_checkpoint(execution, runnable)
         answer = execution.resume_input["value"] if execution.resume_input else MISSING
         result = kernel.resume_graph(runnable.graph, checkpoint, input=answer)
     return result.state.value

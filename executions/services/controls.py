@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from enact_platform.locks import locked
-from executions import queue
+from executions import queue, wakeups
 from executions.kernel.inbox import message_from_dict, message_to_dict
 from executions.models import Execution
 from executions.persistence.kernels import kernel_for
@@ -44,6 +44,7 @@ def execution_cancel(*, tenant: Tenant, execution_id: str, reason: str = "", act
             Execution.objects.filter(pk=execution.pk, cancel_requested_at__isnull=True).update(
                 cancel_requested_at=timezone.now(), cancel_reason=reason
             )
+            wakeups.execution_news_after_commit(execution.pk)  # its worker cancels the running step
         else:
             kernel_for(execution).cancel_execution(reason)
             Execution.objects.filter(pk=execution.pk).update(cancel_requested_at=timezone.now(), cancel_reason=reason)
@@ -75,6 +76,7 @@ def execution_pause(*, tenant: Tenant, execution_id: str, reason: str = "", acto
         "reason": _text(reason, "reason") or None,
     }
     DjangoInboxStore(tenant.pk).push(execution.pk, message_from_dict(message))
+    wakeups.execution_news(execution.pk)
     return execution
 
 
@@ -161,6 +163,7 @@ def execution_post_inbox(*, tenant: Tenant, execution_id: str, message: dict[str
     if execution.is_terminal:
         raise Conflict(f"execution is {execution.state}; it reads no more messages", details={"state": execution.state})
     DjangoInboxStore(tenant.pk).push(execution.pk, parsed, actor=actor)
+    wakeups.execution_news(execution.pk)
     return parsed.id
 
 

@@ -60,6 +60,7 @@ def execution_submit(
     try:
         with transaction.atomic():
             tenant_consume_execution_quota(tenant=tenant, limits=limits)
+            _refuse_past_max_queued(tenant, limits)
             execution = Execution.objects.create(
                 tenant=tenant,
                 blueprint=entry.name,
@@ -79,3 +80,15 @@ def execution_submit(
             raise
         return existing, False
     return execution, True
+
+
+def _refuse_past_max_queued(tenant: Tenant, limits: TenantLimits) -> None:
+    """A flood is refused, not stored. Counted after the day's quota was taken in this
+    transaction: that update holds the tenant's usage row until commit, so concurrent submissions
+    of the tenant count one after the other and never overshoot together."""
+    queued = Execution.objects.filter(tenant=tenant, state=Execution.State.QUEUED, lease_owner="").count()
+    if queued >= limits.max_queued:
+        raise QuotaExceeded(
+            f"{queued} executions of this tenant wait for a slot already; at most {limits.max_queued} may",
+            details={"limit": "max_queued", "queued": queued, "maximum": limits.max_queued},
+        )

@@ -19,6 +19,7 @@ from executions.models import Execution, ExecutionEvent, Step
 from executions.services.controls import execution_cancel, execution_provide_input
 from executions.services.submit import execution_submit
 from tenants.models import Tenant
+from tenants.services import tenant_set_limits
 
 from ..conftest import wait_until
 
@@ -39,7 +40,9 @@ def _database_env() -> dict[str, str]:
 class Cluster:
     """``manage.py qcluster`` in its own process group, with short leases so recovery is quick."""
 
-    def __init__(self, log: Path, lease_seconds: float = 2, queue: str | None = None) -> None:
+    def __init__(
+        self, log: Path, lease_seconds: float = 2, queue: str | None = None, extra: dict[str, str] | None = None
+    ) -> None:
         env = {
             **os.environ,
             **_database_env(),
@@ -51,6 +54,8 @@ class Cluster:
             "ENACT_HEARTBEAT_SECONDS": "0.5",
             "ENACT_REAP_SECONDS": "0.5",
             "ENACT_QUEUE_POLL_SECONDS": "0.05",
+            "ENACT_DISPATCH_POLL_SECONDS": "0.2",
+            **(extra or {}),
         }
         if settings.REDIS_URL:
             env["REDIS_URL"] = settings.REDIS_URL
@@ -63,6 +68,20 @@ class Cluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def stop_gracefully(self, timeout: float = 10) -> float:
+        """SIGTERM to the cluster's main process, as a deploy does; returns how long until every
+        process of the cluster was gone."""
+        asked = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout)
+        while time.monotonic() - asked < timeout:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return time.monotonic() - asked
+            time.sleep(0.05)
+        raise AssertionError(f"cluster {self.process.pid} still has processes {timeout} s after SIGTERM")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -177,3 +196,95 @@ def test_cancel_reaches_a_real_worker_blocked_in_a_long_call(tenant_a: Tenant, c
     execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="stop now")
     assert wait_until(lambda: state_of(execution) == "cancelled", timeout=1), _log(workers)
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_owner == "", timeout=5)
+
+
+# --- slots: many executions per worker process --------------------------------------------------
+
+
+def _completed_once(execution_ids: list[str], steps: int) -> list[str]:
+    """The executions whose completed steps are not each of their steps exactly once."""
+    wrong = []
+    for execution_id in execution_ids:
+        names = sorted(Step.objects.filter(execution_id=execution_id, state="completed").values_list("name", flat=True))
+        if names != [f"step_{i}" for i in range(1, steps + 1)]:
+            wrong.append(execution_id)
+    return wrong
+
+
+def _states(ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for state in Execution.objects.filter(pk__in=ids).values_list("state", flat=True):
+        found[state] = found.get(state, 0) + 1
+    return found
+
+
+def test_sigkill_of_a_worker_with_many_executions_in_its_slots_loses_none(
+    tenant_a: Tenant, cluster: Callable[..., Cluster]
+) -> None:
+    tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 50})
+    workers = cluster()
+    ids = [submit(tenant_a, "demo.slow", {"steps": 3, "seconds": 0.5}).pk for _ in range(30)]
+    assert wait_until(lambda: Step.objects.filter(execution_id__in=ids, state="completed").count() >= 10, timeout=60)
+    owners = list(Execution.objects.filter(pk__in=ids).exclude(lease_owner="").values_list("lease_owner", flat=True))
+    victim = max(set(owners), key=owners.count)
+    held = owners.count(victim)
+    assert held >= 5, owners  # many executions in one process's slots
+    os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)
+
+    assert wait_until(lambda: _states(ids) == {"completed": 30}, timeout=90), (_states(ids), _log(workers))
+    assert _completed_once(ids, 3) == []
+    resumed = Execution.objects.filter(pk__in=ids, claims__gte=2).count()
+    assert resumed >= held
+
+
+def test_a_rolling_restart_of_both_clusters_loses_no_execution_and_reruns_no_step(
+    tenant_a: Tenant, cluster: Callable[..., Cluster]
+) -> None:
+    tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 200, "max_queued": 200})
+    first, second = cluster(), cluster()
+    ids = [submit(tenant_a, "demo.slow", {"steps": 3, "seconds": 0.4}).pk for _ in range(200)]
+    assert wait_until(lambda: Step.objects.filter(execution_id__in=ids, state="completed").count() >= 50, timeout=60)
+    for old in (first, second):  # one at a time, as a deploy restarts them
+        stopped_in = old.stop_gracefully()
+        assert stopped_in < 8, _log(old)
+        cluster()
+    assert wait_until(lambda: _states(ids) == {"completed": 200}, timeout=120), _states(ids)
+    assert _completed_once(ids, 3) == []
+    handed = ExecutionEvent.objects.filter(execution_id__in=ids, type="data-execution-paused").count()
+    assert handed > 0  # the restarts did catch executions mid-run, and handed them on
+
+
+@pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="PostgreSQL's pool")
+def test_a_worker_process_holds_no_more_connections_than_its_pool(
+    tenant_a: Tenant, cluster: Callable[..., Cluster]
+) -> None:
+    tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 400, "max_queued": 400})
+    extra = {
+        "ENACT_DB_POOL_SIZE": "3",
+        "ENACT_DB_APPLICATION_NAME": "enact-pool-test",
+        "ENACT_WORKERS": "1",
+        "ENACT_SLOTS": "400",
+    }
+    workers = cluster(extra=extra)
+    blocked = [submit(tenant_a, "demo.slow", {"steps": 1, "seconds": 30}).pk for _ in range(200)]
+    short = [submit(tenant_a, "demo.slow", {"steps": 2, "seconds": 0.2}).pk for _ in range(200)]
+    peak = 0
+
+    def connections() -> int:
+        nonlocal peak
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                ["enact-pool-test"],
+            )
+            peak = max(peak, cursor.fetchone()[0])
+        return peak
+
+    assert wait_until(lambda: connections() >= 0 and _states(short).get("completed") == 200, timeout=90), _log(workers)
+    assert wait_until(lambda: connections() >= 0 and _states(blocked).get("running") == 200, timeout=30)
+    for execution_id in blocked:  # cancelled while blocked in their step
+        execution_cancel(tenant=tenant_a, execution_id=execution_id, reason="enough")
+    assert wait_until(lambda: connections() >= 0 and _states(blocked) == {"cancelled": 200}, timeout=60)
+    # One worker process with 400 executions in its slots: its pool's 3, and the cluster's other
+    # processes' (sentinel, monitor, pusher) 3 each at most, never one per execution.
+    assert 1 <= peak <= 4 * 3

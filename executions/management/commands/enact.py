@@ -104,6 +104,8 @@ def _durability(text: str) -> str:
 # (option, TenantLimits field, type, metavar, help)
 LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--max-concurrent", "max_concurrent_executions", _whole(1), "N", "executions running at once"),
+    ("--max-queued", "max_queued", _whole(1), "N", "executions waiting for a slot at most; more are refused"),
+    ("--weight", "weight", _whole(1), "W", "share of the workers' slots against other tenants (default 1)"),
     ("--max-steps", "max_steps", _or_none(_whole(1)), "N", "steps per execution, or none"),
     ("--max-tokens", "max_tokens", _or_none(_whole(1)), "N", "tokens per execution, or none"),
     ("--max-wall-time", "max_wall_time_s", _or_none(_seconds), "S", "seconds per execution, or none"),
@@ -259,7 +261,7 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write(f"no executions for {tenant.slug}")
             return
-        table = [("ID", "GRAPH", "STATE", "CREATED", "ENDED")]
+        table = [("ID", "BLUEPRINT", "STATE", "CREATED", "ENDED")]
         table += [(e.pk, e.blueprint, e.state, _time(e.created_at), _time(e.ended_at)) for e in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:

@@ -6,6 +6,7 @@ worker cluster until Ctrl-C, which stops both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -114,13 +115,28 @@ def _port_taken(host: str, port: int) -> bool:
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each child (not its whole group): the web server stops; the worker cluster
+    stops its own processes in order, and each worker process stops claiming, hands its
+    executions back (ENACT_STOP_SECONDS) and exits. A SIGTERM to every process of the cluster at
+    once would leave its sentinel waiting for a monitor process that is gone. Waits for every
+    process of the groups to be gone; SIGKILL only past the deadline."""
     for child in children:
         if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + settings.ENACT_STOP_SECONDS + 10
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        while time.monotonic() < deadline and _group_alive(child.pid):
+            time.sleep(0.05)
+        if _group_alive(child.pid):
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -91,7 +91,7 @@ def database_from_url(url: str) -> dict[str, object]:
                 "min_size": env_int("ENACT_DB_POOL_MIN", 1, minimum=0),
                 "max_size": env_int("ENACT_DB_POOL_SIZE", 10, minimum=1),
                 "timeout": env_float("ENACT_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
-            }
+            },
         },
     }
 

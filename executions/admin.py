@@ -153,7 +153,7 @@ class ExecutionAdmin(TenantScopedAdmin):
         (None, {"fields": ["id", "tenant", "blueprint", "blueprint_version", "state", "wait_reason", "wait_detail"]}),
         ("Data", {"fields": ["input", "output", "error", "usage", "metadata"]}),
         ("Origin", {"fields": ["parent", "created_by", "idempotency_key"]}),
-        ("Times", {"fields": ["created_at", "enqueued_at", "started_at", "ended_at", "updated_at"]}),
+        ("Times", {"fields": ["created_at", "started_at", "ended_at", "updated_at"]}),
         (
             "Worker",
             {

@@ -11,12 +11,8 @@ Who enqueues: a submission, a resume or an answer (after commit), a slot of a te
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
 from django_q.tasks import async_task
 
 from executions import wakeups
@@ -51,24 +47,17 @@ def dispatch_after_commit(tenant_id: int) -> None:
     transaction.on_commit(lambda: executions_dispatch_queued(tenant_id=tenant_id))
 
 
-# A queued execution whose task was enqueued this recently is taken to have it still on its way.
-QUEUE_STALE_SECONDS = 30.0
-
-
 def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
-    """Enqueue the tenant's oldest queued executions, as many as it has free slots."""
+    """Enqueue the tenant's oldest queued executions, as many as it has free slots (a slot of it
+    freed): each is a wake-up for the workers, who pick fairly among every tenant's ready work."""
     limit = TenantLimits.objects.filter(tenant_id=tenant_id).values_list("max_concurrent_executions", flat=True).first()
     if limit is None:
         return []
     free = limit - Execution.objects.filter(tenant_id=tenant_id).active().count()
     if free <= 0:
         return []
-    # Not those whose task is still on its way: enqueueing them again only grows the queue. A
-    # task that was lost (a broker restarted) shows as an old enqueued_at, and goes again.
-    in_flight = Q(enqueued_at__gte=timezone.now() - timedelta(seconds=QUEUE_STALE_SECONDS))
     ids = list(
         Execution.objects.filter(tenant_id=tenant_id, state=S.QUEUED, lease_owner="")
-        .exclude(in_flight)
         .order_by("created_at", "id")
         .values_list("pk", flat=True)[:free]
     )

@@ -3,8 +3,6 @@ lease, a task lost on its way) so it resumes from its last checkpoint on another
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.db.models import Q
 from django.utils import timezone
 
@@ -15,7 +13,7 @@ from executions.services.children import execution_child_ended
 S = Execution.State
 
 
-def executions_reap(*, stale_queue_seconds: float | None = None) -> dict[str, int]:
+def executions_reap() -> dict[str, int]:
     """Hand on work whose worker died: clear expired leases (whatever the state: a worker can
     die between pausing an execution and letting it go), then enqueue what can run."""
     now = timezone.now()
@@ -50,10 +48,9 @@ def executions_reap(*, stale_queue_seconds: float | None = None) -> dict[str, in
     )
     for execution_id in resumable:
         queue.enqueue_run(execution_id)
-    stale = Execution.objects.filter(lease_owner="", state=S.QUEUED).filter(
-        Q(enqueued_at__isnull=True)
-        | Q(enqueued_at__lt=now - timedelta(seconds=stale_queue_seconds or queue.QUEUE_STALE_SECONDS))
-    )
-    tenants = set(stale.values_list("tenant_id", flat=True).distinct())
-    requeued = sum(len(queue.executions_dispatch_queued(tenant_id=t)) for t in tenants)
+    # Queued work needs no re-enqueueing (the execution table is the queue), only workers that
+    # know of it: one wake-up, in case theirs was lost.
+    requeued = Execution.objects.filter(lease_owner="", state=S.QUEUED).count()
+    if requeued:
+        queue.work_ready()
     return {"orphaned": len(orphaned), "expired_leases": len(expired), "requeued": requeued, "resumed": len(resumable)}

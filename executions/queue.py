@@ -43,23 +43,22 @@ def enqueue_after_commit(execution_id: str) -> None:
 
 
 def dispatch_after_commit(tenant_id: int) -> None:
-    """Once the transaction commits, start the tenant's queued work in the slot it freed."""
+    """Once the transaction commits, start the tenant's next queued execution in the slot it freed."""
     transaction.on_commit(lambda: executions_dispatch_queued(tenant_id=tenant_id))
 
 
 def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
-    """Enqueue the tenant's oldest queued executions, as many as it has free slots (a slot of it
-    freed): each is a wake-up for the workers, who pick fairly among every tenant's ready work."""
+    """A slot of the tenant freed: enqueue its oldest queued execution if it has a free slot (a
+    wake-up for the workers, who pick fairly among every tenant's ready work). One, not as many as
+    it has free slots: each slot that frees says so, and a flood must not cost a wake-up per
+    waiting execution per release."""
     limit = TenantLimits.objects.filter(tenant_id=tenant_id).values_list("max_concurrent_executions", flat=True).first()
-    if limit is None:
-        return []
-    free = limit - Execution.objects.filter(tenant_id=tenant_id).active().count()
-    if free <= 0:
+    if limit is None or Execution.objects.filter(tenant_id=tenant_id).active().count() >= limit:
         return []
     ids = list(
         Execution.objects.filter(tenant_id=tenant_id, state=S.QUEUED, lease_owner="")
         .order_by("created_at", "id")
-        .values_list("pk", flat=True)[:free]
+        .values_list("pk", flat=True)[:1]
     )
     for execution_id in ids:
         enqueue_run(execution_id)

@@ -152,6 +152,9 @@ class WorkerMonitor:
         if running and now - self._last_heartbeat >= settings.ENACT_HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             for lost in execution_heartbeat(execution_ids=list(running), worker=worker_id()):
+                with self._lock:
+                    if self._running.get(lost) is not running[lost]:
+                        continue  # its run ended and let go meanwhile: nothing was lost
                 logger.warning("lease on %s lost; stopping it here", lost)
                 running[lost].fence.set()
                 running[lost].token.cancel("lease lost")

@@ -111,6 +111,13 @@ LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--max-wall-time", "max_wall_time_s", _or_none(_seconds), "S", "seconds per execution, or none"),
     ("--max-cost", "max_cost_usd", _or_none(_usd), "USD", "US dollars per execution, or none"),
     ("--per-day", "executions_per_day", _or_none(_whole(0)), "N", "executions per UTC day, or none"),
+    (
+        "--requests-per-minute",
+        "requests_per_minute",
+        _or_none(_whole(1)),
+        "N",
+        "API requests per key a minute, or none",
+    ),
     ("--durability", "durability", _durability, "MODE", "sync (each step stored before the next) or async"),
 )
 

@@ -254,7 +254,7 @@ def pickup_in_child(database: str, count: int, redis: str | None, clusters: int)
     if redis:
         env["REDIS_URL"] = redis
     command = [sys.executable, "-m", "bench.durable_steps", "--broker", "redis" if redis else "orm",
-               "--pickups", str(count), "--database", database, "--clusters", str(clusters)]  # fmt: skip
+               "--pickups", str(count), "--database", f"{database}_pickups", "--clusters", str(clusters)]  # fmt: skip
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"the pickup run ({'redis' if redis else 'orm'}) failed:\n{out.stderr[-3000:]}")
@@ -322,7 +322,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     args = _parse()
-    url = create_database(database_url(args.database))
+    # A pickup run starts from an empty database: the execution table is the queue, and what an
+    # earlier run left ready (an execution its killed workers held) would be claimed first.
+    url = create_database(database_url(args.database), fresh=bool(args.broker))
     _setup_django(url)
     if args.broker:
         print(",".join(f"{v:.3f}" for v in pickup_latencies(url, args.pickups, args.clusters)))

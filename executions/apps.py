@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from django.apps import AppConfig
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
@@ -7,7 +9,7 @@ from django.db import close_old_connections, connections
 from django.utils.module_loading import autodiscover_modules
 
 from executions.kernel.runner import default_pool
-from executions.persistence.connections import give_back
+from executions.persistence.connections import forget_after_fork, give_back
 
 
 class ExecutionsConfig(AppConfig):
@@ -22,6 +24,8 @@ class ExecutionsConfig(AppConfig):
         # one back after it.
         default_pool.before_job.append(close_old_connections)
         default_pool.after_job.append(give_back)
+        # A forked process must not use its parent's connections (django-q2 forks its workers).
+        os.register_at_fork(after_in_child=forget_after_fork)
 
         # Under ASGI every request runs on a thread of its own, so a kept connection would be
         # left behind by each one until PostgreSQL refuses more clients: close at the end.

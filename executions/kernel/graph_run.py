@@ -159,6 +159,7 @@ class GraphRun:
 
         unsubscribe = k.cancellation_token().on_cancel(on_cancel)
         default_pool.submit(self._drive)
+        k.before_wait()
         try:
             return self._await_outcome()
         finally:

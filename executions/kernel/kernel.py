@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -80,6 +81,9 @@ class ExecutionKernel:
         self._spawn_mode: SpawnMode | None = None
         self._parent_id: str | None = execution.parent_id
         self._uow: UnitOfWork | None = None
+        # Called on the caller's thread just before it waits for a run driven elsewhere: a host
+        # gives back what that thread holds meanwhile (a pooled database connection).
+        self._before_wait: Callable[[], None] = lambda: None
         self._checkpoint_events = True
         self.clock: Clock = SystemClock()
         if tenant_context.pii_masking:
@@ -157,6 +161,15 @@ class ExecutionKernel:
     def with_unit_of_work(self, uow: UnitOfWork) -> ExecutionKernel:
         self._uow = uow
         return self
+
+    def with_before_wait(self, hook: Callable[[], None]) -> ExecutionKernel:
+        """Call ``hook`` on the caller's thread when it starts waiting for a run it handed to a
+        runner thread (``execute_graph``, ``resume_graph``)."""
+        self._before_wait = hook
+        return self
+
+    def before_wait(self) -> None:
+        self._before_wait()
 
     def with_clock(self, clock: Clock) -> ExecutionKernel:
         self.clock = clock

@@ -28,6 +28,7 @@ from executions.kernel import (
 )
 from executions.live import publisher
 from executions.models import Execution, Step
+from executions.persistence.connections import give_back
 from executions.persistence.events import DjangoEventSink
 from executions.persistence.group_commit import GroupCommitter
 from executions.persistence.sql import write_staged_unit
@@ -141,6 +142,7 @@ def kernel_for(
         .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits, sink.fence, sink))
         .with_unit_of_work(DjangoUnitOfWork(sink))
     )
+    kernel.with_before_wait(give_back)  # the run goes on on runner threads; the caller only waits
     if token is not None:
         kernel.with_cancellation_token(token)
     if execution.parent_id and (execution.metadata or {}).get("inherit_inbox"):

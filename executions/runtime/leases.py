@@ -66,25 +66,32 @@ def execution_claim(*, execution_id: str, worker: str) -> Execution | None:
 
 
 def execution_claim_next(*, worker: str) -> Execution | None:
-    """Claim the next ready execution, fairly among tenants: the tenant with the fewest running
-    executions for its weight goes first (weighted fair share of the slots), ties to the tenant
-    whose ready work is oldest, each tenant under its ``max_concurrent_executions``; within a
-    tenant, oldest first. So one tenant's backlog never delays another tenant's first execution
-    by more than the time for a slot to free. Returns None when nothing is ready."""
+    """Claim the next ready execution, fairly among tenants (see ``execution_claim_batch``)."""
+    claimed = execution_claim_batch(worker=worker, limit=1)
+    return claimed[0] if claimed else None
+
+
+def execution_claim_batch(*, worker: str, limit: int) -> list[Execution]:
+    """Claim up to ``limit`` ready executions of the tenant a free slot should serve next, fairly
+    among tenants: the tenant with the fewest running executions for its weight goes first
+    (weighted fair share of the slots), ties to the tenant whose ready work is oldest, each
+    tenant under its ``max_concurrent_executions``; within a tenant, oldest first. So one
+    tenant's backlog delays another tenant's first execution by one claim at most, not by its
+    length. One transaction for the batch: a worker with many free slots fills them at the cost
+    of a few round trips, not a few per execution. Returns [] when nothing is ready."""
     for tenant_id in tenants_in_fair_order():
         with transaction.atomic():
             if locked(Tenant.objects.filter(pk=tenant_id), no_key=True).values("pk").first() is None:
                 continue
-            first = (
+            oldest = (
                 Execution.objects.select_related("tenant", "tenant__limits")
                 .filter(READY, tenant_id=tenant_id)
                 .order_by(Case(When(_URGENT, then=0), default=1), "created_at", "id")
             )
-            execution = locked(first, no_key=True, of=("self",)).first()
-            claimed = _take_lease(execution, worker) if execution is not None else None
-        if claimed is not None:
+            claimed = _take_leases(list(locked(oldest, no_key=True, of=("self",))[:limit]), worker)
+        if claimed:
             return claimed
-    return None
+    return []
 
 
 def tenants_in_fair_order() -> list[int]:
@@ -122,26 +129,37 @@ def tenants_in_fair_order() -> list[int]:
 
 def _take_lease(execution: Execution, worker: str) -> Execution | None:
     """Under the tenant's lock: lease ``execution`` to ``worker`` if its tenant has a free slot."""
-    if execution.state != S.RUNNING and not execution.cancel_requested_at:
-        limit = execution.tenant.limits.max_concurrent_executions
-        busy = Execution.objects.filter(tenant_id=execution.tenant_id).active().exclude(pk=execution.pk).count()
-        if busy >= limit:
-            return None
-    # The answer to a waiting execution is taken with the claim, so one that arrives while
-    # this run goes on is kept for the next run instead of being cleared after this one.
-    answer = execution.resume_input
+    claimed = _take_leases([execution], worker)
+    return claimed[0] if claimed else None
+
+
+def _take_leases(rows: list[Execution], worker: str) -> list[Execution]:
+    """Under the tenant's lock, with ``rows`` (ready, of one tenant) locked: lease to ``worker``
+    the urgent ones (an orphan holds its slot already; a cancel only needs to finish) and as many
+    of the others as the tenant has free slots."""
+    if not rows:
+        return []
+    urgent = [row for row in rows if row.state == S.RUNNING or row.cancel_requested_at]
+    others = [row for row in rows if not (row.state == S.RUNNING or row.cancel_requested_at)]
+    if others:
+        tenant_id = rows[0].tenant_id
+        busy = Execution.objects.filter(tenant_id=tenant_id).active().exclude(pk__in=[r.pk for r in rows]).count()
+        held = sum(1 for row in urgent if row.state == S.RUNNING)
+        others = others[: max(0, rows[0].tenant.limits.max_concurrent_executions - busy - held)]
+    chosen = urgent + others
+    if not chosen:
+        return []
+    # The rows are locked, so one update claims them all. The answer to a waiting execution is
+    # taken with the claim, so one that arrives while this run goes on is kept for the next run.
     lease = {"lease_owner": worker, "lease_expires_at": lease_until(), "resume_requested": False}
-    claimed = Execution.objects.filter(pk=execution.pk, claims=execution.claims).update(
+    Execution.objects.filter(pk__in=[row.pk for row in chosen]).update(
         claims=F("claims") + 1, resume_input=None, **lease
     )
-    if not claimed:
-        return None
-    # What the update wrote, without reading the row back (under the lock nothing else changed it).
-    for field, value in lease.items():
-        setattr(execution, field, value)
-    execution.claims += 1
-    execution.resume_input = answer
-    return execution
+    for row in chosen:  # what the update wrote, without reading the rows back
+        for field, value in lease.items():
+            setattr(row, field, value)
+        row.claims += 1
+    return chosen
 
 
 def _runnable(execution: Execution) -> bool:

@@ -62,6 +62,7 @@ class WorkerMonitor:
         with self._lock:
             self._running[execution_id] = entry
             self._ensure_thread()
+        self._poke.set()  # out of its idle wait: a running execution is looked after every poll
         return entry
 
     def unregister(self, execution_id: str) -> None:
@@ -124,7 +125,12 @@ class WorkerMonitor:
 
     def _loop(self) -> None:
         while True:
-            self._poke.wait(settings.ENACT_CONTROL_POLL_SECONDS)
+            # Idle, only the heartbeat and the reaper have anything to do, and they run seconds
+            # apart: an idle worker wakes a few times a minute, not twenty times a second.
+            with self._lock:
+                busy = bool(self._running)
+            idle_wait = min(settings.ENACT_HEARTBEAT_SECONDS, settings.ENACT_REAP_SECONDS)
+            self._poke.wait(settings.ENACT_CONTROL_POLL_SECONDS if busy else idle_wait)
             self._poke.clear()
             with self._lock:
                 if not self._running and not self._permanent:

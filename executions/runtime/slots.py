@@ -1,7 +1,7 @@
 """Slots: one worker process runs many executions at once, each on a thread of its own.
 
 An execution waiting on a model, a tool, a backoff or a sleep costs a thread, not a process. The
-slots of a process are the shell around ``execution_claim_next`` (the fair pick, in ``leases.py``)
+slots of a process are the shell around ``execution_claim_batch`` (the fair pick, in ``leases.py``)
 and ``execution_run_claimed`` (in ``run.py``), which tests call directly:
 
 - a dispatcher thread claims ready executions while the process has free slots, when woken
@@ -30,11 +30,16 @@ from django.db import close_old_connections
 from executions import wakeups
 from executions.models import Execution
 from executions.persistence.connections import give_back
-from executions.runtime.leases import execution_claim_next, worker_id
+from executions.runtime.leases import execution_claim_batch, worker_id
 from executions.runtime.monitor import monitor
 from executions.runtime.run import execution_run_claimed
 
 logger = logging.getLogger(__name__)
+
+# Executions claimed at most in one go: enough that a worker with free slots fills them in a few
+# round trips, few enough that one tenant's batch keeps another's first execution waiting only
+# for one claim.
+CLAIM_BATCH = 20
 
 
 class Slots:
@@ -83,11 +88,12 @@ class Slots:
         """Claim ready executions into the free slots; returns how many were started."""
         started = 0
         while not self._stopping.is_set() and self.busy < self.size:
-            execution = execution_claim_next(worker=worker_id())
-            if execution is None:
+            batch = execution_claim_batch(worker=worker_id(), limit=min(CLAIM_BATCH, self.size - self.busy))
+            if not batch:
                 break
-            self._start(execution)
-            started += 1
+            for execution in batch:
+                self._start(execution)
+            started += len(batch)
         return started
 
     def _start(self, execution: Execution) -> None:

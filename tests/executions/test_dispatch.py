@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from enact_platform.errors import QuotaExceeded
 from executions.models import Execution
-from executions.runtime.leases import execution_claim_next, tenants_in_fair_order
+from executions.runtime.leases import execution_claim_batch, execution_claim_next, tenants_in_fair_order
 from executions.services.submit import execution_submit
 from tenants.models import Tenant, TenantDailyUsage
 from tenants.services import tenant_create, tenant_set_limits
@@ -122,3 +122,17 @@ def test_the_fair_order_puts_whoever_runs_less_first(tenant_a: Tenant, enqueued:
     claim(1)  # acme's oldest
     orders.append(tenants_in_fair_order())
     assert orders == [[tenant_a.pk, other.pk], [other.pk, tenant_a.pk]]
+
+
+def test_a_batch_claims_one_tenants_oldest_up_to_its_free_slots_and_then_the_next_tenants(
+    tenant_a: Tenant, tenant_b: Tenant, enqueued: list[str]
+) -> None:
+    tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 3})
+    flooded = flood(tenant_a, 10)
+    quiet = flood(tenant_b, 1)
+    first = execution_claim_batch(worker="w1", limit=20)
+    assert [e.pk for e in first] == flooded[:3]  # the flood's oldest, as many as its limit lets run
+    assert [e.pk for e in execution_claim_batch(worker="w1", limit=20)] == quiet
+    assert execution_claim_batch(worker="w1", limit=20) == []
+    assert Execution.objects.filter(lease_owner="w1").count() == 4
+    assert all(e.claims == 1 and e.lease_owner == "w1" for e in first)

@@ -55,10 +55,10 @@ class Cluster:
             "ENACT_REAP_SECONDS": "0.5",
             "ENACT_QUEUE_POLL_SECONDS": "0.05",
             "ENACT_DISPATCH_POLL_SECONDS": "0.2",
-            **(extra or {}),
         }
         if settings.REDIS_URL:
             env["REDIS_URL"] = settings.REDIS_URL
+        env.update(extra or {})
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
@@ -288,3 +288,15 @@ def test_a_worker_process_holds_no_more_connections_than_its_pool(
     # One worker process with 400 executions in its slots: its pool's 3, and the cluster's other
     # processes' (sentinel, monitor, pusher) 3 each at most, never one per execution.
     assert 1 <= peak <= 4 * 3
+
+
+@pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="PostgreSQL's pool")
+def test_a_cluster_on_postgresql_without_redis_runs_its_executions(
+    tenant_a: Tenant, cluster: Callable[..., Cluster]
+) -> None:
+    # The ORM broker: the cluster's processes use the database before they fork their workers,
+    # and a worker must not go on with its parent's pooled connections (the same sockets).
+    workers = cluster(extra={"REDIS_URL": ""})
+    ids = [submit(tenant_a, "demo.chain", {"n": 2}).pk for _ in range(5)]
+    assert wait_until(lambda: _states(ids) == {"completed": 5}, timeout=30), _log(workers)
+    assert "Traceback" not in workers.log.read_text(errors="replace"), _log(workers)

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from types import FrameType
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from executions import wakeups
 from executions.models import Execution
@@ -36,10 +36,13 @@ from executions.runtime.run import execution_run_claimed
 
 logger = logging.getLogger(__name__)
 
-# Executions claimed at most in one go: enough that a worker with free slots fills them in a few
-# round trips, few enough that one tenant's batch keeps another's first execution waiting only
-# for one claim.
-CLAIM_BATCH = 20
+
+def claim_batch() -> int:
+    """Executions claimed at most in one go. On PostgreSQL enough that a worker with free slots
+    fills them in a few round trips, few enough that one tenant's batch keeps another's first
+    execution waiting only for one claim. On SQLite one: there is one writer at a time, and a
+    batch only holds the database's one write lock longer while the runs it starts wait for it."""
+    return 10 if connection.vendor == "postgresql" else 1
 
 
 class Slots:
@@ -88,7 +91,7 @@ class Slots:
         """Claim ready executions into the free slots; returns how many were started."""
         started = 0
         while not self._stopping.is_set() and self.busy < self.size:
-            batch = execution_claim_batch(worker=worker_id(), limit=min(CLAIM_BATCH, self.size - self.busy))
+            batch = execution_claim_batch(worker=worker_id(), limit=min(claim_batch(), self.size - self.busy))
             if not batch:
                 break
             for execution in batch:

@@ -241,13 +241,15 @@ def test_a_rolling_restart_of_both_clusters_loses_no_execution_and_reruns_no_ste
     tenant_a: Tenant, cluster: Callable[..., Cluster]
 ) -> None:
     tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 200, "max_queued": 200})
-    first, second = cluster(), cluster()
+    # Leases long enough that only the restarts hand executions on, not a heartbeat that a busy
+    # SQLite kept waiting.
+    first, second = cluster(lease_seconds=10), cluster(lease_seconds=10)
     ids = [submit(tenant_a, "demo.slow", {"steps": 3, "seconds": 0.4}).pk for _ in range(200)]
     assert wait_until(lambda: Step.objects.filter(execution_id__in=ids, state="completed").count() >= 50, timeout=60)
     for old in (first, second):  # one at a time, as a deploy restarts them
         stopped_in = old.stop_gracefully()
         assert stopped_in < 8, _log(old)
-        cluster()
+        cluster(lease_seconds=10)
     assert wait_until(lambda: _states(ids) == {"completed": 200}, timeout=120), _states(ids)
     assert _completed_once(ids, 3) == []
     handed = ExecutionEvent.objects.filter(execution_id__in=ids, type="data-execution-paused").count()

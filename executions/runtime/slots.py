@@ -30,7 +30,7 @@ from django.db import close_old_connections, connection
 from executions import wakeups
 from executions.models import Execution
 from executions.persistence.connections import give_back
-from executions.runtime.leases import execution_claim_batch, worker_id
+from executions.runtime.leases import execution_claim_batch, execution_release, worker_id
 from executions.runtime.monitor import monitor
 from executions.runtime.run import execution_run_claimed
 
@@ -93,6 +93,10 @@ class Slots:
         while not self._stopping.is_set() and self.busy < self.size:
             batch = execution_claim_batch(worker=worker_id(), limit=min(claim_batch(), self.size - self.busy))
             if not batch:
+                break
+            if self._stopping.is_set():  # stopped while claiming: hand them back at once, unrun
+                for execution in batch:
+                    execution_release(execution_id=execution.pk, worker=execution.lease_owner)
                 break
             for execution in batch:
                 self._start(execution)

@@ -38,6 +38,7 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record what would be queued instead of queueing it."""
     calls: list[str] = []
     monkeypatch.setattr(queue, "enqueue_run", calls.append)
+    monkeypatch.setattr(queue, "enqueue_runs", calls.extend)
     return calls
 
 
@@ -53,6 +54,7 @@ def inline_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Th
         thread.start()
 
     monkeypatch.setattr(queue, "enqueue_run", run)
+    monkeypatch.setattr(queue, "enqueue_runs", lambda ids: [run(i) for i in ids])
     yield threads
     for thread in threads:
         thread.join(10)

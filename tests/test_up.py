@@ -32,29 +32,36 @@ def _children_of(pid: int) -> list[int]:
     return [int(child) for child, parent in rows if int(parent) == pid]
 
 
-def test_up_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90) -> str:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if marker in line or proc.poll() is not None:
+            break
+    return "".join(lines)
+
+
+def _up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    """``manage.py up`` on a database of the test's own, as the README starts it; and its env."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(ENACT_SQLITE_PATH=str(tmp_path / "db.sqlite3"), ENACT_STATE_DIR=str(tmp_path))
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    return proc, env, port
+
+
+def test_up_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    proc, _, port = _up(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "log in as" in line or proc.poll() is not None:
-                break
-        login = re.search(r"log in as admin / (\S+)", "".join(lines))
-        assert login is not None, "".join(lines)[-2000:]
+        output = _read_until(proc, "log in as")
+        login = re.search(r"log in as admin / (\S+)", output)
+        assert login is not None, output[-2000:]
         assert (tmp_path / "enact-admin-password.txt").read_text().strip() == login.group(1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=10) as response:
             assert response.status == 200
@@ -69,18 +76,6 @@ def test_up_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path: Path) -> None:
             os.kill(child, 0)
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90) -> str:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if marker in line or proc.poll() is not None:
-            break
-    return "".join(lines)
-
-
 def _enact(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "manage.py", "enact", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -90,13 +85,7 @@ def _enact(env: dict[str, str], *args: str) -> str:
 
 
 def test_ctrl_c_hands_running_executions_back_and_exits_within_5_s(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(ENACT_SQLITE_PATH=str(tmp_path / "db.sqlite3"), ENACT_STATE_DIR=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    proc, env, _ = _up(tmp_path)
     try:
         assert "log in as" in _read_until(proc, "log in as")
         ids = [_enact(env, "submit", "demo", "demo.slow", "--input", '{"steps": 20, "seconds": 0.5}').split()[0]]

@@ -20,11 +20,8 @@ def executions_reap() -> dict[str, int]:
     expired = list(
         Execution.objects.exclude(lease_owner="").filter(lease_expires_at__lt=now).values_list("pk", flat=True)[:500]
     )
-    for execution_id in expired:
-        # Clear the dead lease only if nobody re-claimed it meanwhile.
-        Execution.objects.filter(pk=execution_id, lease_expires_at__lt=now).update(
-            lease_owner="", lease_expires_at=None
-        )
+    # Clear the dead leases only where nobody re-claimed the execution meanwhile.
+    Execution.objects.filter(pk__in=expired, lease_expires_at__lt=now).update(lease_owner="", lease_expires_at=None)
     # A child whose worker died after it ended, before it let go, still owes its parent an answer.
     for child_id in (
         Execution.objects.filter(pk__in=expired, state__in=Execution.TERMINAL)
@@ -39,15 +36,13 @@ def executions_reap() -> dict[str, int]:
         .filter(Q(state__in=(S.RUNNING, S.QUEUED)) | Q(resume_requested=True, state__in=(S.PAUSED, S.WAITING)))
         .values_list("pk", flat=True)
     ) | set(unowned.values_list("pk", flat=True)[:500])
-    for execution_id in sorted(orphaned):
-        queue.enqueue_run(execution_id)
+    queue.enqueue_runs(sorted(orphaned))
     resumable = list(
         Execution.objects.filter(lease_owner="", resume_requested=True, state__in=(S.PAUSED, S.WAITING))
         .exclude(pk__in=orphaned)
         .values_list("pk", flat=True)[:500]
     )
-    for execution_id in resumable:
-        queue.enqueue_run(execution_id)
+    queue.enqueue_runs(resumable)
     # Queued work needs no re-enqueueing (the execution table is the queue), only workers that
     # know of it: one wake-up, in case theirs was lost.
     requeued = Execution.objects.filter(lease_owner="", state=S.QUEUED).count()

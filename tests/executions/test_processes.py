@@ -237,20 +237,24 @@ def test_sigkill_of_a_worker_with_many_executions_in_its_slots_loses_none(
     assert resumed >= held
 
 
+@pytest.mark.timeout(300)
 def test_a_rolling_restart_of_both_clusters_loses_no_execution_and_reruns_no_step(
     tenant_a: Tenant, cluster: Callable[..., Cluster]
 ) -> None:
+    # 200 in flight on PostgreSQL; SQLite's one writer makes 200 side by side a test of its lock
+    # more than of the restart, so there 60.
+    count = 200 if connection.vendor == "postgresql" else 60
     tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 200, "max_queued": 200})
     # Leases long enough that only the restarts hand executions on, not a heartbeat that a busy
     # SQLite kept waiting.
     first, second = cluster(lease_seconds=10), cluster(lease_seconds=10)
-    ids = [submit(tenant_a, "demo.slow", {"steps": 3, "seconds": 0.4}).pk for _ in range(200)]
-    assert wait_until(lambda: Step.objects.filter(execution_id__in=ids, state="completed").count() >= 50, timeout=60)
+    ids = [submit(tenant_a, "demo.slow", {"steps": 3, "seconds": 0.4}).pk for _ in range(count)]
+    assert wait_until(lambda: Step.objects.filter(execution_id__in=ids, state="completed").count() >= 20, timeout=60)
     for old in (first, second):  # one at a time, as a deploy restarts them
         stopped_in = old.stop_gracefully()
         assert stopped_in < 8, _log(old)
         cluster(lease_seconds=10)
-    assert wait_until(lambda: _states(ids) == {"completed": 200}, timeout=120), _states(ids)
+    assert wait_until(lambda: _states(ids) == {"completed": count}, timeout=200), _states(ids)
     assert _completed_once(ids, 3) == []
     handed = ExecutionEvent.objects.filter(execution_id__in=ids, type="data-execution-paused").count()
     assert handed > 0  # the restarts did catch executions mid-run, and handed them on

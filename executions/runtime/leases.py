@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from enact_platform.locks import locked
 from executions import queue
-from executions.models import Execution, WorkerHeartbeat
+from executions.models import Execution, InboxMessage, WorkerHeartbeat
 from executions.services.children import execution_child_ended
 from executions.services.controls import execution_cancel
 from tenants.models import Tenant, TenantLimits
@@ -177,15 +177,19 @@ def execution_heartbeat(*, execution_ids: list[str], worker: str) -> list[str]:
     return [i for i in execution_ids if i not in held]
 
 
-def execution_release(*, execution_id: str, worker: str, handed_back: bool = False) -> None:
+def execution_release(*, execution_id: str, worker: str, hand_back_message: str | None = None) -> None:
     """Let go of an execution (it ended, paused or waits) and start queued work in its slot.
 
     A cancel or an answer that came while this worker held the execution is acted on now; a
     clean let-go (paused, waiting) resets the count of claims that crash-looping is judged by.
-    ``handed_back``: the worker is stopping and paused the execution for another to go on with
-    at once (it is ready again as it is let go)."""
+    ``hand_back_message``: the worker is stopping and asked the execution (with that inbox
+    message) to pause for another worker to go on with at once: it is ready again as it is let
+    go. A pause the run never read (it was stopped mid-step) is withdrawn, or the next worker
+    would read it and pause the execution for good."""
+    handed_back = hand_back_message is not None
     if handed_back:
         Execution.objects.filter(pk=execution_id, lease_owner=worker, state=S.PAUSED).update(resume_requested=True)
+        InboxMessage.objects.filter(pk=hand_back_message, consumed_at__isnull=True).delete()
     released = Execution.objects.filter(pk=execution_id, lease_owner=worker).update(
         lease_owner="", lease_expires_at=None
     )

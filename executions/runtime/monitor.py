@@ -33,8 +33,8 @@ class Running:
     def __init__(self, token: CancellationToken, tenant_id: int) -> None:
         self.token = token
         self.tenant_id = tenant_id
-        # Set when this worker, stopping, asked the execution to pause for another to go on with.
-        self.handed_back = False
+        # The pause this worker, stopping, asked of the execution so another goes on with it.
+        self.hand_back_message: str | None = None
         self.fence = threading.Event()
         # Set while the execution may have unread inbox messages; starts set so a run's first
         # look at its inbox really looks.
@@ -104,9 +104,11 @@ class WorkerMonitor:
             entry = self._running.get(execution_id)
         if entry is None:
             return
-        entry.handed_back = True
-        message = {"kind": "control", "action": "pause", "actor": f"worker {worker_id()}", "reason": HAND_BACK}
-        DjangoInboxStore(entry.tenant_id).push(execution_id, message_from_dict(message))
+        message = message_from_dict(
+            {"kind": "control", "action": "pause", "actor": f"worker {worker_id()}", "reason": HAND_BACK}
+        )
+        DjangoInboxStore(entry.tenant_id).push(execution_id, message)
+        entry.hand_back_message = message.id
         entry.inbox_pending.set()
 
     def abandon_all(self) -> None:

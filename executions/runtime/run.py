@@ -61,7 +61,7 @@ def execution_run_claimed(execution: Execution) -> str:
         return "lease lost"
     finally:
         monitor.unregister(execution.pk)
-        execution_release(execution_id=execution.pk, worker=worker, handed_back=entry.handed_back)
+        execution_release(execution_id=execution.pk, worker=worker, hand_back_message=entry.hand_back_message)
         context.__exit__(None, None, None)
 
 

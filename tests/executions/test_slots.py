@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from executions.models import Execution, Step
+from executions.models import Execution, InboxMessage, Step
 from executions.runtime.run import execution_run
 from executions.runtime.slots import Slots
 from executions.services.controls import execution_cancel, execution_pause, execution_resume
@@ -121,6 +121,8 @@ def test_a_stop_that_cannot_wait_hands_back_mid_step_and_the_step_reruns(tenant_
     execution = Execution.objects.get(pk=execution_id)
     assert (execution.state, execution.lease_owner) == (S.RUNNING, "")  # ready: another takes it over now
     assert not Step.objects.filter(execution_id=execution_id, state="completed").exists()
+    # The pause it asked for and the run never read is withdrawn: the next worker must not pause it.
+    assert not InboxMessage.objects.filter(execution_id=execution_id, consumed_at__isnull=True).exists()
 
 
 def test_execution_run_by_id_still_claims_one(tenant_a: Tenant, enqueued: list[str]) -> None:

@@ -31,6 +31,7 @@ them and handles what is the definition's own: its fields, node names, edges and
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,7 +63,7 @@ __all__ = [
     "Resources",
     "case_router",
     "compile_definition",
-    "json_size_within",
+    "json_problem",
     "merge_branches",
     "node_specs",
     "referenced_secrets",
@@ -324,25 +325,41 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 def _adding_output(name: str, fn: NodeFn) -> NodeFn:
     """Wrap a kind's function: it returns its output, the wrapper adds it to the state under the
     node's name. A join after a fan-out gets each branch's state: they are merged first. A state
-    that would grow past MAX_STATE_BYTES (as JSON) fails the step: it is stored at every step."""
+    that would grow past MAX_STATE_BYTES (as JSON) fails the step: it is stored at every step. So
+    does an output that is not JSON (NaN, a Python object): no row could store it, and a refused
+    write would look like a crashed worker."""
 
     def node(state: Any, ctx: Any) -> Any:
         state = merge_branches(state)
         output = fn(state, ctx)
         result = output if isinstance(output, StepResult) else StepResult(state={**state, name: output}, output=output)
-        if not json_size_within(result.state, MAX_STATE_BYTES):
-            raise ExecutionError.validation(
-                f"node '{name}': the run's state would be larger than {MAX_STATE_BYTES} bytes", code="state_too_large"
-            )
+        _check_json(name, result)
         return result
 
     return node
 
 
-def json_size_within(value: Any, limit: int) -> bool:
-    """Whether ``value`` as JSON is at most about ``limit`` bytes, found without building the text
-    (a value that repeats one big part many times would be huge to build): the walk stops as
-    soon as the count passes the limit."""
+def _check_json(name: str, result: StepResult) -> None:
+    problem = json_problem(result.state, MAX_STATE_BYTES)
+    own = result.state.get(name) if isinstance(result.state, dict) else result.state
+    if problem is None and result.output is not own:  # a kind that records less than it keeps
+        problem = json_problem(result.output, MAX_STATE_BYTES)
+    if problem == TOO_LARGE:
+        raise ExecutionError.validation(
+            f"node '{name}': the run's state would be larger than {MAX_STATE_BYTES} bytes", code="state_too_large"
+        )
+    if problem is not None:
+        raise ExecutionError.validation(f"node '{name}': its output holds {problem}", code="not_json")
+
+
+TOO_LARGE = "too large"
+
+
+def json_problem(value: Any, limit: int) -> str | None:
+    """Why ``value`` cannot be stored as JSON of at most about ``limit`` bytes (:data:`TOO_LARGE`,
+    or what in it is not JSON), or None. Found without building the text (a value that repeats
+    one big part many times would be huge to build): the walk stops as soon as the count passes
+    the limit."""
     size, stack = 0, [value]
     while stack:
         item = stack.pop()
@@ -356,11 +373,15 @@ def json_size_within(value: Any, limit: int) -> bool:
         elif isinstance(item, (list, tuple)):
             size += 2 + len(item)
             stack.extend(item)
-        else:
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "a number that is not finite (NaN or Infinity)"
+        elif item is None or isinstance(item, (bool, int, float)):
             size += 8
+        else:
+            return f"a {type(item).__name__}, which is not a JSON value"
         if size > limit:
-            return False
-    return True
+            return TOO_LARGE
+    return None
 
 
 def merge_branches(state: Any) -> Any:

@@ -17,6 +17,9 @@ The language, over JSON-like values:
   operand, so ``state.name or "anonymous"`` works);
 - calls to the functions in ``FUNCTIONS`` only, by position.
 
+A number that is not finite (NaN, Infinity: ``float('nan')``, ``1e308 * 10``) fails where it is
+made, since no JSON value, so no state, event or row, can hold it.
+
 A template is a JSON value whose strings may hold ``{{ expression }}`` placeholders; see
 ``render_template``. A placeholder ends at the first ``}}`` outside brackets and quotes, so
 ``{{ "{{" }}`` writes a literal ``{{``.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -655,7 +659,11 @@ class _Evaluator:
 
     def eval(self, node: ast.expr) -> Any:
         try:
-            return _EVALUATORS[type(node)](self, node)
+            value = _EVALUATORS[type(node)](self, node)
+            if isinstance(value, float) and not math.isfinite(value):
+                # JSON (so the run's state, its events and the database) cannot hold it.
+                raise _Fail("the result is a number that is not finite (NaN or Infinity)", "JSON cannot hold it")
+            return value
         except _Fail as fail:
             raise _error(fail.message, self.source.column(node), fail.hint) from None
 

@@ -176,5 +176,10 @@ def _result(response: httpx.Response, content: bytes) -> dict[str, Any]:
     body: Any = content.decode(errors="replace")
     if "json" in content_type:
         with contextlib.suppress(ValueError):  # a server that says JSON and sends text: keep the text
-            body = json.loads(content)
+            body = json.loads(content, parse_constant=_refuse_constant)
     return {"status": response.status_code, "content_type": content_type, "body": body}
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser accepts them): such a body stays text."""
+    raise ValueError(f"{name} is not JSON")

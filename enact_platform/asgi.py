@@ -15,6 +15,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from enact_platform.admission import Admission  # noqa: E402
 from executions.live.feed import TenantFeed  # noqa: E402
 from executions.live.sockets import ExecutionSocket  # noqa: E402
 from executions.live.sse import ExecutionStream  # noqa: E402
@@ -26,7 +27,7 @@ application = ProtocolTypeRouter(
                 re_path(
                     r"^api/v1/executions/(?P<execution_id>[^/]+)/stream$", AuthMiddlewareStack(ExecutionStream.app)
                 ),
-                re_path(r"", django_application),
+                re_path(r"", Admission(django_application)),
             ]
         ),
         "websocket": AuthMiddlewareStack(

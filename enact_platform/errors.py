@@ -58,6 +58,18 @@ class QuotaExceeded(PlatformError):
     status = 429
 
 
+class ServerBusy(PlatformError):
+    """The web process has more requests waiting than it takes, or no database connection came
+    free in time: nothing was done, and the same request may be sent again after ``retry_after``."""
+
+    code = "server_busy"
+    status = 429
+
+    @classmethod
+    def retry_in(cls, seconds: int) -> ServerBusy:
+        return cls(f"the server is busy; retry in {seconds} s", details={"retry_after": seconds})
+
+
 class RateLimited(PlatformError):
     """Too many requests for one API key in the current minute."""
 

@@ -286,6 +286,11 @@ ENACT_STATE_DIR = Path(env_str("ENACT_STATE_DIR", str(BASE_DIR)))
 
 # The REST API (enact_platform/api/ and each app's api.py).
 ENACT_API_MAX_BODY_BYTES = env_int("ENACT_API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+# How many requests of a web process run Django's (threaded) code at once; the others wait in the
+# event loop, holding no thread and no connection, and past ENACT_REQUEST_QUEUE waiting a request
+# is answered 429 server_busy at once (enact_platform/admission.py). Keep it below the pool size.
+ENACT_REQUEST_THREADS = env_int("ENACT_REQUEST_THREADS", 8, minimum=1)
+ENACT_REQUEST_QUEUE = env_int("ENACT_REQUEST_QUEUE", 2000, minimum=0)
 ENACT_SSE_KEEPALIVE_SECONDS = env_float("ENACT_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.05)
 # How often a websocket looks at the database for what never came live (an execution's socket
 # only once it has been quiet that long).

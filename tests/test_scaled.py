@@ -53,8 +53,9 @@ class Web:
     def __init__(self, log: Path, queue: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.application_name = f"enact-{log.stem}-{self.port}"  # how it shows in pg_stat_activity
         env = {**os.environ, **_database_env(), "REDIS_URL": settings.REDIS_URL, "ENACT_QUEUE_NAME": queue,
-               "ENACT_SOCKET_RESYNC_SECONDS": "1"}  # fmt: skip
+               "ENACT_SOCKET_RESYNC_SECONDS": "1", "ENACT_DB_APPLICATION_NAME": self.application_name}  # fmt: skip
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         self.log = log
         self.process = subprocess.Popen(
@@ -292,3 +293,73 @@ def test_postgresql_dropping_every_connection_is_recovered_from(deployment: Depl
     follower.follow(lambda e: e["type"] in TERMINAL, timeout=120)
     assert follower.events[-1]["type"] == "data-execution-end", deployment.logs()
     follower.assert_whole()
+
+
+def _connections_of(application_names: list[str]) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = ANY(%s) GROUP BY application_name",
+            [application_names],
+        )
+        return dict(cursor.fetchall())
+
+
+def test_a_thousand_submissions_in_flight_get_201_or_429_and_never_500(
+    deployment: Deployment, tenant_a: Tenant
+) -> None:
+    """1,000 submissions at once over the two web processes, from a tenant with no request rate
+    limit and room for 600 queued: each answers 201 or 429 (quota_exceeded past max_queued), none
+    500, and neither web process holds more PostgreSQL connections than its pool."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    tenant_set_limits(
+        tenant=tenant_a, changes={"max_concurrent_executions": 10, "max_queued": 600, "requests_per_minute": None}
+    )
+    key = api_key_create(tenant=tenant_a, scope="write")[1]
+    names = [web.application_name for web in deployment.webs]
+    peaks: dict[str, int] = {}
+    flooding = threading.Event()
+
+    def watch() -> None:
+        while not flooding.is_set():
+            for name, count in _connections_of(names).items():
+                peaks[name] = max(peaks.get(name, 0), count)
+            time.sleep(0.05)
+        connection.close()
+
+    async def flood() -> list[tuple[int, str]]:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(limits=limits, timeout=300, headers=headers) as client:
+
+            async def submit(i: int) -> tuple[int, str]:
+                web = deployment.webs[i % 2]
+                body = {"blueprint": "demo.slow", "input": {"steps": 1, "seconds": 120}}
+                response = await client.post(f"{web.url}/api/v1/executions", json=body)
+                code = response.json().get("error", {}).get("code", "") if response.status_code >= 400 else ""
+                return response.status_code, code
+
+            return await asyncio.gather(*(submit(i) for i in range(1000)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        answers = asyncio.run(flood())
+    finally:
+        flooding.set()
+        watcher.join()
+
+    statuses = {status for status, _ in answers}
+    assert statuses <= {201, 429}, (sorted(statuses), deployment.logs())
+    accepted = sum(1 for status, _ in answers if status == 201)
+    refused = [code for status, code in answers if status == 429]
+    # The ten the workers started (max_concurrent_executions) no longer count as queued.
+    assert 600 <= accepted <= 610, accepted
+    assert set(refused) == {"quota_exceeded"}, set(refused)
+    assert Execution.objects.filter(tenant=tenant_a).count() == accepted  # a refusal stored nothing
+    pool = int(settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("max_size", 10))
+    assert peaks and all(peak <= pool for peak in peaks.values()), peaks

@@ -7,12 +7,14 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from psycopg_pool import PoolTimeout
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from enact_platform.errors import PlatformError, RateLimited
+from enact_platform.errors import PlatformError, RateLimited, ServerBusy
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +36,22 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def out_of_connections(exc: BaseException) -> bool:
+    """True for a database error that only says no pooled connection came free in time."""
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, PoolTimeout)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, exceptions.Throttled):
         exc = RateLimited.after(exc.wait or 1)
+    if out_of_connections(exc):
+        logger.warning("no database connection came free in time: answered 429 server_busy")
+        exc = ServerBusy.retry_in(1)
     if isinstance(exc, PlatformError):
         response = Response(exc.to_body(), status=exc.status)
         if exc.status == 401:
             response["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, RateLimited | ServerBusy):
             response["Retry-After"] = str(exc.details["retry_after"])
         return response
     if isinstance(exc, Http404):

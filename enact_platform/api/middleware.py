@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from enact_platform.api.errors import not_found, server_error
+from enact_platform.api.errors import error_body, not_found, out_of_connections, server_error
+from enact_platform.errors import ServerBusy
 
 logger = logging.getLogger("django.request")
 
@@ -33,5 +34,11 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not _is_api(request):
             return None
+        if out_of_connections(exception):
+            busy = ServerBusy.retry_in(1)
+            logger.warning("no database connection came free in time for %s: answered 429", request.path)
+            response = JsonResponse(error_body(busy.code, busy.message, busy.details), status=busy.status)
+            response["Retry-After"] = str(busy.details["retry_after"])
+            return response
         logger.error("Internal Server Error: %s", request.path, exc_info=exception, extra={"request": request})
         return server_error(request)

@@ -50,10 +50,10 @@ from executions.blueprints.kinds.base import (
     expression_names,
     known_node,
 )
+from executions.blueprints.schemas import schema_problems
 from executions.kernel import END, ExecutionError, GraphBuilder, GraphValidationError, RetryPolicy, StepResult
 from executions.kernel.errors import Backoff
 from executions.kernel.graph import CompiledGraph, NodeFn
-from executions.registry import schema_problems
 
 # Resources and Problem are defined with the kinds (which use them) and are part of this API too.
 __all__ = [

@@ -21,9 +21,9 @@ from executions.blueprints.kinds.base import (
     render,
     unknown_keys,
 )
+from executions.blueprints.schemas import schema_problems
 from executions.kernel import ExecutionError, StepType, WaitReason
 from executions.kernel.graph import NodeFn
-from executions.registry import schema_problems
 
 # --- function ------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from executions.blueprints.kinds.base import (
     render,
     unknown_keys,
 )
+from executions.blueprints.schemas import validate_input
 from executions.kernel import (
     ExecutionError,
     ExecutionKernel,
@@ -34,7 +35,6 @@ from executions.kernel import (
     WaitReason,
 )
 from executions.kernel.graph import CompiledGraph, NodeFn
-from executions.registry import validate_input
 
 MAX_SUBGRAPH_DEPTH = 1  # a blueprint run within a step runs no other within it
 MAP_MAX_ITEMS = 1000

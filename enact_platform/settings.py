@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -116,6 +117,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_q",
+    "axes",
     "tenants",
     "executions",
 ]
@@ -129,7 +131,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login with the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes), for the dashboard's and the admin's login alike: after
+# ENACT_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that username is
+# refused from that address (even with the right password) until ENACT_LOGIN_COOLOFF_MINUTES
+# have passed since the last failure. Operators lift a lockout with `manage.py axes_reset_username
+# <name>` (or axes_reset_ip, axes_reset) or in the admin (Axes: access attempts). Behind a proxy,
+# daphne's --proxy-headers makes the client's own address the one counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ENACT_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("ENACT_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A failure while locked out does not push the end of the lockout further away: the page tells
+# how long to wait, and that stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 ROOT_URLCONF = "enact_platform.urls"
 ASGI_APPLICATION = "enact_platform.asgi.application"

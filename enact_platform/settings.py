@@ -388,4 +388,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"], "formatter": ENACT_LOG_FORMAT}},
     # WARNING by default, as Python logs without configuration; ENACT_LOG_LEVEL=INFO says more.
     "root": {"handlers": ["console"], "level": env_str("ENACT_LOG_LEVEL", "WARNING")},
+    # Django's own logging gives "django" a console handler of its own (with DEBUG on) that prints
+    # every request and error a second time, unformatted, before it reaches ours: one handler only.
+    "loggers": {"django": {"handlers": [], "level": "INFO", "propagate": True}},
 }

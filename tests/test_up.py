@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -111,3 +112,36 @@ def test_ctrl_c_hands_running_executions_back_and_exits_within_5_s(tmp_path: Pat
             db.execute("SELECT id, state || ',' || lease_owner || ',' || resume_requested FROM executions_execution")
         )
     assert [rows[i] for i in ids] == ["paused,,1", "running,,0"], output[-2000:]
+
+
+def _metric(port: int, name: str) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def test_up_logs_each_request_once_and_counts_each_worker_process_once(tmp_path: Path) -> None:
+    """Each request is one line of ``up``'s output (Django's own console handler and ours both
+    printed it), and ``enact_workers`` counts the cluster's worker processes (ENACT_WORKERS,
+    2 here), not its sentinel, pusher and monitor too."""
+    proc, _, port = _up(tmp_path)
+    try:
+        assert "log in as" in _read_until(proc, "log in as")
+        marker = f"nope-{port}"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{marker}", timeout=10)
+        counted: list[float | None] = []
+        deadline = time.monotonic() + 40  # three heartbeats (5 s apart) and then some
+        while time.monotonic() < deadline:
+            counted.append(_metric(port, "enact_workers"))
+            time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert counted[-1] == 2, (counted, output[-2000:])
+    assert max(c or 0 for c in counted) == 2, counted
+    request_lines = [line for line in output.splitlines() if f"GET /api/v1/{marker}" in line]
+    assert len(request_lines) == 1, request_lines
+    not_found = [line for line in output.splitlines() if f"Not Found: /api/v1/{marker}" in line]
+    assert len(not_found) == 1, not_found

@@ -9,6 +9,8 @@ request, which this module's ``BoundedRequest`` replaces:
   are in, before a byte of the body is read (and ``Expect: 100-continue`` gets the 413, not 100);
 - every body, chunked or not, is counted while it is read, and answered 413 the moment it passes
   the limit; what the client still sends is read and dropped, never kept;
+- a chunked body within the limit reaches the application with its length (``Content-Length``
+  instead of ``Transfer-Encoding``), since Django and DRF read a body by its length.
 
 The 413 carries the API's error body. It is written by hand on the connection: the request never
 reached the application, and Twisted's response machinery wants a request it has fully read. The
@@ -55,12 +57,14 @@ class BoundedRequest(http_protocol.WebRequest):  # type: ignore[misc]
 
     _limit = 0
     _received = 0
+    _chunked = False
     _refused = False
     _linger: Any = None
 
     def gotLength(self, length: int | None) -> None:
         self._limit = settings.ENACT_API_MAX_BODY_BYTES
         self._received = 0
+        self._chunked = length is None  # Twisted says None for a chunked body, 0 for none at all
         if length is not None and length > self._limit:
             super().gotLength(0)  # an empty buffer: nothing of this body is kept
             self._refuse()
@@ -83,6 +87,9 @@ class BoundedRequest(http_protocol.WebRequest):  # type: ignore[misc]
             if self.channel is not None and self.channel.transport is not None:
                 self.channel.transport.loseConnection()
             return
+        if self._chunked:
+            self.requestHeaders.removeHeader(b"transfer-encoding")
+            self.requestHeaders.setRawHeaders(b"content-length", [str(self._received).encode()])
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason: Any) -> None:

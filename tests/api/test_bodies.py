@@ -199,6 +199,18 @@ def _post_chunked(server: Server, path: str, blocks: list[bytes], headers: dict[
     return status, body
 
 
+def test_a_chunked_body_is_read(server: Server) -> None:
+    submission = json.dumps({"blueprint": "demo.chain", "input": {"n": 1}}).encode()
+    status, body = _post_chunked(
+        server,
+        "/api/v1/executions",
+        [submission[:10], submission[10:]],
+        {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
+    )
+    assert status == 201, body[:300]
+    assert json.loads(body)["blueprint"] == "demo.chain"
+
+
 def test_a_chunked_body_over_the_limit_is_refused_as_it_is_counted(server: Server) -> None:
     _warm(server)
     before = server.rss_kb()
@@ -229,13 +241,16 @@ def _at_the_limit() -> bytes:
     return padded
 
 
-def test_a_body_at_the_limit_is_read(server: Server) -> None:
+def test_a_body_at_the_limit_is_read_chunked_or_not(server: Server) -> None:
     headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
     body = _at_the_limit()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(_head(server, "/api/v1/executions", {**headers, "Content-Length": str(LIMIT)}) + body)
         status, _, answer = _read_response(sock)
     assert status == 201, answer[:300]
+    status, answer = _post_chunked(server, "/api/v1/executions", [body[: LIMIT // 3], body[LIMIT // 3 :]], headers)
+    assert status == 201, answer[:300]
+    assert json.loads(answer)["metadata"] == json.loads(body)["metadata"]
 
 
 def test_expect_100_continue_over_the_limit_gets_the_413_instead(server: Server) -> None:

@@ -1,5 +1,8 @@
 """The built-in blueprints, written in Python: always present, for demos, tests and benchmarks
-(API.md's built-in graphs)."""
+(API.md's built-in graphs).
+
+Each input schema lists ``examples``: inputs its normal path runs with (an approval it waits for
+approved). The tests run every built-in with each of them (``tests/blueprints/test_builtins.py``)."""
 
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ def _report(state: Any, ctx: NodeContext) -> Any:
         "properties": {"text": {"type": "string", "maxLength": 100_000}},
         "required": ["text"],
         "additionalProperties": False,
+        "examples": [{"text": "hello hello world"}],
     },
 )
 def demo_pipeline(input: Any) -> CompiledGraph:
@@ -88,6 +92,7 @@ def _slow_step(state: Any, ctx: NodeContext) -> Any:
         },
         "required": ["steps", "seconds"],
         "additionalProperties": False,
+        "examples": [{"steps": 2, "seconds": 0}],
     },
 )
 def demo_slow(input: Any) -> CompiledGraph:
@@ -118,6 +123,7 @@ def _fan_join(state: Any, ctx: NodeContext) -> Any:
         "properties": {"branches": {"type": "integer", "minimum": 2, "maximum": 32}},
         "required": ["branches"],
         "additionalProperties": False,
+        "examples": [{"branches": 3}],
     },
 )
 def demo_fanout(input: Any) -> CompiledGraph:
@@ -148,7 +154,7 @@ def _finish(state: Any, ctx: NodeContext) -> Any:
 @blueprint(
     "demo.approval",
     description="A step, then waits for approval, then a final step.",
-    input_schema={"type": "object", "additionalProperties": False},
+    input_schema={"type": "object", "additionalProperties": False, "examples": [{}]},
 )
 def demo_approval(input: Any) -> CompiledGraph:
     return (
@@ -185,6 +191,7 @@ def _flaky(state: Any, ctx: NodeContext) -> Any:
         "properties": {"failures": {"type": "integer", "minimum": 0, "maximum": 10}},
         "required": ["failures"],
         "additionalProperties": False,
+        "examples": [{"failures": 1}],
     },
 )
 def demo_flaky(input: Any) -> CompiledGraph:
@@ -206,6 +213,7 @@ def _increment(state: Any, ctx: NodeContext) -> Any:
         "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 10_000}},
         "required": ["n"],
         "additionalProperties": False,
+        "examples": [{"n": 3}],
     },
 )
 def demo_chain(input: Any) -> CompiledGraph:

@@ -3,6 +3,8 @@
 ``demo-triage`` shows every part a tenant typically combines: an agent (``llm`` with a tool) that
 researches the request, a ``map`` that runs the ``demo-summarize`` blueprint for each item, a
 ``router``, an approval (``wait``) and a ``template`` that assembles the answer.
+Their input schemas list ``examples``, inputs they run with; the tests run each of them
+(``tests/blueprints/test_builtins.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 DEMO_SUMMARIZE: dict[str, Any] = {
     "description": "Summarize one piece of text with the demo model.",
-    "input_schema": {"type": "string", "maxLength": 2000},
+    "input_schema": {"type": "string", "maxLength": 2000, "examples": ["The parcel came two days late."]},
     "entry": "summarize",
     "nodes": {
         "summarize": {
@@ -33,6 +35,11 @@ DEMO_TRIAGE: dict[str, Any] = {
         },
         "required": ["request"],
         "additionalProperties": False,
+        # The normal path (published at once), and one that asks for approval first.
+        "examples": [
+            {"request": "When is my refund paid?", "items": ["late parcel", "broken lid"]},
+            {"request": "Please approve my refund"},
+        ],
     },
     "entry": "research",
     "nodes": {

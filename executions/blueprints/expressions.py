@@ -15,7 +15,9 @@ The language, over JSON-like values:
 - ``+ - * / // %``, unary ``- + not``, comparisons (chained), ``in``/``not in``,
   ``a if cond else b``; ``and``/``or`` short-circuit with Python semantics (they return an
   operand, so ``state.name or "anonymous"`` works);
-- calls to the functions in ``FUNCTIONS`` only, by position.
+- calls to the functions in ``FUNCTIONS`` only, by position; ``default(path, fallback)`` is the
+  fallback when the path's value is null or any value on the way is (``default(state.review.approved,
+  true)`` before ``review`` ran);
 
 A number that is not finite (NaN, Infinity: ``float('nan')``, ``1e308 * 10``) fails where it is
 made, since no JSON value, so no state, event or row, can hold it.
@@ -310,7 +312,7 @@ FUNCTIONS: Final[Mapping[str, _Function]] = {
     "values": _Function(lambda d: list(_expect("values", d, _is_object, "an object").values()), 1, 1),
     "join": _Function(_fn_join, 1, 2, grows=True),
     "split": _Function(_fn_split, 1, 2),
-    "default": _Function(lambda value, fallback: fallback if value is None else value, 2, 2),
+    "default": _Function(lambda value, fallback: _fn_default(value, fallback), 2, 2),
 }
 _FUNCTION_LIST: Final = ", ".join(sorted(FUNCTIONS))
 
@@ -763,10 +765,33 @@ class _Evaluator:
     def call(self, node: ast.Call) -> Any:
         name = node.func.id if isinstance(node.func, ast.Name) else ""
         spec = FUNCTIONS[name]
+        if name == "default":  # default(state.review.approved, true): a path through null is missing too
+            return _fn_default(self.optional(node.args[0]), self.eval(node.args[1]))
         result = spec.fn(*(self.eval(arg) for arg in node.args))
         if spec.grows:
             self.charge(_size_of(result))
         return result
+
+    def optional(self, node: ast.expr) -> Any:
+        """A path's value, or null when a value on the way is null (a node not run yet, a key
+        not given); any other failure is still one."""
+        if isinstance(node, ast.Attribute):
+            base = self.optional(node.value)
+            return None if base is None else self.eval_at(node, lambda: _member(base, node.attr))
+        if isinstance(node, ast.Subscript) and not isinstance(node.slice, ast.Slice):
+            base = self.optional(node.value)
+            return None if base is None else self.eval_at(node, lambda: _index(base, self.eval(node.slice)))
+        return self.eval(node)
+
+    def eval_at(self, node: ast.expr, step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except _Fail as fail:
+            raise _error(fail.message, self.source.column(node), fail.hint) from None
+
+
+def _fn_default(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
 
 
 def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:

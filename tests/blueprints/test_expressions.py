@@ -646,3 +646,25 @@ def test_member_paths_only_ever_raise_expression_error(state: Any, steps: list[t
 def test_any_text_only_ever_raises_expression_error(text: str) -> None:
     with contextlib.suppress(ExpressionError):
         compile_expression(text).evaluate({"state": {"a": [1, "x"]}, "input": None})
+
+
+@pytest.mark.parametrize(
+    ("text", "state", "expected"),
+    [
+        ("default(state.review.approved, true)", {}, True),
+        ("default(state.review.approved, true)", {"review": None}, True),
+        ("default(state.review.approved, true)", {"review": {"approved": False}}, False),
+        ("default(state.rows[0].name, 'none')", {"rows": None}, "none"),
+        ("default(state.rows[5].name, 'none')", {"rows": []}, "none"),
+        ("default(state.a, 1) + 1", {}, 2),
+    ],
+)
+def test_default_covers_a_path_through_a_missing_value(text: str, state: Any, expected: Any) -> None:
+    assert compile_expression(text).evaluate({"state": state}) == expected
+
+
+def test_default_still_reports_a_path_that_is_wrong() -> None:
+    with pytest.raises(ExpressionError, match="cannot read 'approved' of a number"):
+        compile_expression("default(state.review.approved, true)").evaluate({"state": {"review": 5}})
+    with pytest.raises(ExpressionError, match="cannot read 'approved' of null"):
+        compile_expression("state.review.approved").evaluate({"state": {}})

@@ -104,6 +104,30 @@ if not DEBUG and SECRET_KEY.startswith("enact-embedded-default"):
     raise SettingError("SECRET_KEY must be set when ENACT_DEBUG is off")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
+# TLS. A deployment served over HTTPS sets ENACT_TLS=1: plain HTTP is redirected to HTTPS (except
+# the probes a load balancer sends from inside), browsers are told to use only HTTPS from then on
+# (HSTS, ENACT_HSTS_SECONDS), and the session and CSRF cookies travel only over HTTPS. Whether
+# HSTS covers subdomains and may be preloaded into browsers is a decision about the whole domain,
+# so each has a variable of its own. Behind a proxy that ends TLS, ENACT_PROXY_SSL_HEADER names
+# the header it sets to "https" (X-Forwarded-Proto): the proxy must set it on every request and
+# strip it from what clients send.
+ENACT_TLS = env_bool("ENACT_TLS", False)
+SECURE_SSL_REDIRECT = ENACT_TLS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = ENACT_TLS
+CSRF_COOKIE_SECURE = ENACT_TLS
+SECURE_HSTS_SECONDS = env_int("ENACT_HSTS_SECONDS", 365 * 24 * 3600, minimum=0) if ENACT_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ENACT_HSTS_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("ENACT_HSTS_PRELOAD", False)
+_PROXY_SSL_HEADER = env_str("ENACT_PROXY_SSL_HEADER").strip()
+if _PROXY_SSL_HEADER and not _PROXY_SSL_HEADER.replace("-", "").replace("_", "").isalnum():
+    raise SettingError(
+        f"ENACT_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, not {_PROXY_SSL_HEADER!r}"
+    )
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER else None
+)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

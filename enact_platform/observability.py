@@ -7,6 +7,7 @@ import hmac
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
 from executions.ops.health import readiness
 from executions.ops.metrics import metrics_text
@@ -37,7 +38,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     set, its bearer token is needed; without, a request from this machine or a staff session."""
     if not _may_scrape(request):
         return HttpResponse("metrics need a token (ENACT_METRICS_TOKEN) or a staff session\n", status=403)
-    return HttpResponse(metrics_text(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def _may_scrape(request: HttpRequest) -> bool:

@@ -145,3 +145,24 @@ def test_up_logs_each_request_once_and_counts_each_worker_process_once(tmp_path:
     assert len(request_lines) == 1, request_lines
     not_found = [line for line in output.splitlines() if f"Not Found: /api/v1/{marker}" in line]
     assert len(not_found) == 1, not_found
+
+
+def test_the_web_servers_metrics_count_what_the_worker_processes_ran(tmp_path: Path) -> None:
+    """``/metrics`` is served by the web process, but executions run in the worker processes:
+    their counts reach it (prometheus_client's multiprocess mode)."""
+    proc, env, port = _up(tmp_path)
+    try:
+        assert "log in as" in _read_until(proc, "log in as")
+        for _ in range(3):
+            _enact(env, "submit", "demo", "demo.chain", "--input", '{"n": 2}')
+        ended: float | None = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ended != 3:
+            ended = _metric(port, 'enact_runs_ended_total\\{outcome="completed"\\}')
+            time.sleep(0.5)
+        picked = _metric(port, "enact_pickup_seconds_count")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert ended == 3, output[-2000:]
+    assert picked == 3

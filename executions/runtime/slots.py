@@ -26,9 +26,11 @@ from types import FrameType
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
 from executions import wakeups
 from executions.models import Execution
+from executions.ops.metrics import PICKUP_SECONDS, RUNS_ENDED, SLOTS_BUSY, process_exiting
 from executions.persistence.connections import give_back
 from executions.runtime.leases import execution_claim_batch, execution_release, worker_id
 from executions.runtime.monitor import monitor
@@ -104,17 +106,21 @@ class Slots:
         return started
 
     def _start(self, execution: Execution) -> None:
+        if execution.claims == 1:  # its first claim: how long it waited to be picked up
+            PICKUP_SECONDS.observe(max(0.0, (timezone.now() - execution.created_at).total_seconds()))
         thread = threading.Thread(target=self._run, args=(execution,), name=f"enact-slot-{execution.pk}", daemon=True)
         with self._lock:
             self._running[execution.pk] = thread
         thread.start()
 
     def _run(self, execution: Execution) -> None:
+        SLOTS_BUSY.inc()
         try:
-            execution_run_claimed(execution)
+            RUNS_ENDED.labels(execution_run_claimed(execution)).inc()
         except Exception:
             logger.exception("running %s failed", execution.pk)
         finally:
+            SLOTS_BUSY.dec()
             with self._lock:
                 self._running.pop(execution.pk, None)
             give_back()
@@ -167,3 +173,4 @@ def _stop_slots() -> None:
     handed = slots.stop()
     if handed:
         logger.info("stopped; handed back %d execution(s): %s", len(handed), ", ".join(handed))
+    process_exiting()

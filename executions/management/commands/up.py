@@ -81,6 +81,7 @@ class Command(BaseCommand):
         return password
 
     def _start(self, host: str, port: int, *, with_worker: bool) -> list[subprocess.Popen[bytes]]:
+        _share_metrics()
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         children = [subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True)]
         if with_worker:
@@ -102,6 +103,19 @@ class Command(BaseCommand):
                 if child.poll() is not None:
                     raise CommandError(f"{' '.join(map(str, child.args[-2:]))} exited with {child.returncode}")  # type: ignore[index]
             time.sleep(0.5)
+
+
+def _share_metrics() -> None:
+    """The web server's /metrics adds up what the worker processes count (executions run, pickup
+    times, slots in use): each process writes its figures into one directory, emptied first so a
+    process of an earlier start counts nothing. One set here by the operator is kept."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = Path(settings.ENACT_STATE_DIR) / "enact-metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _interrupt(signum: int, frame: object) -> None:

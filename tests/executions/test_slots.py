@@ -131,3 +131,19 @@ def test_execution_run_by_id_still_claims_one(tenant_a: Tenant, enqueued: list[s
     assert execution_run(execution_id) == "completed"
     done.set()
     assert execution_run(execution_id) == "not claimed"
+
+
+def test_executions_ending_while_their_leases_renew_are_not_called_lost(
+    tenant_a: Tenant, slots: Slots, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leases renewed on every look (heartbeat 0 s, a look every 5 ms) while 60 short runs end:
+    a run that let go of its lease between the renewal and its own end was reported as
+    ``lease on … lost; stopping it here``, a warning about nothing."""
+    settings.ENACT_HEARTBEAT_SECONDS = 0.0
+    settings.ENACT_CONTROL_POLL_SECONDS = 0.005
+    tenant_set_limits(tenant=tenant_a, changes={"max_concurrent_executions": 20})
+    caplog.set_level("WARNING", logger="executions.runtime.monitor")
+    ids = submit(tenant_a, 60, steps=2, seconds=0.01)
+    assert wait_until(lambda: states(ids) == [S.COMPLETED] * 60, timeout=60, interval=0.05)
+    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert lost == []

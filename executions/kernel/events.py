@@ -47,8 +47,10 @@ class EventType(StrEnum):
 
     @property
     def carries_content(self) -> bool:
-        """Content events pass through protection processors; lifecycle events skip them."""
-        return self in CONTENT_EVENT_TYPES
+        """Content events pass through protection processors; lifecycle events skip them, but
+        for the parts of their data that carry what people or node code wrote (see
+        ``CONTENT_FIELDS``)."""
+        return self in CONTENT_EVENT_TYPES or self in CONTENT_FIELDS
 
 
 TERMINAL_EVENT_TYPES = frozenset({EventType.EXECUTION_END, EventType.EXECUTION_FAILED, EventType.EXECUTION_CANCELLED})
@@ -76,6 +78,19 @@ CONTENT_EVENT_TYPES = frozenset(
         EventType.INBOX_MESSAGE,
     }
 )
+# Lifecycle events whose data carries content in some fields: an error's message and details
+# (node code writes them, a traceback quotes values), a wait's prompt, a pause's or cancel's
+# reason, a policy decision's reason. Protection applies to those fields only, so the rest (an
+# error's category, a wait's reason) stays as the stores and clients read it. A path is a key,
+# or a key and a key inside it.
+CONTENT_FIELDS: dict[EventType, tuple[tuple[str, ...], ...]] = {
+    EventType.STEP_FAILED: (("error", "message"), ("error", "details")),
+    EventType.EXECUTION_FAILED: (("error", "message"), ("error", "details")),
+    EventType.EXECUTION_WAITING: (("detail",),),
+    EventType.EXECUTION_PAUSED: (("reason",),),
+    EventType.EXECUTION_CANCELLED: (("reason",),),
+    EventType.POLICY_DECISION: (("reason",),),
+}
 
 
 def iso_timestamp(value: datetime) -> str:
@@ -179,7 +194,9 @@ class ProtectedEventEmitter:
     """Runs content events through processors, then emits; lifecycle events go straight out.
 
     A processor that raises does not let the unprocessed event through: the event is replaced by
-    a redacted one, so a broken masker fails closed.
+    a redacted one, so a broken masker fails closed. For a lifecycle event with content fields
+    (``CONTENT_FIELDS``), processors see and change those fields only, and a failure redacts
+    only them (every string in them becomes ``[redacted]``).
     """
 
     def __init__(self, emitter: EventEmitter, processors: Iterable[EventProcessor] = ()) -> None:
@@ -191,6 +208,9 @@ class ProtectedEventEmitter:
         return self
 
     def emit(self, event: StreamEvent) -> StreamEvent:
+        paths = CONTENT_FIELDS.get(event.type)
+        if paths is not None:
+            return self.emitter.emit(self._protect_fields(event, paths))
         for processor in self.processors:
             try:
                 event = processor.process(event)
@@ -200,8 +220,50 @@ class ProtectedEventEmitter:
                 break
         return self.emitter.emit(event)
 
+    def _protect_fields(self, event: StreamEvent, paths: tuple[tuple[str, ...], ...]) -> StreamEvent:
+        parts = {path: _get(event.data, path) for path in paths}
+        parts = {path: value for path, value in parts.items() if value is not _ABSENT and value is not None}
+        if not parts or not self.processors:
+            return event
+        keys = {".".join(path): path for path in parts}
+        view = replace(event, data={key: parts[path] for key, path in keys.items()})
+        for processor in self.processors:
+            try:
+                view = processor.process(view)
+            except Exception:
+                logger.exception("event processor %s failed; redacting the event's content", processor.name)
+                view = replace(view, data={key: map_strings(parts[path], _redacted) for key, path in keys.items()})
+                break
+        data = event.data
+        for key, path in keys.items():
+            data = _put(data, path, view.data.get(key))
+        return replace(event, data=data)
+
     def emit_unprotected(self, event: StreamEvent) -> StreamEvent:
         return self.emitter.emit(event)
+
+
+_ABSENT: Any = object()
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _ABSENT
+        value = value[key]
+    return value
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of ``data`` with ``value`` at ``path`` (the path exists); ``data`` is left alone."""
+    head, *rest = path
+    inner = _put(data[head], tuple(rest), value) if rest else value
+    return {**data, head: inner}
+
+
+def _redacted(_: str) -> str:
+    return "[redacted]"
 
 
 def map_strings(value: Any, fn: Callable[[str], str]) -> Any:

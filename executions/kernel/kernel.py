@@ -348,7 +348,13 @@ class ExecutionKernel:
         return self.store_artifact(step_id, name, ArtifactType.TEXT, content)
 
     def store_json_artifact(self, step_id: str, name: str, value: Any) -> str | None:
-        return self.store_artifact(step_id, name, ArtifactType.JSON, value)
+        """Store ``value`` as a JSON document, whatever its type: a ``str`` becomes a JSON string
+        (``"hello"`` is stored as ``"hello"`` with its quotes), as in the seed."""
+        info = self._put_artifact(step_id, name, ArtifactType.JSON, value, None, None, as_json=True)
+        if info is None:
+            return None
+        self.emit_unprotected(self._artifact_event(info))
+        return info.artifact_id
 
     def _put_artifact(
         self,
@@ -358,15 +364,23 @@ class ExecutionKernel:
         content: bytes | str | Any,
         content_type: str | None,
         metadata: dict[str, Any] | None,
+        *,
+        as_json: bool = False,
     ) -> ArtifactInfo | None:
+        """``as_json``: ``content`` is a value to serialize, even a ``str``. Otherwise ``str`` and
+        ``bytes`` are the content as it is, and must parse as JSON for a JSON content type."""
         if self._artifacts is None:
             return None
-        if isinstance(content, str):
-            raw = content.encode()
-        elif isinstance(content, (bytes, bytearray)):
-            raw = bytes(content)
-        else:
-            raw = json.dumps(content, indent=2, sort_keys=True).encode()
+        try:
+            if as_json or not isinstance(content, (str, bytes, bytearray)):
+                raw = json.dumps(content, indent=2, sort_keys=True).encode()
+            else:
+                raw = content.encode() if isinstance(content, str) else bytes(content)
+                if _is_json(content_type or artifact_type.default_content_type):
+                    json.loads(raw)
+        except (TypeError, ValueError):
+            logger.warning("artifact %r of %s is not JSON; not stored", name, self._execution.id, exc_info=True)
+            return None
         request = PutArtifactRequest(
             ids.new_artifact_id(),
             self._execution.id,
@@ -610,6 +624,11 @@ class ExecutionKernel:
     def _result(self, checkpoint: Checkpoint | None = None, prompt: Any = None) -> RunResult:
         ex = self._execution
         return RunResult(ex.state, ex.output, ex.error, ex.wait_reason, prompt, checkpoint)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 _SIGNAL_NAMES: dict[type, str] = {

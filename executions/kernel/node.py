@@ -173,8 +173,23 @@ class NodeContext:
         content_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str | None:
-        """Store content; returns the artifact id, or ``None`` if storing failed (the step goes on)."""
+        """Store content; returns the artifact id, or ``None`` if storing failed (the step goes on).
+
+        ``bytes`` and ``str`` are stored as they are (for ``ArtifactType.JSON`` they must be JSON
+        text); any other value is stored as JSON. A step the kernel no longer waits for (see
+        :attr:`is_cancelled`) stores nothing."""
+        if self.is_cancelled:
+            return None
         info = self._kernel._put_artifact(self.step_id, name, artifact_type, content, content_type, metadata)
+        if info is not None:
+            self._post(("emit", self._kernel._artifact_event(info)))
+        return info.artifact_id if info else None
+
+    def store_json_artifact(self, name: str, value: Any, *, metadata: dict[str, Any] | None = None) -> str | None:
+        """Store ``value`` as a JSON document, whatever its type (a ``str`` becomes a JSON string)."""
+        if self.is_cancelled:
+            return None
+        info = self._kernel._put_artifact(self.step_id, name, ArtifactType.JSON, value, None, metadata, as_json=True)
         if info is not None:
             self._post(("emit", self._kernel._artifact_event(info)))
         return info.artifact_id if info else None

@@ -18,6 +18,9 @@ class ErrorCategory(StrEnum):
     KERNEL_INTERNAL = "kernel_internal"
     VALIDATION = "validation"
     NETWORK = "network"
+    # A step the kernel stopped waiting for: the execution was cancelled, or it failed or hit a
+    # time limit while the step ran. Not a fault of the step, and never retried.
+    CANCELLED = "cancelled"
 
 
 class Backoff(StrEnum):
@@ -91,6 +94,7 @@ _FATAL = frozenset(
         ErrorCategory.QUOTA_EXCEEDED,
         ErrorCategory.KERNEL_INTERNAL,
         ErrorCategory.VALIDATION,
+        ErrorCategory.CANCELLED,
     }
 )
 
@@ -178,6 +182,10 @@ class ExecutionError(Exception):
     @classmethod
     def validation(cls, message: str, **fields: Any) -> ExecutionError:
         return cls.of(ErrorCategory.VALIDATION, message, **fields)
+
+    @classmethod
+    def cancelled(cls, message: str, **fields: Any) -> ExecutionError:
+        return cls.of(ErrorCategory.CANCELLED, message, **fields)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ExecutionError:

@@ -33,7 +33,21 @@ from .state import ExecutionState, WaitReason
 if TYPE_CHECKING:
     from .kernel import ExecutionKernel
 
-_FATAL = frozenset({ErrorCategory.POLICY_VIOLATION, ErrorCategory.QUOTA_EXCEEDED, ErrorCategory.VALIDATION})
+_FATAL = frozenset(
+    {
+        ErrorCategory.POLICY_VIOLATION,
+        ErrorCategory.QUOTA_EXCEEDED,
+        ErrorCategory.VALIDATION,
+        ErrorCategory.KERNEL_INTERNAL,
+        ErrorCategory.CANCELLED,
+    }
+)
+
+#: How often the inbox is looked at while a retry's backoff lasts.
+INBOX_POLL_S = 0.25
+#: The longest a thread of the run blocks in one wait; it then looks again. Below
+#: ``threading.TIMEOUT_MAX``, which any longer timeout overflows.
+MAX_WAIT_S = 3_600.0
 
 
 @dataclass
@@ -184,13 +198,26 @@ class GraphRun:
                 return result
 
     def _caller_timeout(self) -> float | None:
-        """Wake now and then to enforce time limits on a node blocked inline; never if none is set."""
+        """Wake when a time limit may run out, to enforce it on a node blocked inline; never if
+        none is set.
+
+        Never late: the wall-time deadline does not move, and the idle one only moves later
+        (activity, and every launch, push ``last_activity`` on). With nothing in flight nothing
+        can be idle yet, and a step launched from now on is idle at the earliest one idle limit
+        from now."""
         limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
         if limits.max_wall_time_s is None and policy.idle_timeout_s is None:
             return None
         with self.lock:
-            timeout = self._timeout()
-        return 1.0 if timeout is None else min(1.0, max(0.01, timeout))
+            now = self.clock.monotonic()
+            deadlines = []
+            if limits.max_wall_time_s is not None:
+                deadlines.append(self.run_started + limits.max_wall_time_s - self.wall_base / 1000)
+            if policy.idle_timeout_s is not None:
+                deadlines.append((self.last_activity if self.flights else now) + policy.idle_timeout_s)
+        # A deadline just past, with the driver out of node code, is the driver's to act on:
+        # look again shortly rather than spin.
+        return min(MAX_WAIT_S, max(0.005, min(deadlines) - now))
 
     def _take_over(self, message: tuple[Any, ...]) -> RunResult | None:
         """End the run from here if the driver is stuck in node code; else leave it to the driver."""
@@ -442,6 +469,11 @@ class GraphRun:
         flight = self.flights.get(index)
         if flight is None or flight.step_id != step_id:
             return None  # a step abandoned earlier finished late: its result is ignored
+        violation = self._time_violation()
+        if violation is not None:
+            # The limit ran out before the step came back: it is stopped, as it would have been
+            # had the timer won the race.
+            return self._fail_on_limit(violation)
         del self.flights[index]
         flight.ctx._finish()
         self.last_activity = now = self.clock.monotonic()
@@ -633,10 +665,12 @@ class GraphRun:
         return k._result(checkpoint, prompt)
 
     def _abandon_flights(self, message: str, code: str) -> None:
+        """Stop waiting for the steps in flight: each is told (its context is cancelled) and
+        recorded as failed in the ``cancelled`` category, saying why."""
         now = self.clock.monotonic()
         for flight in self.flights.values():
             flight.ctx._abandon(message)
-            error = ExecutionError.kernel_internal(message, code=code)
+            error = ExecutionError.cancelled(message, code=code)
             self.kernel.fail_step(flight.step_id, error, int((now - flight.started) * 1000))
         self.flights.clear()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,9 @@ class NodeContext:
     """What node code gets besides its state. Safe to use from the node's own thread."""
 
     __slots__ = (
+        "_abandoned",
         "_kernel",
+        "_lock",
         "_parent_token",
         "_post",
         "_resume_input",
@@ -99,6 +102,10 @@ class NodeContext:
         self.attempt = attempt
         self._parent_token = parent_token
         self._token: CancellationToken | None = None
+        self._lock = threading.Lock()
+        # Why the kernel stopped waiting for this step (the execution failed, a time limit);
+        # ``None`` while it still counts on the step.
+        self._abandoned: str | None = None
         self.guidance = [m for m in messages if m.kind == "guidance"]
         self.evidence = [m for m in messages if m.kind == "evidence"]
         self.messages = [m for m in messages if m.kind == "a2a"]
@@ -108,18 +115,27 @@ class NodeContext:
     def cancellation(self) -> CancellationToken:
         """This step's token: fires when the execution is cancelled or the step is abandoned.
 
-        Made on first use, so a step whose code never asks costs nothing."""
-        if self._token is None:
-            self._token = self._parent_token.child_token()
-        return self._token
+        Made on first use, so a step whose code never asks costs nothing; made cancelled if
+        the step was abandoned before it asked."""
+        with self._lock:
+            if self._token is None:
+                self._token = self._parent_token.child_token()
+                if self._abandoned is not None:
+                    self._token.cancel(self._abandoned)
+            return self._token
 
     @property
     def is_cancelled(self) -> bool:
-        return self._parent_token.is_cancelled or (self._token is not None and self._token.is_cancelled)
+        """Whether the step should stop: the execution was cancelled, or the kernel no longer
+        waits for this step (the execution failed, or hit a time limit, while it ran)."""
+        return self._abandoned is not None or self._parent_token.is_cancelled
 
     def _abandon(self, reason: str) -> None:
-        if self._token is not None:
-            self._token.cancel(reason)
+        with self._lock:
+            self._abandoned = reason
+            token = self._token
+        if token is not None:
+            token.cancel(reason)
 
     def _finish(self) -> None:
         if self._token is not None:

@@ -1,0 +1,252 @@
+"""Stopping steps: time limits on time, and what an abandoned or cancelled step is told and recorded as."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from executions.kernel import (
+    ArtifactType,
+    ErrorCategory,
+    ExecutionError,
+    ExecutionKernel,
+    ExecutionState,
+    GraphBuilder,
+    InMemoryArtifactStore,
+    LongRunningPolicy,
+    ResourceLimits,
+    StepState,
+    TenantContext,
+)
+from executions.kernel.events import EventType
+from executions.kernel.memory import InMemoryEventSink
+
+Build = Callable[..., ExecutionKernel]
+
+
+def _events(kernel: ExecutionKernel) -> InMemoryEventSink:
+    sink = kernel.sink
+    assert isinstance(sink, InMemoryEventSink)
+    return sink
+
+
+def _artifacts(kernel: ExecutionKernel) -> InMemoryArtifactStore:
+    store = kernel.artifact_store()
+    assert isinstance(store, InMemoryArtifactStore)
+    return store
+
+
+def _wall_limited(seconds: float) -> TenantContext:
+    return TenantContext("tenant-a", limits=ResourceLimits(max_wall_time_s=seconds))
+
+
+def _one_node(fn: Callable[[Any, Any], Any]) -> Any:
+    return GraphBuilder("one").add_node("work", fn).set_entry_point("work").compile()
+
+
+# --- item: abandoned steps are told, and store nothing --------------------------------------------
+
+
+def _wait_until_told(ctx: Any, seconds: float = 2.0) -> bool:
+    """Node code that polls ``is_cancelled`` without ever touching ``ctx.cancellation``."""
+    deadline = time.monotonic() + seconds
+    while not ctx.is_cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(ctx.is_cancelled)
+
+
+def test_a_branch_abandoned_when_a_sibling_fails_is_told_and_stores_nothing(make_kernel: Build) -> None:
+    told: list[bool] = []
+    stored: list[str | None] = []
+    finished = threading.Event()
+
+    def branch(state: Any, ctx: Any) -> Any:
+        if ctx.node == "bad":
+            time.sleep(0.05)
+            raise ExecutionError.validation("bad broke")
+        told.append(_wait_until_told(ctx))
+        stored.append(ctx.store_artifact("late.txt", ArtifactType.TEXT, "written after the failure"))
+        stored.append(ctx.store_json_artifact("late.json", {"late": True}))
+        finished.set()
+        return state
+
+    builder = GraphBuilder("fan").add_node("start", lambda s, ctx: s)
+    for name in ("bad", "slow"):
+        builder.add_node(name, branch).add_edge("start", name)
+    kernel = make_kernel()
+    result = kernel.execute_graph(builder.set_entry_point("start").compile(), 0)
+
+    assert result.state is ExecutionState.FAILED
+    assert finished.wait(5)
+    assert told == [True]
+    assert stored == [None, None]
+    assert _artifacts(kernel).items == {}
+    assert _events(kernel).of_type(EventType.ARTIFACT_CREATED) == []
+
+
+def test_a_step_stopped_by_the_wall_time_limit_is_told(make_kernel: Build) -> None:
+    told: list[bool] = []
+    finished = threading.Event()
+
+    def node(state: Any, ctx: Any) -> Any:
+        told.append(_wait_until_told(ctx))
+        finished.set()
+        return state
+
+    kernel = make_kernel(_wall_limited(0.2))
+    result = kernel.execute_graph(_one_node(node), 0)
+    assert result.state is ExecutionState.FAILED
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert finished.wait(5)
+    assert told == [True]
+
+
+def test_a_token_asked_for_after_the_step_was_abandoned_is_cancelled(make_kernel: Build) -> None:
+    seen: list[tuple[bool, str | None]] = []
+    finished = threading.Event()
+
+    def node(state: Any, ctx: Any) -> Any:
+        _wait_until_told(ctx)
+        token = ctx.cancellation
+        seen.append((token.is_cancelled, token.reason))
+        finished.set()
+        return state
+
+    kernel = make_kernel(_wall_limited(0.2))
+    assert kernel.execute_graph(_one_node(node), 0).state is ExecutionState.FAILED
+    assert finished.wait(5)
+    assert seen == [(True, "stopped: the execution failed")]
+
+
+# --- item: time limits are enforced on time -------------------------------------------------------
+
+
+def test_a_wall_time_limit_stops_a_blocked_step_when_it_runs_out(make_kernel: Build) -> None:
+    release = threading.Event()
+
+    def node(state: Any, ctx: Any) -> Any:
+        release.wait(10)
+        return state
+
+    kernel = make_kernel(_wall_limited(0.2))
+    started = time.monotonic()
+    try:
+        result = kernel.execute_graph(_one_node(node), 0)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert result.state is ExecutionState.FAILED
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert 0.2 <= elapsed < 0.4
+
+
+def test_a_step_that_outlasts_the_wall_time_limit_does_not_complete(make_kernel: Build) -> None:
+    def node(state: Any, ctx: Any) -> Any:
+        time.sleep(0.8)
+        return "done"
+
+    kernel = make_kernel(_wall_limited(0.3))
+    started = time.monotonic()
+    result = kernel.execute_graph(_one_node(node), 0)
+    assert result.state is ExecutionState.FAILED
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert time.monotonic() - started < 0.6
+    assert [e.type for e in _events(kernel).events if e.type is EventType.STEP_END] == []
+
+
+def test_an_idle_limit_stops_a_silent_step_when_it_runs_out(make_kernel: Build) -> None:
+    release = threading.Event()
+
+    def node(state: Any, ctx: Any) -> Any:
+        ctx.text_delta("one sign of life")
+        release.wait(10)
+        return state
+
+    tenant = TenantContext("tenant-a", long_running=LongRunningPolicy(idle_timeout_s=0.25))
+    kernel = make_kernel(tenant)
+    started = time.monotonic()
+    try:
+        result = kernel.execute_graph(_one_node(node), 0)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert result.error is not None
+    assert result.error.code == "idle_time_limit_exceeded"
+    assert 0.25 <= elapsed < 0.45
+
+
+def test_a_wall_time_limit_in_a_chain_counts_every_step(make_kernel: Build) -> None:
+    def node(state: Any, ctx: Any) -> Any:
+        time.sleep(0.15)
+        return state + 1
+
+    builder = GraphBuilder("chain")
+    for i in range(4):
+        builder.add_node(f"n{i}", node)
+        if i:
+            builder.add_edge(f"n{i - 1}", f"n{i}")
+    kernel = make_kernel(_wall_limited(0.4))
+    started = time.monotonic()
+    result = kernel.execute_graph(builder.set_entry_point("n0").compile(), 0)
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert time.monotonic() - started < 0.55
+    assert len(_events(kernel).of_type(EventType.STEP_END)) == 2
+
+
+# --- item: a cancelled step says it was cancelled -------------------------------------------------
+
+
+def test_a_step_interrupted_by_a_cancel_is_recorded_as_cancelled(make_kernel: Build) -> None:
+    release = threading.Event()
+
+    def node(state: Any, ctx: Any) -> Any:
+        release.wait(10)
+        return state
+
+    kernel = make_kernel()
+    threading.Timer(0.1, lambda: kernel.cancel("operator said stop")).start()
+    try:
+        result = kernel.execute_graph(_one_node(node), 0)
+    finally:
+        release.set()
+    assert result.state is ExecutionState.CANCELLED
+    failed = _events(kernel).of_type(EventType.STEP_FAILED)
+    assert len(failed) == 1
+    error = failed[0].data["error"]
+    assert (error["category"], error["code"], error["retryable"]) == ("cancelled", "cancelled", False)
+    assert "cancelled" in error["message"]
+    step = next(iter(kernel.execution.steps.values()))
+    assert step.state is StepState.FAILED
+    assert step.error is not None
+    assert step.error.category is ErrorCategory.CANCELLED
+
+
+def test_a_branch_stopped_because_a_sibling_failed_is_recorded_as_cancelled(make_kernel: Build) -> None:
+    release = threading.Event()
+
+    def branch(state: Any, ctx: Any) -> Any:
+        if ctx.node == "bad":
+            raise ExecutionError.validation("bad broke")
+        release.wait(10)
+        return state
+
+    builder = GraphBuilder("fan").add_node("start", lambda s, ctx: s)
+    for name in ("bad", "slow"):
+        builder.add_node(name, branch).add_edge("start", name)
+    kernel = make_kernel()
+    try:
+        result = kernel.execute_graph(builder.set_entry_point("start").compile(), 0)
+    finally:
+        release.set()
+    assert result.state is ExecutionState.FAILED
+    assert result.error is not None
+    assert result.error.category is ErrorCategory.VALIDATION
+    errors = {e.data["name"]: e.data["error"] for e in _events(kernel).of_type(EventType.STEP_FAILED)}
+    assert errors["bad"]["category"] == "validation"
+    assert (errors["slow"]["category"], errors["slow"]["code"]) == ("cancelled", "execution_failed")

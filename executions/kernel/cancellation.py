@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+
+# One wait of a thread, at the longest; well below ``threading.TIMEOUT_MAX``.
+_LONGEST_WAIT_S = 86_400.0
 
 
 class CancellationToken:
@@ -79,9 +83,18 @@ class CancellationToken:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until cancelled or ``timeout`` seconds pass. True if cancelled.
 
-        Node code uses this instead of ``time.sleep`` so a cancel ends the wait at once.
+        Node code uses this instead of ``time.sleep`` so a cancel ends the wait at once. A
+        timeout longer than a lock can wait (``threading.TIMEOUT_MAX``) is waited in parts.
         """
-        return self._event.wait(timeout)
+        if timeout is None or timeout <= _LONGEST_WAIT_S:
+            return self._event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._event.is_set()
+            if self._event.wait(min(left, _LONGEST_WAIT_S)):
+                return True
 
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():

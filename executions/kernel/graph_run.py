@@ -16,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import ids
@@ -24,7 +25,7 @@ from .enforcement import ExecutionUsage, LimitType, Violation
 from .errors import ErrorCategory, ExecutionError
 from .events import EventType, StreamEvent
 from .graph import END, CompiledGraph, FanOut, Node
-from .inbox import ControlAction, ControlMessage, InboxMessage, message_from_dict, message_to_dict
+from .inbox import ControlAction, ControlMessage, InboxMessage, message_from_dict, message_to_dict, priority_order
 from .node import MISSING, Interrupt, NodeContext, RunResult, StepResult
 from .persistence import Checkpoint, Lane, Position
 from .runner import default_pool
@@ -59,6 +60,33 @@ class _Flight:
     attempt: int
     started: float
     ctx: NodeContext
+    messages: list[InboxMessage]
+
+
+@dataclass
+class _Retry:
+    """A node that failed and runs again: as which attempt, with which inbox messages, and
+    not before when (wall clock; ``None``: due now)."""
+
+    attempt: int
+    messages: list[InboxMessage] = field(default_factory=list)
+    not_before: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "messages": [message_to_dict(m) for m in self.messages],
+            "not_before": self.not_before.isoformat() if self.not_before else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _Retry:
+        not_before = data.get("not_before")
+        return cls(
+            int(data["attempt"]),
+            [message_from_dict(m) for m in data.get("messages") or []],
+            datetime.fromisoformat(not_before) if not_before else None,
+        )
 
 
 @dataclass
@@ -82,7 +110,7 @@ class GraphRun:
     origin_step_id: str | None = None
     resume_input: Any = MISSING
     pending: list[InboxMessage] = field(default_factory=list)
-    retry_attempt: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, _Retry] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,10 +154,20 @@ class GraphRun:
             origin_step_id=position.origin_step_id,
             resume_input=input,
             pending=[message_from_dict(m) for m in ckpt.pending_messages],
+            retries={name: _Retry.from_dict(r) for name, r in ckpt.retries.items()},
             outputs=dict(ckpt.step_outputs),
         )
+        run._restore_backoffs()
         run._reenter(input)
         return run
+
+    def _restore_backoffs(self) -> None:
+        """A backoff that had not ended when the checkpoint was taken still holds its lane back."""
+        now, mono = self.clock.now(), self.clock.monotonic()
+        for index, lane in enumerate(self.lanes):
+            retry = self.retries.get(lane.node) if lane.node is not None else None
+            if retry is not None and retry.not_before is not None and retry.not_before > now:
+                self.ready_at[index] = mono + (retry.not_before - now).total_seconds()
 
     def _reenter(self, input: Any) -> None:
         """Bring the execution back to running from wherever it was left."""
@@ -149,7 +187,8 @@ class GraphRun:
             # failed as abandoned and its node runs again as the next attempt.
             for step_id in ex.running_step_ids():
                 step = ex.steps[step_id]
-                self.retry_attempt[step.name] = step.attempt + 1
+                earlier = self.retries.get(step.name)
+                self.retries[step.name] = _Retry(step.attempt + 1, earlier.messages if earlier else [])
                 k.fail_step(
                     step_id,
                     ExecutionError.kernel_internal(
@@ -316,7 +355,18 @@ class GraphRun:
 
     def _on_timeout(self) -> RunResult | None:
         violation = self._time_violation()
-        return None if violation is None else self._fail_on_limit(violation)
+        if violation is not None:
+            return self._fail_on_limit(violation)
+        if self._backing_off():
+            # Between attempts, as after any step: a cancel or pause need not wait for the
+            # backoff to end, nor the retry be started once it has.
+            cancel = self._check_inbox()
+            if cancel is not None:
+                return self._cancel(cancel)
+        return None
+
+    def _backing_off(self) -> bool:
+        return any(index not in self.flights for index in self.ready_at)
 
     def _fail_on_limit(self, violation: Violation) -> RunResult:
         with self.kernel._atomic():
@@ -326,14 +376,19 @@ class GraphRun:
     def _next_message(self) -> tuple[Any, ...] | None:
         timeout = self._timeout()
         try:
-            return self.wake.get(timeout=timeout) if timeout is None or timeout > 0 else self.wake.get_nowait()
+            if timeout is None:
+                return self.wake.get()
+            return self.wake.get(timeout=min(timeout, MAX_WAIT_S)) if timeout > 0 else self.wake.get_nowait()
         except queue.Empty:
             return None
 
     def _timeout(self) -> float | None:
-        """Seconds until something must happen without a message: a backoff ends or a time limit."""
+        """Seconds until something must happen without a message: a backoff ends, the inbox is
+        due a look during one, or a time limit runs out."""
         now = self.clock.monotonic()
         deadlines = [t for i, t in self.ready_at.items() if i not in self.flights]
+        if deadlines and self.kernel.inbox() is not None:
+            deadlines.append(now + INBOX_POLL_S)
         if self.flights:
             limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
             if policy.idle_timeout_s is not None:
@@ -381,14 +436,17 @@ class GraphRun:
         k = self.kernel
         assert lane.node is not None
         node = self.graph.nodes[lane.node]
+        # Idle time is that of steps in flight that give no sign of life: with none in flight
+        # (after a backoff, say) there is nothing idle to count.
+        idle_ms = self._idle_ms() if self.flights else 0
         try:
-            alert = k.check_limits_before_step(node.name, running_ms=self._running_ms(), idle_ms=self._idle_ms())
+            alert = k.check_limits_before_step(node.name, running_ms=self._running_ms(), idle_ms=idle_ms)
         except ExecutionError as blocked:
             return blocked
         if alert is not None:
             self.stop.cost_alert = {"cost_usd": alert.cost_usd, "threshold_usd": alert.threshold_usd}
             return None
-        revisit = not lane.interrupted and node.name not in self.retry_attempt
+        revisit = not lane.interrupted and node.name not in self.retries
         if (
             revisit
             and node.max_iterations is not None
@@ -397,14 +455,19 @@ class GraphRun:
             message = f"node '{node.name}' reached its max_iterations ({node.max_iterations})"
             k._policy_event("deny", message, limit="max_iterations", node=node.name)
             return ExecutionError.policy_violation(message, code="max_iterations_exceeded", details={"node": node.name})
-        attempt = self.retry_attempt.pop(node.name, 1)
+        retry = self.retries.pop(node.name, None)
+        attempt = retry.attempt if retry is not None else 1
+        # A retry gets what its failed attempt was given, and what came in since.
+        messages = priority_order([*retry.messages, *self.pending]) if retry is not None else list(self.pending)
         step_id = k.begin_step(node.step_type, node.name, self.origin_step_id, attempt=attempt)
         # Steps count every attempt; repetitions count visits (loop detection), not retries.
         k.record_step_completed(node.name if revisit else None)
-        self._start_node(index, lane, node, step_id, attempt)
+        self._start_node(index, lane, node, step_id, attempt, messages)
         return None
 
-    def _start_node(self, index: int, lane: Lane, node: Node, step_id: str, attempt: int) -> None:
+    def _start_node(
+        self, index: int, lane: Lane, node: Node, step_id: str, attempt: int, messages: list[InboxMessage]
+    ) -> None:
         inline = self.fanout is None
         wake = self.wake
 
@@ -418,10 +481,12 @@ class GraphRun:
             node=node.name,
             attempt=attempt,
             parent_token=self.kernel.cancellation_token(),
-            messages=list(self.pending),
+            messages=messages,
             resume_input=self.resume_input if lane.interrupted else MISSING,
         )
-        flight = _Flight(step_id, node, attempt, self.clock.monotonic(), ctx)
+        # Starting a step is a sign of life: its idle time counts from here.
+        self.last_activity = now = self.clock.monotonic()
+        flight = _Flight(step_id, node, attempt, now, ctx, messages)
         self.flights[index] = flight
         if inline:
             self.inline = (index, lane, flight)
@@ -579,19 +644,28 @@ class GraphRun:
 
     def _failed(self, index: int, flight: _Flight, error: ExecutionError, duration: int) -> RunResult | None:
         k = self.kernel
-        error = error.with_attempt(flight.attempt)
+        error = replace(error, attempt=flight.attempt, step_id=flight.step_id)
         policy = error.retry_policy
-        if (
-            flight.node.retry is not None
-            and error.category not in _FATAL
-            and error.category is not ErrorCategory.KERNEL_INTERNAL
-        ):
+        # A node's policy says how often and how soon to retry what may be retried; it does
+        # not make retryable an error that says it is not (a tool's 400, a fatal category).
+        if flight.node.retry is not None and error.is_retryable and error.category not in _FATAL:
             policy = flight.node.retry
         k.fail_step(flight.step_id, error, duration)
+        # A failed attempt ends a step too: the inbox is read before anything else happens.
+        cancel = self._check_inbox()
+        if cancel is not None:
+            return self._cancel(cancel)
         if not policy.should_retry(flight.attempt):
             return self._fail(error)
-        self.retry_attempt[flight.node.name] = flight.attempt + 1
-        self.ready_at[index] = self.clock.monotonic() + policy.delay_ms(flight.attempt) / 1000
+        delay_s = policy.delay_ms(flight.attempt) / 1000
+        self.retries[flight.node.name] = _Retry(
+            flight.attempt + 1, flight.messages, _after(self.clock.now(), delay_s) if delay_s > 0 else None
+        )
+        if delay_s > 0:
+            self.ready_at[index] = self.clock.monotonic() + delay_s
+        if self.stop and not self.flights:
+            return self._let_go()  # its checkpoint records the retry
+        self._checkpoint()
         return None
 
     # --- inbox and checkpoints ----------------------------------------------------------------
@@ -639,6 +713,7 @@ class GraphRun:
             created_at=self.clock.now(),
             pending_messages=[message_to_dict(m) for m in self.pending],
             step_outputs=dict(self.outputs),
+            retries={name: retry.to_dict() for name, retry in self.retries.items()},
         )
         store.save_checkpoint(checkpoint)
         if k._checkpoint_events:
@@ -688,6 +763,14 @@ class GraphRun:
             if not k.state.is_terminal:
                 k.fail(error)
         return k._result()
+
+
+def _after(now: datetime, seconds: float) -> datetime:
+    """``now`` plus ``seconds``, or the end of time for a delay no calendar holds."""
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=now.tzinfo)
 
 
 def _violation(limit: LimitType, used: float, maximum: float) -> Violation:

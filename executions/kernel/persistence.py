@@ -77,7 +77,12 @@ class Checkpoint:
     """All a later process needs to resume a graph after its last completed step.
 
     ``step_outputs`` holds the outputs behind the current position (the last step's, or each
-    branch's in a fan-out), not the whole run's: a checkpoint's size does not grow with the run."""
+    branch's in a fan-out), not the whole run's: a checkpoint's size does not grow with the run.
+
+    ``retries`` holds the nodes that failed and are to run again, by node name: the attempt
+    they run as next, the inbox messages their failed attempt was given (the retry gets them
+    too) and ``not_before``, when their backoff ends (ISO 8601, or ``None``: due now). A run
+    let go of during a backoff, or a worker that died in one, goes on with the next attempt."""
 
     id: str
     execution_id: str
@@ -88,6 +93,7 @@ class Checkpoint:
     created_at: datetime
     pending_messages: list[dict[str, Any]] = field(default_factory=list)
     step_outputs: dict[str, Any] = field(default_factory=dict)
+    retries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def current_nodes(self) -> list[str]:
@@ -104,6 +110,7 @@ class Checkpoint:
             "created_at": self.created_at.isoformat(),
             "pending_messages": self.pending_messages,
             "step_outputs": self.step_outputs,
+            "retries": self.retries,
         }
 
     @classmethod
@@ -118,4 +125,5 @@ class Checkpoint:
             created_at=datetime.fromisoformat(data["created_at"]),
             pending_messages=list(data.get("pending_messages") or []),
             step_outputs=dict(data.get("step_outputs") or {}),
+            retries={str(k): dict(v) for k, v in (data.get("retries") or {}).items()},
         )

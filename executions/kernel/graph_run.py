@@ -9,6 +9,17 @@ for the outcome. If a cancel (or a time limit) comes while the driver is blocked
 the caller takes the lock, fails the step, cancels the execution and returns at once; the driver
 is abandoned and, when the node finally returns, quietly stops. So a cancel never waits for a
 step, and a plain chain pays no thread hand-off per step.
+
+A failed attempt is a step boundary like a completed one: the inbox is read (a cancel or pause
+stops the retries), and a checkpoint records the retry (its attempt number, the messages the
+failed attempt was given, when its backoff ends), so a run let go of, or lost, during a backoff
+goes on with the next attempt. A backoff is the kernel waiting on purpose: it is not idle time,
+and the inbox is looked at every ``INBOX_POLL_S`` while one lasts.
+
+Wall time (``usage.wall_time_ms``, and the ``max_wall_time_s`` limit) is the time the execution
+spent running: summed over its runs, from the start of each run to where it ends or lets go.
+Time paused, waiting for a person (input, approval, a cost alert) or queued is not counted; a
+retry's backoff, during which the execution is running, is.
 """
 
 from __future__ import annotations
@@ -211,6 +222,8 @@ class GraphRun:
             self.outcome.put(("cancel", reason))
 
         unsubscribe = k.cancellation_token().on_cancel(on_cancel)
+        # Events that end the run or let it go carry the usage: with the wall time up to them.
+        k._wall_time_ms = self._running_ms
         default_pool.submit(self._drive)
         k.before_wait()
         try:
@@ -219,6 +232,8 @@ class GraphRun:
             unsubscribe()
             with self.lock:
                 self.usage.wall_time_ms = self._running_ms()
+                if k._wall_time_ms == self._running_ms:
+                    k._wall_time_ms = None
 
     # --- the caller's side --------------------------------------------------------------------
 
@@ -568,6 +583,7 @@ class GraphRun:
             k.record_cost(cost)
             # The delta lets a listener keep per-tenant totals without reading the previous event.
             delta = {"input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost}
+            self.usage.wall_time_ms = self._running_ms()
             data = {**self.usage.to_dict(), "delta": delta}
             k.emit_unprotected(StreamEvent(EventType.USAGE, k.execution_id, self.clock.now(), data, step_id))
         elif kind == "discovered":
@@ -582,11 +598,11 @@ class GraphRun:
             advance = self._advance(index, flight, result)
         except ExecutionError as exc:  # a router that routes nowhere
             k.complete_step(flight.step_id, output, duration)
-            return self._fail(exc)
+            return self._fail(exc.with_step_id(flight.step_id))
         except Exception as exc:  # a router that raises
             k.complete_step(flight.step_id, output, duration)
             message = f"router of '{flight.node.name}' failed: {type(exc).__name__}: {exc}"
-            return self._fail(ExecutionError.validation(message, code="router_failed"))
+            return self._fail(ExecutionError.validation(message, code="router_failed", step_id=flight.step_id))
         with k._atomic():
             k.complete_step(flight.step_id, output, duration)
             # The outputs behind the current position: the last step's, or every branch's during a

@@ -85,6 +85,9 @@ class ExecutionKernel:
         # gives back what that thread holds meanwhile (a pooled database connection).
         self._before_wait: Callable[[], None] = lambda: None
         self._checkpoint_events = True
+        # While a graph runs: its wall time so far, in ms (see ``graph_run``), so the events that
+        # end a run or let it go carry it.
+        self._wall_time_ms: Callable[[], int] | None = None
         self.clock: Clock = SystemClock()
         if tenant_context.pii_masking:
             self._protected = ProtectedEventEmitter(self._emitter, [PiiMaskingProcessor()])
@@ -528,7 +531,10 @@ class ExecutionKernel:
             event_type, data = EventType.EXECUTION_CANCELLED, {"reason": action.reason, "skipped_step_ids": skipped}
         if self._usage is not None and isinstance(action, (Complete, Fail, Cancel, Pause, Wait)):
             # Where a run ends or lets go, the event carries the usage so far: a listener (and
-            # the platform's rows) get it in the same commit as the state.
+            # the platform's rows) get it in the same commit as the state. Its wall_time_ms is
+            # the time spent running, up to this event: not paused, waiting or queued.
+            if self._wall_time_ms is not None:
+                self._usage.wall_time_ms = self._wall_time_ms()
             data["usage"] = self._usage.to_dict()
         event = StreamEvent(event_type, ex.id, action.at, data, step_id)
         if event_type.carries_content:
@@ -616,9 +622,23 @@ class ExecutionKernel:
     def resume_graph(self, graph: CompiledGraph, checkpoint: Checkpoint, *, input: Any = MISSING) -> RunResult:
         """Continue from ``checkpoint``: after a pause or wait (``input`` answers a waiting
         execution), or after the process running it died (its running steps are failed as
-        abandoned, and no completed step runs again)."""
+        abandoned, and no completed step runs again).
+
+        Only the execution's last checkpoint resumes it: an older one would run again the steps
+        completed since, so it is refused (``ValueError``), as is one past the end of the log."""
         if checkpoint.execution_id != self._execution.id:
             raise ValueError(f"checkpoint {checkpoint.id} is not of execution {self._execution.id}")
+        if checkpoint.seq > self._emitter.last_seq:
+            raise ValueError(
+                f"checkpoint {checkpoint.id} covers seq {checkpoint.seq}, past the end of the log "
+                f"of {self._execution.id} (seq {self._emitter.last_seq})"
+            )
+        last = self._checkpoints.load_checkpoint(self._execution.id) if self._checkpoints is not None else None
+        if last is not None and last.id != checkpoint.id and last.seq >= checkpoint.seq:
+            raise ValueError(
+                f"checkpoint {checkpoint.id} (seq {checkpoint.seq}) is older than the last checkpoint "
+                f"{last.id} (seq {last.seq}) of {self._execution.id}: resume from the last one"
+            )
         return GraphRun.from_checkpoint(self, graph, checkpoint, input).run()
 
     def _result(self, checkpoint: Checkpoint | None = None, prompt: Any = None) -> RunResult:

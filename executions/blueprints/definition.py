@@ -50,8 +50,10 @@ from executions.blueprints.kinds.base import (
     expression_names,
     known_node,
 )
+from executions.blueprints.redaction import RedactingContext, Redactor
 from executions.blueprints.schemas import schema_problems
 from executions.kernel import END, ExecutionError, GraphBuilder, GraphValidationError, RetryPolicy, StepResult
+from executions.kernel.cancellation import Cancelled
 from executions.kernel.errors import Backoff
 from executions.kernel.graph import CompiledGraph, NodeFn
 
@@ -278,7 +280,7 @@ def compile_definition(name: str, definition: dict[str, Any], resources: Resourc
         fn = kind.build(spec, resources, build)
         builder.add_node(
             spec.name,
-            _adding_output(spec.name, fn),
+            _adding_output(spec.name, fn, Redactor(resources.secrets.values())),
             step_type=kind.step_type,
             retry=spec.retry,
             max_iterations=spec.max_iterations or kind.bound(spec),
@@ -322,21 +324,37 @@ def case_router(config: dict[str, Any]) -> Callable[[Any], str | None]:
 MAX_STATE_BYTES = 4 * 1024 * 1024
 
 
-def _adding_output(name: str, fn: NodeFn) -> NodeFn:
+def _adding_output(name: str, fn: NodeFn, redactor: Redactor) -> NodeFn:
     """Wrap a kind's function: it returns its output, the wrapper adds it to the state under the
     node's name. A join after a fan-out gets each branch's state: they are merged first. A state
     that would grow past MAX_STATE_BYTES (as JSON) fails the step: it is stored at every step. So
     does an output that is not JSON (NaN, a Python object): no row could store it, and a refused
-    write would look like a crashed worker."""
+    write would look like a crashed worker. The run's secrets are redacted from what the node
+    emits, returns and fails with (see ``redaction.py``)."""
 
     def node(state: Any, ctx: Any) -> Any:
         state = merge_branches(state)
-        output = fn(state, ctx)
+        if not redactor:
+            output = fn(state, ctx)
+        else:
+            output = _redacted_call(fn, state, RedactingContext(ctx, redactor), redactor)
         result = output if isinstance(output, StepResult) else StepResult(state={**state, name: output}, output=output)
         _check_json(name, result)
         return result
 
     return node
+
+
+def _redacted_call(fn: NodeFn, state: Any, ctx: Any, redactor: Redactor) -> Any:
+    try:
+        output = fn(state, ctx)
+    except Cancelled:
+        raise
+    except Exception as exc:  # its message and traceback may quote what a server sent back
+        raise redactor.error(ExecutionError.from_exception(exc)) from None
+    if isinstance(output, StepResult):
+        return StepResult(state=redactor.value(output.state), output=redactor.value(output.output))
+    return redactor.value(output)
 
 
 def _check_json(name: str, result: StepResult) -> None:

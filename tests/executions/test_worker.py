@@ -117,6 +117,28 @@ def test_cancel_reaches_a_step_blocked_in_a_long_call(tenant_a: Tenant, inline_w
     assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_owner == "")
 
 
+def test_the_wall_time_of_a_run_reaches_the_execution_row(
+    tenant_a: Tenant, inline_worker: list[threading.Thread]
+) -> None:
+    execution = submit(tenant_a, "demo.slow", {"steps": 2, "seconds": 0.3})
+    assert wait_until(lambda: state_of(execution) == "completed")
+    execution.refresh_from_db()
+    assert 600 <= execution.usage["wall_time_ms"] < 5_000
+    end = ExecutionEvent.objects.get(execution=execution, type="data-execution-end")
+    assert end.data["usage"]["wall_time_ms"] == execution.usage["wall_time_ms"]
+
+
+def test_a_step_cancelled_mid_call_says_it_was_cancelled(
+    tenant_a: Tenant, inline_worker: list[threading.Thread]
+) -> None:
+    execution = submit(tenant_a, "demo.slow", {"steps": 1, "seconds": 60})
+    assert wait_until(lambda: Step.objects.filter(execution=execution, state="running").exists())
+    execution_cancel(tenant=tenant_a, execution_id=execution.pk, reason="enough")
+    assert wait_until(lambda: state_of(execution) == "cancelled", timeout=5)
+    step = Step.objects.get(execution=execution)
+    assert (step.state, step.error["category"], step.error["code"]) == ("failed", "cancelled", "cancelled")
+
+
 def test_pause_and_resume_across_worker_runs_without_rerunning_steps(
     tenant_a: Tenant, inline_worker: list[threading.Thread]
 ) -> None:

@@ -10,7 +10,7 @@ import logging
 import time
 import weakref
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlsplit
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -81,19 +81,53 @@ def _socket_caller(scope: dict[str, Any]) -> Caller:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     token = (query.get("token") or [""])[0]
     key = key_from_header(f"Bearer {token}" if token else headers.get("authorization", ""))
-    if key is None and not _same_origin(headers):
+    if key is None and not _same_origin(scope, headers):
         # A session cookie rides along with any page's websocket; only our own pages may use it.
         raise Unauthenticated("this origin may not use the session")
     tenant_slug = headers.get("x-tenant") or (query.get("tenant") or [""])[0]
     return resolve_caller(key=key, user=scope.get("user"), tenant_slug=tenant_slug)
 
 
-def _same_origin(headers: dict[str, str]) -> bool:
+def _same_origin(scope: dict[str, Any], headers: dict[str, str]) -> bool:
+    """Whether the page that opened the socket is of this server's origin: the same scheme, host
+    and port as the ``Host`` the browser connected to (a page on another port of the same machine
+    is another site), with a host this server answers for. The check Django's CSRF protection
+    makes of a form's ``Origin``, by hand: Django's works on a request object, not a scope."""
     origin = headers.get("origin")
     if origin is None:
         return True  # not a browser: nothing cross-site to fear
-    host = urlparse(origin).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS) or (settings.DEBUG and host in ("localhost", "127.0.0.1"))
+    host = headers.get("host", "")
+    theirs = _origin_parts(origin)
+    if theirs is None or not host:
+        return False
+    ours = _origin_parts(f"{_scheme(scope, headers)}://{host}")
+    if ours is None or not validate_host(ours[1], settings.ALLOWED_HOSTS):
+        return False
+    return theirs == ours or origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])
+
+
+def _scheme(scope: dict[str, Any], headers: dict[str, str]) -> str:
+    """The page's scheme for this socket: ``wss`` is ``https``; behind a TLS proxy, what the
+    proxy says in ``SECURE_PROXY_SSL_HEADER`` (as Django reads it for requests)."""
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy:
+        header, value = proxy
+        said = headers.get(header.removeprefix("HTTP_").replace("_", "-").lower())
+        if said is not None:
+            return "https" if said.split(",")[0].strip() == value else "http"
+    return "https" if scope.get("scheme") in ("wss", "https") else "http"
+
+
+def _origin_parts(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin, the port filled in from the scheme."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
 
 
 def _refusal_code(exc: PlatformError) -> int:

@@ -254,7 +254,7 @@ def _session_headers(tenant: Tenant, role: str, origin: str = "http://localhost"
     client = Client()
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
-    return [(b"cookie", cookie.encode()), (b"origin", origin.encode())]
+    return [(b"cookie", cookie.encode()), (b"host", b"localhost"), (b"origin", origin.encode())]
 
 
 def test_a_viewers_session_watches_but_cannot_control(tenant_a: Tenant) -> None:

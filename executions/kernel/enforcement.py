@@ -16,6 +16,9 @@ class ResourceLimits:
 
     max_steps: int | None = 1_000
     max_tokens: int | None = 1_000_000
+    # Wall time is time spent running, summed over the execution's runs: time paused, waiting
+    # for a person (input, approval, a cost alert) or queued does not count; a retry's backoff
+    # does. The same measure as ``ExecutionUsage.wall_time_ms``.
     max_wall_time_s: float | None = 3_600.0
     max_cost_usd: float | None = 10.0
     # Usage at this fraction of a limit triggers a warning event (once per limit).
@@ -103,7 +106,9 @@ class ExecutionUsage:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    # Time spent running (not paused or waiting), summed over every run of the execution.
+    # Time spent running, summed over every run of the execution: not paused, not waiting for a
+    # person (input, approval, a cost alert), not queued; a retry's backoff counts. The events
+    # that end a run or let it go (and data-usage events) carry it as it stands then.
     wall_time_ms: int = 0
     discovered_steps: int = 0
     discovery_depth: int = 0

@@ -165,6 +165,20 @@ class NodeContext:
     def record_discovered_step(self) -> None:
         self._post(("discovered",))
 
+    @property
+    def steps_used(self) -> int:
+        """Steps the execution has counted so far, this one included."""
+        usage = self._kernel.usage_snapshot()
+        return int(usage["steps"]) if usage else 0
+
+    def record_steps(self, count: int) -> None:
+        """Count ``count`` runs of work done within this step (a map's items, a nested graph's
+        steps) as steps of the execution, so that its step limit covers them. Counted at once,
+        while the kernel waits for this step (the counter is an int: its other writer, the
+        driver starting a parallel branch, is rare enough that a race costs at most a count)."""
+        for _ in range(count):
+            self._kernel.record_step_completed(None)
+
     def text_delta(self, delta: str) -> None:
         self._post(("emit", self._event(EventType.TEXT_DELTA, {"delta": delta})))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from enact_platform.errors import InvalidInput
@@ -34,6 +35,7 @@ from executions.kernel import (
     TenantContext,
     WaitReason,
 )
+from executions.kernel.enforcement import LimitType, Violation
 from executions.kernel.graph import CompiledGraph, NodeFn
 
 MAX_SUBGRAPH_DEPTH = 1  # a blueprint run within a step runs no other within it
@@ -65,18 +67,21 @@ def run_nested(
     *,
     label: str,
     compile_definition: Callable[[str, dict[str, Any], Resources], CompiledGraph],
+    budget: StepBudget,
 ) -> Any:
     """Run a blueprint to its end within this step, in memory, as part of the calling node.
     ``compile_definition`` is the one the build was handed (``BuildContext.compile_definition``).
 
-    Its usage (tokens, cost) counts for the calling execution; a cancel of the step cancels it.
-    It cannot wait for input or approval (nothing could answer it): such a blueprint fails here."""
+    Its usage (tokens, cost, and its steps, taken from ``budget``) counts for the calling
+    execution; a cancel of the step cancels it. It cannot wait for input or approval (nothing
+    could answer it): such a blueprint fails here."""
     if resources.depth >= MAX_SUBGRAPH_DEPTH:
         raise ExecutionError.policy_violation(f"{label}: a blueprint run within a step cannot run another")
     nested = Resources(**{**resources.__dict__, "depth": resources.depth + 1})
     graph = compile_definition(label, definition, nested)
     token = ctx.cancellation.child_token()
-    kernel = ExecutionKernel.new(TenantContext(ctx.tenant.tenant_id, limits=ctx.tenant.limits))
+    limits = replace(ctx.tenant.limits, max_steps=budget.remaining())
+    kernel = ExecutionKernel.new(TenantContext(ctx.tenant.tenant_id, limits=limits))
     kernel.with_cancellation_token(token)
     try:
         result = kernel.execute_graph(graph, {"input": input})
@@ -88,6 +93,9 @@ def run_nested(
         output_tokens=int(usage.get("output_tokens", 0)),
         cost_usd=float(usage.get("cost_usd", 0.0)),
     )
+    budget.took(int(usage.get("steps", 0)))
+    if result.error is not None and result.error.code == f"{LimitType.STEPS.value}_limit_exceeded":
+        raise budget.exceeded()
     if result.state is ExecutionState.COMPLETED:
         return result.output
     if result.state is ExecutionState.WAITING:
@@ -95,6 +103,46 @@ def run_nested(
     if result.error is not None:
         raise ExecutionError.tool(f"{label} failed: {result.error.message}")
     raise ExecutionError.tool(f"{label} ended {result.state.value}")
+
+
+class StepBudget:
+    """The steps that work within one step (a map's items, a nested blueprint's steps) may take:
+    what the execution's max_steps leaves. Shared by a map's items on their threads; what they
+    took is counted as steps of the execution when the step ends (:meth:`record`)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.maximum: int | None = ctx.tenant.limits.max_steps
+        self.before = int(ctx.steps_used)  # the step running this work included
+        self.taken = 0
+        self.lock = threading.Lock()
+
+    def remaining(self) -> int | None:
+        with self.lock:
+            return None if self.maximum is None else max(0, self.maximum - self.before - self.taken)
+
+    def take_one(self) -> None:
+        """Count one more step, or fail as the kernel would before a step past the limit."""
+        with self.lock:
+            if self.maximum is not None and self.before + self.taken + 1 > self.maximum:
+                raise self._violation()
+            self.taken += 1
+
+    def took(self, count: int) -> None:
+        with self.lock:
+            self.taken += count
+
+    def exceeded(self) -> ExecutionError:
+        with self.lock:
+            return self._violation()
+
+    def _violation(self) -> ExecutionError:
+        used, maximum = self.before + self.taken + 1, self.maximum or 0
+        message = f"{LimitType.STEPS.value} limit exceeded: {used} used of {maximum} allowed"
+        return Violation(LimitType.STEPS, used, maximum, message).to_error()
+
+    def record(self) -> None:
+        self.ctx.record_steps(self.taken)
 
 
 def _fits(definition: dict[str, Any], value: Any, where: str) -> None:
@@ -146,15 +194,18 @@ def _build_map(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
         inner_build = BuildContext(build.compile_definition, build.kinds)
         inner = build.kinds[inline["kind"]].build(inner_spec, resources, inner_build)
 
-    def one(state: Any, ctx: Any, index: int, item: Any) -> Any:
+    def one(state: Any, ctx: Any, budget: StepBudget, index: int, item: Any) -> Any:
         if inner is not None:
+            budget.take_one()
             return inner({**state, "item": item, "index": index}, ctx)
         definition = resources.load_blueprint(spec.config["blueprint"], spec.config.get("version"))
         if definition is None:
             raise ExecutionError.validation(f"map '{spec.name}': blueprint {spec.config['blueprint']!r} is gone")
         _fits(definition, item, f"map '{spec.name}', item {index}")
         label = f"{spec.config['blueprint']}[{index}]"
-        return run_nested(definition, item, ctx, resources, label=label, compile_definition=build.compile_definition)
+        return run_nested(
+            definition, item, ctx, resources, label=label, compile_definition=build.compile_definition, budget=budget
+        )
 
     def run(state: Any, ctx: Any) -> Any:
         try:
@@ -165,7 +216,11 @@ def _build_map(spec: NodeSpec, resources: Resources, build: BuildContext) -> Nod
             raise ExecutionError.validation(f"map '{spec.name}': items must be a list, not {type(items).__name__}")
         if len(items) > max_items:
             raise ExecutionError.validation(f"map '{spec.name}': {len(items)} items, more than max_items {max_items}")
-        return _map_bounded(lambda i, item: one(state, ctx, i, item), items, concurrency, ctx)
+        budget = StepBudget(ctx)
+        try:
+            return _map_bounded(lambda i, item: one(state, ctx, budget, i, item), items, concurrency, ctx)
+        finally:
+            budget.record()
 
     return run
 
@@ -236,9 +291,19 @@ def _build_subgraph(spec: NodeSpec, resources: Resources, build: BuildContext) -
         value = render(spec.config["input"], state, f"subgraph '{spec.name}' input") if "input" in spec.config else {}
         _fits(definition, value, f"subgraph '{spec.name}'")
         if not child:
-            return run_nested(
-                definition, value, ctx, resources, label=f"{name}", compile_definition=build.compile_definition
-            )
+            budget = StepBudget(ctx)
+            try:
+                return run_nested(
+                    definition,
+                    value,
+                    ctx,
+                    resources,
+                    label=f"{name}",
+                    compile_definition=build.compile_definition,
+                    budget=budget,
+                )
+            finally:
+                budget.record()
         return _spawn(spec, resources, ctx, value)
 
     return run

@@ -44,7 +44,8 @@ Python if it has ``langgraph_api``.
 
     .venv/bin/python -m bench.peers                      # full sizes, 2 rounds; writes bench/results/peers.json
     .venv/bin/python -m bench.peers --peers dbos --rounds 1
-    .venv/bin/python -m bench.peers --tiny               # tiny sizes (< 60 s), writes nothing
+    .venv/bin/python -m bench.peers --tiny               # tiny sizes, the peers at once (< 60 s); writes nothing
+    .venv/bin/python -m bench.peers --table-only         # the table again from peers.json (our figures re-read)
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def postgres_url(name: str) -> str | None:
     """The URL of database ``name`` on the local server, made afresh; None if PostgreSQL does not answer."""
     from bench.deployment import create_database, database_url
 
+    name += os.environ.get("ENACT_PEERS_DATABASE_SUFFIX", "")
     url = database_url(name).replace("postgres://", "postgresql://", 1)
     try:
         return create_database(url, fresh=True)
@@ -564,16 +566,26 @@ RUNNERS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
 }
 
 
-def run_child(peer: str, sizes: Sizes) -> dict[str, Any]:
+def run_child(peer: str, sizes: Sizes, timeout: float) -> dict[str, Any]:
     """``peer``'s workloads in a process of its own (DBOS is a process-wide singleton with threads
     of its own; none of it should share a process with another peer's)."""
     with tempfile.TemporaryDirectory(prefix="enact-peers-") as tmp:
         result = Path(tmp, "result.json")
         command = [sys.executable, "-m", "bench.peers", "--child", peer, "--sizes", json.dumps(asdict(sizes)),
                    "--child-output", str(result)]  # fmt: skip
-        done = subprocess.run(command, cwd=ROOT, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{LABELS[peer]}: its run failed (exit {done.returncode}; its output is above)")
+        child = subprocess.Popen(command, cwd=ROOT)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.terminate()  # it stops what it started (its SIGTERM handler unwinds), then ends
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise RuntimeError(f"{LABELS[peer]}: still running after {timeout:.0f} s; stopped") from None
+        if code != 0:
+            raise RuntimeError(f"{LABELS[peer]}: its run failed (exit {code}; its output is above)")
         return dict(json.loads(result.read_text()))
 
 
@@ -740,6 +752,41 @@ def table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def plot_data(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """For ``bench.plots``: per latency workload, each system's p50 in ms (a peer's median over rounds)."""
+    mine = ours()
+    peers = results["peers"]
+    jobs = str(max(results["sizes"]["agent_jobs"]))
+
+    def p50(peer: str, *path: str) -> float | None:
+        rounds = peers.get(peer, {}).get("rounds", [])
+        values = [r["p50"] for r in _merge(rounds, path) if r.get("p50") is not None]
+        return round(_median(values), 1) if values else None
+
+    panels = {
+        "pickup: submit -> first step started": {
+            "ours scaled (Redis)": _get(mine, "pickup", "scaled", "p50"),
+            "DBOS, queue": p50("dbos", "pickup", "queue"),
+            "DBOS, start_workflow": p50("dbos", "pickup", "direct"),
+            "Agent Server": p50("agent_server", "jobs", jobs, "pickup"),
+        },
+        "cancel -> the client sees it cancelled": {
+            "ours scaled": _get(mine, "cancel", "scaled", "p50"),
+            "ours embedded": _get(mine, "cancel", "embedded", "p50"),
+            "DBOS (status only)": p50("dbos", "cancel"),
+            "Agent Server": p50("agent_server", "jobs", jobs, "cancel"),
+        },
+        "fairness: B's start delay after A's flood": {
+            "ours scaled": _get(mine, "fairness", "scaled", "p50"),
+            "ours embedded": _get(mine, "fairness", "embedded", "p50"),
+            "DBOS, one queue": p50("dbos", "fairness", "fifo"),
+            "DBOS, partitioned": p50("dbos", "fairness", "partitioned"),
+            "Agent Server": p50("agent_server", "jobs", jobs, "fairness"),
+        },
+    }
+    return {name: {k: round(v, 1) for k, v in bars.items() if v} for name, bars in panels.items()}
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -751,12 +798,17 @@ def _parse() -> argparse.Namespace:
         "--tiny", action="store_true", help="tiny sizes, one round, the peers at once (a smoke check); writes nothing"
     )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "peers.json")
+    parser.add_argument("--database-suffix", default="",
+                        help="appended to the peers' database names (enact_peers_dbos, enact_peers_langgraph)")  # fmt: skip
+    parser.add_argument("--table-only", action="store_true",
+                        help="no runs: the table again from --output, with our figures as bench/results has them now")  # fmt: skip
     parser.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tiny:
         args.rounds = 1
+    os.environ["ENACT_PEERS_DATABASE_SUFFIX"] = args.database_suffix  # the children read it
     return args
 
 
@@ -765,11 +817,28 @@ def _sizes(text: str) -> Sizes:
     return Sizes(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
+def summarize(results: dict[str, Any]) -> None:
+    """Print the table and keep it, our figures as they are now and the plot's figures, in ``results``."""
+    headers, rows = table(results)
+    print("\nSide by side (peers: each round's figure, separated by ';'):\n")
+    print(markdown_table(headers, rows))
+    results["table"] = {"headers": headers, "rows": rows}
+    results["ours"] = ours()
+    results["plot_p50_ms"] = plot_data(results)
+
+
 def main() -> None:
     args = _parse()
     if args.child:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: a server it started is stopped
         result = RUNNERS[args.child](_sizes(args.sizes))
         args.child_output.write_text(json.dumps(result))
+        return
+    if args.table_only:  # our figures moved, or the table changed: no peer runs again
+        results = json.loads(args.output.read_text())
+        summarize(results)
+        write_json(args.output, results)
+        print(f"\nwrote {args.output}")
         return
     sizes = TINY if args.tiny else Sizes()
     results: dict[str, Any] = {"benchmark": "peers", "sizes": asdict(sizes), "peers": {}}
@@ -786,7 +855,7 @@ def main() -> None:
         print(f"{LABELS[peer]}, round {round_ + 1} of {args.rounds} (load average {load}):", flush=True)
         began = time.monotonic()
         try:
-            one = run_child(peer, sizes)
+            one = run_child(peer, sizes, timeout=300 if args.tiny else 3600)
         except RuntimeError as exc:
             failures.append(str(exc))
             print(f"  {exc}", flush=True)
@@ -807,11 +876,7 @@ def main() -> None:
         shift = round_ % max(1, len(runnable))  # no peer always first
         for peer in runnable[shift:] + runnable[:shift]:
             one_run(peer, round_)
-    headers, rows = table(results)
-    print("\nSide by side (peers: each round's figure, separated by ';'):\n")
-    print(markdown_table(headers, rows))
-    results["table"] = {"headers": headers, "rows": rows}
-    results["ours"] = ours()
+    summarize(results)
     results["machine"] = machine_info()
     if failures:
         print("\nfailed:\n  " + "\n  ".join(failures))

@@ -99,6 +99,37 @@ def throughput_lines(lines: dict[str, dict[int, float]], *, title: str, path: Pa
     return True
 
 
+def latency_bars(panels: dict[str, dict[str, float]], *, title: str, path: Path) -> bool:
+    """One panel per workload, a bar per system (its p50, ms), on a shared logarithmic axis.
+    False without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    height = max(len(bars) for bars in panels.values())
+    figure, axes = plt.subplots(len(panels), 1, figsize=(7, 1.0 + 0.32 * height * len(panels)), dpi=110, sharex=True)
+    for axis, (name, bars) in zip([axes] if len(panels) == 1 else axes, panels.items(), strict=True):
+        labels = list(bars)
+        axis.barh(range(len(labels)), [bars[label] for label in labels], color="tab:blue")
+        axis.set_yticks(range(len(labels)), labels, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_title(name, fontsize=9, loc="left")
+        axis.set_xscale("log")
+        axis.grid(alpha=0.3, which="both", axis="x")
+        for i, label in enumerate(labels):
+            axis.annotate(f"{bars[label]:g}", (bars[label], i), xytext=(3, 0), textcoords="offset points",
+                          va="center", fontsize=7)  # fmt: skip
+    ticker = matplotlib_ticker()
+    last = [axes] if len(panels) == 1 else axes
+    last[-1].xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    last[-1].set_xlabel("p50, ms (log scale)")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
 def _finish(plt: Any, figure: Any, axis: Any, title: str, path: Path) -> None:
     """Title, legend, and the PNG written."""
     axis.set_title(title)
@@ -163,10 +194,19 @@ def plot_throughput(result: dict[str, Any], out: Path) -> list[Path]:
     return [path] if throughput_lines(lines, title=title, path=path) else []
 
 
+def plot_peers(result: dict[str, Any], out: Path) -> list[Path]:
+    """Pickup, cancel and fairness p50 of ours and of each peer (``bench.peers``; a peer's median over rounds)."""
+    panels = result.get("plot_p50_ms") or {}
+    path = out / "peers.png"
+    title = "Side by side with the peers, p50 (lower is better)"
+    return [path] if panels and latency_bars(panels, title=title, path=path) else []
+
+
 PLOTTERS = {
     "stream_latency.json": plot_stream,
     "durable_steps.json": plot_pickup,
     "throughput.json": plot_throughput,
+    "peers.json": plot_peers,
 }
 
 

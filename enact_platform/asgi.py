@@ -7,12 +7,12 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-from enact_platform import bodies
+from enact_platform import webserver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "enact_platform.settings")
 
 django_application = get_asgi_application()  # sets Django up before the imports below
-bodies.install()  # request bodies bounded where daphne reads them (see enact_platform/bodies.py)
+webserver.install()  # bodies bounded and websockets closed with a code where daphne reads them
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -88,7 +88,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tenants.admin_scoping",
             "tenants.api",
             "tenants.apps",
-            "enact_platform.bodies",
+            "enact_platform.webserver",
             "enact_platform",  # everything in enact_platform not placed lower: urls, asgi, wsgi, api, ...
             "executions.__init__",
             "tenants.__init__",

@@ -230,7 +230,7 @@ class Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
             frame = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             frame = None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             await self.send_error(InvalidInput('a frame is a JSON object with a "type"'))

@@ -1,4 +1,5 @@
-"""Request bodies are bounded where the web server reads them, on every path.
+"""What daphne does before the application sees a request: request bodies are bounded where the
+server reads them, on every path, and a websocket the server fails is closed with a code.
 
 Daphne reads a request's whole body before the application sees the request (Twisted buffers
 it, then daphne queues all of it for the application at once), so no check in Django, however
@@ -16,6 +17,12 @@ The 413 carries the API's error body. It is written by hand on the connection: t
 reached the application, and Twisted's response machinery wants a request it has fully read. The
 client is given ``LINGER_SECONDS`` to stop sending before the connection is dropped: closing a
 socket that still has unread data resets it, and the reset can destroy the 413 on its way.
+
+A websocket frame over daphne's size limit (``--websocket-max-message-size``, 1 MiB), or one that
+breaks the protocol, fails the connection; autobahn, under daphne, does that by dropping the TCP
+connection unless told otherwise, so the client never learns why. ``BoundedRequest`` tells the
+server's websocket factory to close with the code instead (1009 for a frame too big) before it
+hands a connection over to it.
 
 Daphne offers no way for an application to choose its request class, and the platform's web
 processes start in two ways (``manage.py up`` runs daphne's ``runserver``; the scaled deployment
@@ -60,6 +67,13 @@ class BoundedRequest(http_protocol.WebRequest):  # type: ignore[misc]
     _chunked = False
     _refused = False
     _linger: Any = None
+
+    def process(self) -> Any:
+        # Before an upgrade: the websocket factory's options are copied into each connection.
+        websockets = getattr(self.server, "ws_factory", None)
+        if websockets is not None and websockets.failByDrop:
+            websockets.setProtocolOptions(failByDrop=False)
+        return super().process()
 
     def gotLength(self, length: int | None) -> None:
         self._limit = settings.ENACT_API_MAX_BODY_BYTES

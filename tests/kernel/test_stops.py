@@ -141,7 +141,7 @@ def test_a_wall_time_limit_stops_a_blocked_step_when_it_runs_out(make_kernel: Bu
     assert result.state is ExecutionState.FAILED
     assert result.error is not None
     assert result.error.code == "wall_time_limit_exceeded"
-    assert 0.2 <= elapsed < 0.4
+    assert 0.2 <= elapsed < 0.6  # not the second or so it took
 
 
 def test_a_step_that_outlasts_the_wall_time_limit_does_not_complete(make_kernel: Build) -> None:
@@ -155,7 +155,7 @@ def test_a_step_that_outlasts_the_wall_time_limit_does_not_complete(make_kernel:
     assert result.state is ExecutionState.FAILED
     assert result.error is not None
     assert result.error.code == "wall_time_limit_exceeded"
-    assert time.monotonic() - started < 0.6
+    assert time.monotonic() - started < 0.7
     assert [e.type for e in _events(kernel).events if e.type is EventType.STEP_END] == []
 
 
@@ -177,12 +177,12 @@ def test_an_idle_limit_stops_a_silent_step_when_it_runs_out(make_kernel: Build) 
         release.set()
     assert result.error is not None
     assert result.error.code == "idle_time_limit_exceeded"
-    assert 0.25 <= elapsed < 0.45
+    assert 0.25 <= elapsed < 0.7
 
 
 def test_a_wall_time_limit_in_a_chain_counts_every_step(make_kernel: Build) -> None:
     def node(state: Any, ctx: Any) -> Any:
-        time.sleep(0.15)
+        time.sleep(0.25)
         return state + 1
 
     builder = GraphBuilder("chain")
@@ -190,12 +190,12 @@ def test_a_wall_time_limit_in_a_chain_counts_every_step(make_kernel: Build) -> N
         builder.add_node(f"n{i}", node)
         if i:
             builder.add_edge(f"n{i - 1}", f"n{i}")
-    kernel = make_kernel(_wall_limited(0.4))
+    kernel = make_kernel(_wall_limited(0.6))
     started = time.monotonic()
     result = kernel.execute_graph(builder.set_entry_point("n0").compile(), 0)
     assert result.error is not None
     assert result.error.code == "wall_time_limit_exceeded"
-    assert time.monotonic() - started < 0.55
+    assert time.monotonic() - started < 0.75  # stopped during the third step, which would end at 0.75
     assert len(_events(kernel).of_type(EventType.STEP_END)) == 2
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, F, Subquery
+from django.db.models.functions import Coalesce
 from django_q.tasks import async_task
 
 from executions import wakeups
@@ -62,11 +64,13 @@ def executions_dispatch_queued(*, tenant_id: int) -> list[str]:
     wake-up for the workers, who pick fairly among every tenant's ready work). One, not as many as
     it has free slots: each slot that frees says so, and a flood must not cost a wake-up per
     waiting execution per release."""
-    limit = TenantLimits.objects.filter(tenant_id=tenant_id).values_list("max_concurrent_executions", flat=True).first()
-    if limit is None or Execution.objects.filter(tenant_id=tenant_id).active().count() >= limit:
-        return []
+    # One statement: the oldest queued execution, if the tenant runs fewer than its limit.
+    limit = TenantLimits.objects.filter(tenant_id=tenant_id).values("max_concurrent_executions")
+    busy = Execution.objects.filter(tenant_id=tenant_id).active().order_by().values("tenant_id").annotate(n=Count("id"))
     ids = list(
         Execution.objects.filter(tenant_id=tenant_id, state=S.QUEUED, lease_owner="")
+        .alias(busy=Coalesce(Subquery(busy.values("n")), 0), limit=Subquery(limit))
+        .filter(busy__lt=F("limit"))
         .order_by("created_at", "id")
         .values_list("pk", flat=True)[:1]
     )

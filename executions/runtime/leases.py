@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Count, F, Min, Q, Subquery, When
 from django.utils import timezone
 
@@ -96,33 +96,34 @@ def execution_claim_batch(*, worker: str, limit: int) -> list[Execution]:
 
 def tenants_in_fair_order() -> list[int]:
     """Tenants with ready work, in the order a free slot should serve them; tenants at their
-    limit are left out unless they have urgent work (an orphan, a cancel)."""
-    ready = (
+    limit are left out unless they have urgent work (an orphan, a cancel).
+
+    One statement, as every claim starts with it: each tenant's ready work (oldest, urgent),
+    joined to its limits and to what it runs now (the active arm reads only running and claimed
+    rows, by the (tenant, state) index, however many finished executions there are)."""
+    ready_sql, ready_params = (
         Execution.objects.filter(READY)
         .values("tenant_id")
         .annotate(oldest=Min("created_at"), urgent=Count("id", filter=_URGENT))
         .order_by()
-        .values_list("tenant_id", "oldest", "urgent")
+        .query.sql_with_params()
     )
-    waiting = {tenant_id: (oldest, urgent) for tenant_id, oldest, urgent in ready}
-    if not waiting:
-        return []
-    running = dict(
-        Execution.objects.filter(tenant_id__in=waiting)
-        .active()
-        .values("tenant_id")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("tenant_id", "n")
+    active_sql, active_params = (
+        Execution.objects.active().values("tenant_id").annotate(n=Count("id")).order_by().query.sql_with_params()
     )
-    shares = TenantLimits.objects.filter(tenant_id__in=waiting).values_list(
-        "tenant_id", "weight", "max_concurrent_executions"
+    limits = connection.ops.quote_name(TenantLimits._meta.db_table)
+    sql = (
+        "SELECT r.tenant_id, r.oldest, r.urgent, l.weight, l.max_concurrent_executions, COALESCE(a.n, 0) "
+        f"FROM ({ready_sql}) r JOIN {limits} l ON l.tenant_id = r.tenant_id "
+        f"LEFT JOIN ({active_sql}) a ON a.tenant_id = r.tenant_id"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*ready_params, *active_params))
+        rows = cursor.fetchall()
     order = []
-    for tenant_id, weight, limit in shares:
-        busy = running.get(tenant_id, 0)
-        oldest, urgent = waiting[tenant_id]
+    for tenant_id, oldest, urgent, weight, limit, busy in rows:
         if busy < limit or urgent:
+            # ``oldest`` is a datetime on PostgreSQL, ISO text on SQLite: either sorts by time.
             order.append((busy / weight, oldest, tenant_id))
     return [tenant_id for *_, tenant_id in sorted(order)]
 

@@ -404,12 +404,11 @@ class GraphRun:
         deadlines = [t for i, t in self.ready_at.items() if i not in self.flights]
         if deadlines and self.kernel.inbox() is not None:
             deadlines.append(now + INBOX_POLL_S)
-        if self.flights:
-            limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
-            if policy.idle_timeout_s is not None:
-                deadlines.append(self.last_activity + policy.idle_timeout_s)
-            if limits.max_wall_time_s is not None:
-                deadlines.append(now + limits.max_wall_time_s - self._running_ms() / 1000)
+        limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()
+        if self.flights and policy.idle_timeout_s is not None:
+            deadlines.append(self.last_activity + policy.idle_timeout_s)
+        if limits.max_wall_time_s is not None:  # it runs out during a backoff too
+            deadlines.append(now + limits.max_wall_time_s - self._running_ms() / 1000)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _running_ms(self) -> int:

@@ -199,6 +199,24 @@ def test_a_wall_time_limit_in_a_chain_counts_every_step(make_kernel: Build) -> N
     assert len(_events(kernel).of_type(EventType.STEP_END)) == 2
 
 
+def test_a_wall_time_limit_runs_out_during_a_backoff(make_kernel: Build) -> None:
+    from executions.kernel import RetryPolicy
+    from executions.kernel.errors import Backoff
+
+    policy = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=5_000)
+
+    def node(state: Any, ctx: Any) -> Any:
+        raise ExecutionError.network("connection reset", retry_policy=policy)
+
+    # No inbox, so nothing else wakes the run during its backoff.
+    kernel = ExecutionKernel.new(_wall_limited(0.3)).with_event_sink(InMemoryEventSink())
+    started = time.monotonic()
+    result = kernel.execute_graph(_one_node(node), 0)
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert 0.3 <= time.monotonic() - started < 0.8
+
+
 # --- item: a cancelled step says it was cancelled -------------------------------------------------
 
 

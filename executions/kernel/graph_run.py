@@ -313,6 +313,8 @@ class GraphRun:
                 return None
             if self.broken is not None:
                 raise self.broken
+            if message is None and self._nothing_due():
+                continue  # a look at the inbox during a backoff found nothing: no unit of work
             with self.kernel._atomic():
                 done = self._handle(message) if message is not None else self._on_timeout()
                 if done is None:
@@ -382,6 +384,18 @@ class GraphRun:
 
     def _backing_off(self) -> bool:
         return any(index not in self.flights for index in self.ready_at)
+
+    def _nothing_due(self) -> bool:
+        """After a wait that no message ended: whether there is nothing to do yet (no limit ran
+        out, no backoff ended, the inbox is empty), so the run can wait on without a unit of work."""
+        if self._time_violation() is not None:
+            return False
+        now = self.clock.monotonic()
+        if any(t <= now for i, t in self.ready_at.items() if i not in self.flights):
+            return False
+        k = self.kernel
+        inbox = k.inbox()
+        return inbox is None or not inbox.has_messages(k.get_inbox_execution_ids())
 
     def _fail_on_limit(self, violation: Violation) -> RunResult:
         with self.kernel._atomic():

@@ -336,3 +336,40 @@ def test_a_node_sleeping_longer_than_any_timer_can_wait_is_cancellable(make_kern
     while not slept and time.monotonic() < deadline:
         time.sleep(0.01)
     assert slept == ["Cancelled"]
+
+
+def test_looking_at_an_empty_inbox_during_a_backoff_opens_no_unit_of_work(make_kernel: Build) -> None:
+    from contextlib import AbstractContextManager, nullcontext
+
+    class CountingUnits:
+        def __init__(self) -> None:
+            self.opened = 0
+
+        def atomic(self) -> AbstractContextManager[object]:
+            self.opened += 1
+            return nullcontext()
+
+    policy = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=1_200)
+
+    def node(state: Any, ctx: Any) -> Any:
+        if ctx.attempt == 1:
+            raise ExecutionError.network("connection reset", retry_policy=policy)
+        return "ok"
+
+    units = CountingUnits()
+    kernel = make_kernel().with_unit_of_work(units)
+    result = kernel.execute_graph(_one_node(node), None)
+    assert result.state is ExecutionState.COMPLETED
+    # Units for: the start and first step, the failure, the retry, the end (with nesting);
+    # not one more for each of the inbox's ~5 looks during the backoff.
+    quick = make_kernel().with_unit_of_work(CountingUnits())
+    fast = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=1)
+
+    def quick_node(state: Any, ctx: Any) -> Any:
+        if ctx.attempt == 1:
+            raise ExecutionError.network("connection reset", retry_policy=fast)
+        return "ok"
+
+    assert quick.execute_graph(_one_node(quick_node), None).state is ExecutionState.COMPLETED
+    baseline = quick._uow.opened  # type: ignore[union-attr]
+    assert units.opened <= baseline + 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from executions.kernel import GraphBuilder, NodeContext
+from executions.kernel import Backoff, ExecutionError, GraphBuilder, NodeContext, RetryPolicy
 from executions.models import Artifact, Execution, ExecutionEvent, Step
 from executions.registry import blueprint
 from executions.runtime.reaper import executions_reap
@@ -60,6 +60,20 @@ def _gauged(state: Any, ctx: NodeContext) -> Any:
 @blueprint("test.gauged", input_schema={"type": "object"})
 def _gauged_graph(input: Any) -> Any:
     return GraphBuilder("test.gauged").add_node("work", _gauged).set_entry_point("work").compile()
+
+
+BACKOFF_RETRY = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=1_500)
+
+
+def _fails_once_then_waits(state: Any, ctx: NodeContext) -> Any:
+    if ctx.attempt == 1:
+        raise ExecutionError.network("connection reset", retry_policy=BACKOFF_RETRY)
+    return {"attempt": ctx.attempt}
+
+
+@blueprint("test.backoff", input_schema={"type": "object"})
+def _backoff_graph(input: Any) -> Any:
+    return GraphBuilder("test.backoff").add_node("call", _fails_once_then_waits).set_entry_point("call").compile()
 
 
 def submit(tenant: Tenant, blueprint: str, input: Any) -> Execution:
@@ -137,6 +151,24 @@ def test_a_step_cancelled_mid_call_says_it_was_cancelled(
     assert wait_until(lambda: state_of(execution) == "cancelled", timeout=5)
     step = Step.objects.get(execution=execution)
     assert (step.state, step.error["category"], step.error["code"]) == ("failed", "cancelled", "cancelled")
+
+
+def test_a_pause_during_a_backoff_lets_go_and_the_resume_runs_the_next_attempt(
+    tenant_a: Tenant, inline_worker: list[threading.Thread]
+) -> None:
+    execution = submit(tenant_a, "test.backoff", {})
+    assert wait_until(lambda: Step.objects.filter(execution=execution, state="failed").exists())
+    execution_pause(tenant=tenant_a, execution_id=execution.pk, reason="during the backoff", actor="ann")
+    assert wait_until(lambda: state_of(execution) == "paused", timeout=1.2)  # before the backoff ends
+    assert wait_until(lambda: Execution.objects.get(pk=execution.pk).lease_owner == "")
+    execution_resume(tenant=tenant_a, execution_id=execution.pk, actor="ann")
+    assert wait_until(lambda: state_of(execution) == "completed")
+    execution.refresh_from_db()
+    assert execution.output == {"attempt": 2}
+    assert list(Step.objects.filter(execution=execution).values_list("state", "attempt")) == [
+        ("failed", 1),
+        ("completed", 2),
+    ]
 
 
 def test_pause_and_resume_across_worker_runs_without_rerunning_steps(

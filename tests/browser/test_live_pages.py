@@ -115,6 +115,7 @@ def test_cancel_from_the_admin_change_page_and_the_list_follows(
     expect(page.locator("body[data-live=on]")).to_have_count(1)
     before = page.locator("table.event-log tbody tr").count()
     expect(page.locator("table.event-log tbody tr")).not_to_have_count(before, timeout=10_000)  # live rows
+    page.once("dialog", lambda dialog: dialog.accept())  # "Cancel this execution?"
     page.click("form.execution-control button[value=cancel]")
     expect(page.locator(".field-state .readonly")).to_have_text("Cancelled", timeout=5_000)
     expect(page.locator("ul.messagelist")).to_contain_text("cancel: done")

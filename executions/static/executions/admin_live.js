@@ -93,6 +93,7 @@
     }
     for (const form of document.querySelectorAll("form.execution-control")) {
       form.addEventListener("submit", (event) => {
+        if (event.defaultPrevented) return; // not confirmed
         const action = form.querySelector("button").value;
         if (socket.send({ type: action, reason: "from the admin" })) event.preventDefault(); // else post the form
       });
@@ -119,6 +120,13 @@
         if (reason) reason.textContent = frame.execution.wait_reason || "-";
       });
     }
+  }
+
+  // A control that asks first (cancel) goes nowhere, neither posted nor over the socket, without a yes.
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
   }
 
   const config = document.getElementById("execution-live");

@@ -145,7 +145,7 @@ def start_delays_ms(api: Api, sent: Flood) -> list[float]:
     """Per execution: its first ``data-execution-start`` event's timestamp minus its created_at."""
     delays = []
     for execution_id, created in sent.created.items():
-        events = api.get(f"executions/{execution_id}/events", limit=20)
+        events = api.get(f"executions/{execution_id}/events", limit=20)["results"]
         start = next(e for e in events if e["type"] == "data-execution-start")
         delays.append((parse_time(start["timestamp"]) - created) * 1000)
     return delays

@@ -92,24 +92,76 @@ class ExecutionDetailView(APIView):
         return Response(_execution(request, execution_id))
 
 
+class StepsQuery(s.StrictSerializer):
+    limit = drf.IntegerField(required=False, min_value=1, max_value=1000, default=100, help_text="a page")
+    cursor = s.TextField(required=False, help_text="from the `next` of the page before")
+
+
+class EventsPageQuery(s.EventsQuery):
+    cursor = s.TextField(required=False, help_text="from the `next` of the page before")
+
+
+class StepPage(drf.Serializer):
+    """One page of an execution's steps, in order; ``next`` is the next page's URL, or null at the end."""
+
+    results = s.StepSerializer(many=True)
+    next = drf.URLField(allow_null=True)
+
+
+class EventPage(drf.Serializer):
+    """One page of an execution's events, by seq; ``next`` continues after the last seq, or is null."""
+
+    results = s.EventSerializer(many=True)
+    next = drf.URLField(allow_null=True)
+
+
+class InLogOrder(NewestFirst):
+    """An execution's events, by seq: the cursor is the last seq sent, so a page is read where
+    the log's index puts it, however long the log (no count, no offset)."""
+
+    ordering = ("seq",)
+    page_size = 1000
+    max_page_size = 1000
+
+
+class InStepOrder(NewestFirst):
+    """An execution's steps, by position (the cursor is the last position sent)."""
+
+    ordering = ("position",)
+    page_size = 100
+    max_page_size = 1000
+
+
 class ExecutionStepsView(APIView):
-    @extend_schema(parameters=[EXECUTION_ID], responses={200: s.StepSerializer(many=True), **READ_ERRORS})
+    @extend_schema(
+        parameters=[EXECUTION_ID, StepsQuery],
+        responses={200: StepPage, **READ_ERRORS, 400: ERROR},
+        description="The execution's steps in order, a page at a time.",
+    )
     def get(self, request: Request, execution_id: str) -> Response:
         steps = selectors.execution_steps(tenant=request_caller(request).tenant, execution_id=execution_id)
-        return Response(s.StepSerializer(steps, many=True).data)
+        _valid(StepsQuery, request.query_params.dict())
+        paginator = InStepOrder()
+        page = paginator.paginate_queryset(steps, request, view=self)
+        return paginator.get_paginated_response(s.StepSerializer(page, many=True).data)
 
 
 class ExecutionEventsView(APIView):
     @extend_schema(
-        parameters=[EXECUTION_ID, s.EventsQuery],
-        responses={200: s.EventSerializer(many=True), **READ_ERRORS, 400: ERROR},
+        parameters=[EXECUTION_ID, EventsPageQuery],
+        responses={200: EventPage, **READ_ERRORS, 400: ERROR},
+        description="The execution's stored events with seq > `after`, ascending, a page at a time "
+        "(`next` continues after the last seq).",
     )
     def get(self, request: Request, execution_id: str) -> Response:
         caller = request_caller(request)
         execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
-        query = _valid(s.EventsQuery, request.query_params.dict())
-        events = selectors.events_after(execution_id=execution.pk, after=query["after"], limit=query["limit"])
-        return Response(s.EventSerializer(events, many=True).data)
+        query = _valid(EventsPageQuery, request.query_params.dict())
+        paginator = InLogOrder()
+        page = paginator.paginate_queryset(
+            selectors.events_from(execution_id=execution.pk, after=query["after"]), request, view=self
+        )
+        return paginator.get_paginated_response(s.EventSerializer(page, many=True).data)
 
 
 class ExecutionArtifactsView(APIView):

@@ -97,6 +97,11 @@ def execution_events(*, tenant: Tenant, execution_id: str, after: int = 0, limit
     return events_after(execution_id=execution.pk, after=after, limit=limit)
 
 
+def events_from(*, execution_id: str, after: int = 0) -> QuerySet[ExecutionEvent]:
+    """Stored events of an execution the caller already holds, seq > ``after``, ascending, to page."""
+    return ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=after).order_by("seq")
+
+
 def events_after(*, execution_id: str, after: int, limit: int = 1000) -> list[ExecutionEvent]:
     """Stored events of an execution the caller already holds, seq > ``after``, ascending."""
     return list(ExecutionEvent.objects.filter(execution_id=execution_id, seq__gt=after).order_by("seq")[:limit])

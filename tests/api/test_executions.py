@@ -202,8 +202,8 @@ def test_detail_steps_events_of_a_queued_execution(api_a: Api, enqueued: list[st
     detail = api_a.get(f"executions/{execution_id}")
     assert detail.status_code == 200
     assert detail.json()["id"] == execution_id
-    assert api_a.get(f"executions/{execution_id}/steps").json() == []
-    assert api_a.get(f"executions/{execution_id}/events").json() == []
+    assert api_a.get(f"executions/{execution_id}/steps").json() == {"results": [], "next": None}
+    assert api_a.get(f"executions/{execution_id}/events").json() == {"results": [], "next": None}
     assert api_a.get(f"executions/{execution_id}/artifacts").json() == []
 
 
@@ -247,7 +247,7 @@ def test_cancel_a_queued_execution_then_again(api_a: Api, enqueued: list[str]) -
     again = api_a.post(f"executions/{execution_id}/cancel", {})
     assert again.status_code == 200
     assert again.json()["state"] == "cancelled"
-    events = api_a.get(f"executions/{execution_id}/events").json()
+    events = api_a.get(f"executions/{execution_id}/events").json()["results"]
     assert [e["type"] for e in events] == ["data-execution-cancelled"]
     assert events[0]["seq"] == 1
 

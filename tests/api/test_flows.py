@@ -36,15 +36,16 @@ def test_a_pipeline_runs_and_its_results_and_artifacts_are_served(api_a: Api, in
     assert done["state"] == "completed", done
     assert done["ended_at"] is not None
 
-    steps = api_a.get(f"executions/{execution_id}/steps").json()
+    steps = api_a.get(f"executions/{execution_id}/steps").json()["results"]
     assert [s["state"] for s in steps] == ["completed"] * len(steps)
     assert [s["position"] for s in steps] == list(range(len(steps)))
 
-    events = api_a.get(f"executions/{execution_id}/events").json()
+    events = api_a.get(f"executions/{execution_id}/events").json()["results"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert done["last_seq"] == events[-1]["seq"]
     later = api_a.get(f"executions/{execution_id}/events", {"after": 3, "limit": 2}).json()
-    assert [e["seq"] for e in later] == [4, 5]
+    assert [e["seq"] for e in later["results"]] == [4, 5]
+    assert "cursor=" in later["next"]
 
     artifacts = api_a.get(f"executions/{execution_id}/artifacts").json()
     assert {a["content_type"].split(";")[0] for a in artifacts} >= {"text/plain", "application/json"}
@@ -81,14 +82,16 @@ def test_pause_and_resume_through_the_api(api_a: Api, inline_worker: Any) -> Non
     _wait_state(api_a, execution_id, "running")
     assert api_a.post(f"executions/{execution_id}/pause", {"reason": "lunch"}).status_code == 202
     paused = _wait_state(api_a, execution_id, "paused")
-    done_before = sum(s["state"] == "completed" for s in api_a.get(f"executions/{execution_id}/steps").json())
+    done_before = sum(
+        s["state"] == "completed" for s in api_a.get(f"executions/{execution_id}/steps").json()["results"]
+    )
     assert api_a.post(f"executions/{execution_id}/pause", {}).status_code == 409
     resumed = api_a.post(f"executions/{execution_id}/resume", {})
     assert resumed.status_code == 202
     finished = _wait_state(api_a, execution_id, "completed", "failed")
     assert finished["state"] == "completed"
     assert finished["output"]["done"] == 4
-    steps = api_a.get(f"executions/{execution_id}/steps").json()
+    steps = api_a.get(f"executions/{execution_id}/steps").json()["results"]
     # Resume ran no completed step again: four steps, each once.
     assert sum(s["state"] == "completed" for s in steps) == 4
     assert paused["state"] == "paused"

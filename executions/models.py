@@ -51,6 +51,18 @@ class Execution(models.Model):
     usage = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+
+    class Origin(models.TextChoices):
+        SUBMIT = "submit"  # the API, the dashboard or the CLI
+        CHILD = "child"  # a step of its parent started it
+        SCHEDULE = "schedule"  # a schedule of the tenant fired
+        RERUN = "rerun"  # the same blueprint version and input as ``source``
+        FORK = "fork"  # ``source``'s run from one of its steps' checkpoints
+
+    # Who or what started it; a rerun or a fork names the execution it came from. Deleting that
+    # one keeps this one (its own events and steps), without the link.
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.SUBMIT)
+    source = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -70,6 +70,7 @@ def execution_submit(
                 metadata=metadata or {},
                 created_by=user if user is not None and user.is_authenticated else None,
                 parent=parent,
+                origin=Execution.Origin.CHILD if parent is not None else Execution.Origin.SUBMIT,
             )
             queue.enqueue_after_commit(execution.pk)
             transaction.on_commit(partial(publisher.publish_created, tenant.pk, execution.pk))

@@ -377,3 +377,10 @@ def test_a_question_is_answered_once_even_while_its_run_resumes(tenant_a: Tenant
     execution_provide_input(tenant=tenant_a, execution_id=execution.pk, approve=True, input="third")
     row = Execution.objects.get(pk=execution.pk)
     assert row.resume_input == {"value": {"approved": True, "input": "third", "actor": ""}}
+
+
+def test_an_execution_says_what_started_it(tenant_a: Tenant, enqueued: list[str]) -> None:
+    submitted, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    child, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1}, parent=submitted)
+    assert (submitted.origin, child.origin) == (Execution.Origin.SUBMIT, Execution.Origin.CHILD)
+    assert submitted.source is None

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.http import HttpResponse, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -31,6 +31,8 @@ from executions.services.blueprints import blueprint_save
 from executions.services.submit import execution_submit
 
 EXECUTION_ID = OpenApiParameter("execution_id", str, OpenApiParameter.PATH, pattern=r"^exec_[0-9A-Za-z]{27}$")
+# The largest seq a client may name (twelve digits; executions.live.sse.parse_last_event_id).
+MAX_SEQ = 10**12 - 1
 
 
 def _valid(serializer_class: type[drf.Serializer], data: Any) -> dict[str, Any]:
@@ -266,25 +268,7 @@ class ExecutionInputView(APIView):
 class ExecutionInboxView(APIView):
     @extend_schema(
         parameters=[EXECUTION_ID],
-        request=inline_serializer(
-            "InboxMessage",
-            {
-                "kind": drf.ChoiceField(choices=["guidance", "evidence", "a2a"]),
-                "content": drf.CharField(required=False, help_text="guidance (required) and evidence"),
-                "priority": drf.ChoiceField(choices=["normal", "high"], required=False, help_text="guidance"),
-                "source": drf.CharField(required=False, max_length=200, help_text="evidence (required)"),
-                "title": drf.CharField(required=False, max_length=200, help_text="evidence (required)"),
-                "confidence": drf.FloatField(required=False, help_text="evidence, 0 to 1"),
-                "impact": drf.ChoiceField(
-                    choices=["informational", "supports_plan", "requires_change", "contradicts_plan"],
-                    required=False,
-                    help_text="evidence",
-                ),
-                "from_agent": drf.CharField(required=False, max_length=200, help_text="a2a (required)"),
-                "message_type": drf.CharField(required=False, max_length=200, help_text="a2a (required)"),
-                "payload": drf.JSONField(required=False, help_text="a2a"),
-            },
-        ),
+        request=s.InboxRequest,
         responses={202: s.InboxResult, **WRITE_ERRORS},
         description="Post guidance, evidence or an agent message; it is read at the next step boundary.",
     )
@@ -337,10 +321,7 @@ def _blueprint(entry: CatalogEntry, *, detail: bool = False) -> dict[str, Any]:
     return data
 
 
-BLUEPRINT_NAME = OpenApiParameter("name", str, OpenApiParameter.PATH)
-VERSION = OpenApiParameter(
-    "version", int, OpenApiParameter.QUERY, required=False, description="a version (default: the latest)"
-)
+BLUEPRINT_NAME = OpenApiParameter("name", str, OpenApiParameter.PATH, pattern=s.BLUEPRINT_NAME.pattern)
 
 
 class BlueprintListView(APIView):
@@ -365,7 +346,10 @@ class BlueprintListView(APIView):
 
 
 class BlueprintDetailView(APIView):
-    @extend_schema(parameters=[BLUEPRINT_NAME, VERSION], responses={200: s.BlueprintDetailSerializer, **READ_ERRORS})
+    @extend_schema(
+        parameters=[BLUEPRINT_NAME, s.VersionQuery],
+        responses={200: s.BlueprintDetailSerializer, **READ_ERRORS, 400: ERROR},
+    )
     def get(self, request: Request, name: str) -> Response:
         query = _valid(s.VersionQuery, request.query_params.dict())
         return Response(_saved(request, name, query.get("version")))
@@ -405,8 +389,18 @@ class ExecutionStreamView(APIView):
     @extend_schema(
         parameters=[
             EXECUTION_ID,
-            OpenApiParameter("after", int, description="send events after this seq (or Last-Event-ID)"),
-            OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="the last seq received"),
+            OpenApiParameter(
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                description="send events after this seq (or Last-Event-ID)",
+            ),
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                pattern="^[0-9]{1,12}$",
+                description="the last seq received",
+            ),
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(

@@ -24,7 +24,15 @@ from enact_platform.errors import Forbidden, InvalidInput, PlatformError, Unauth
 from executions import selectors
 from executions.live import relay
 from executions.live.groups import channel_release, execution_group
-from executions.live.sse import TERMINAL_TYPES, parse_last_event_id, stored_frames, stream_is_over
+from executions.live.sse import (
+    LIVE,
+    TERMINAL_TYPES,
+    live_holder,
+    parse_last_event_id,
+    stored_frames,
+    stream_is_over,
+    too_many_live,
+)
 from executions.ops.metrics import gauges
 from executions.serializers import ExecutionSummarySerializer
 from executions.services import controls
@@ -181,11 +189,15 @@ class Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         try:
             await self.authorize()
+            self.holder = live_holder(self.caller, self.scope.get("user"))
+            if not LIVE.claim(self.holder):
+                raise too_many_live()
         except PlatformError as exc:
             # Accept, then close with a code: a refused handshake cannot carry one.
             await self.accept()
             await self.close(code=_refusal_code(exc))
             return
+        self.holds_live = True
         await self.accept()
         gauges.socket_opened()
         self.counted = True
@@ -195,6 +207,9 @@ class Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.opened()
 
     def _uncount(self) -> None:
+        if getattr(self, "holds_live", False):
+            self.holds_live = False
+            LIVE.release(self.holder)
         if getattr(self, "counted", False):
             self.counted = False
             gauges.socket_closed()

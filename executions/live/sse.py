@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -31,6 +32,51 @@ from executions.serializers import EventSerializer
 
 TERMINAL_TYPES = frozenset(t.value for t in TERMINAL_EVENT_TYPES)
 READ_BATCH = 500
+LIVE_RETRY_SECONDS = 5  # what a caller refused for holding too many is told to wait
+
+
+class LiveConnections:
+    """How many sockets and event streams each caller (an API key, a user) holds open in this
+    process, against ``ENACT_MAX_LIVE_CONNECTIONS``: every one holds a coroutine, a channel and
+    its share of the process's event fan-out, so one caller must not take them all."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, who: str) -> bool:
+        with self._lock:
+            held = self._held.get(who, 0)
+            if held >= settings.ENACT_MAX_LIVE_CONNECTIONS:
+                return False
+            self._held[who] = held + 1
+            return True
+
+    def release(self, who: str) -> None:
+        with self._lock:
+            held = self._held.get(who, 0) - 1
+            if held > 0:
+                self._held[who] = held
+            else:
+                self._held.pop(who, None)
+
+
+LIVE = LiveConnections()
+
+
+def live_holder(caller: Caller, user: Any) -> str:
+    """Whom a live connection counts against: its API key, else the session's user."""
+    if caller.key is not None:
+        return f"key:{caller.key.pk}"
+    return f"user:{getattr(user, 'pk', None)}"
+
+
+def too_many_live() -> RateLimited:
+    limit = settings.ENACT_MAX_LIVE_CONNECTIONS
+    return RateLimited(
+        f"at most {limit} sockets and event streams may be open at once for one API key or user; close one",
+        details={"maximum": limit, "retry_after": LIVE_RETRY_SECONDS},
+    )
 
 
 def sse_frame(wire: dict[str, Any]) -> bytes:
@@ -67,7 +113,7 @@ class ExecutionStream:
 
     async def run(self) -> None:
         try:
-            self.execution_id, self.last_seq, over = await self._authorize()
+            self.execution_id, self.last_seq, over, holder = await self._authorize()
         except PlatformError as exc:
             await self._refuse(exc)
             return
@@ -77,14 +123,20 @@ class ExecutionStream:
             await self.send({"type": "http.response.start", "status": 204, "headers": []})
             await self.send({"type": "http.response.body", "body": b""})
             return
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
+        if not LIVE.claim(holder):
+            await self._refuse(too_many_live())
+            return
         try:
-            await self._stream(layer, channel)
+            layer = get_channel_layer()
+            channel = await layer.new_channel()
+            try:
+                await self._stream(layer, channel)
+            finally:
+                # One receive on the channel is pending all along: cancelling it lets go of the
+                # channel (with Redis, of its subscription).
+                await channel_release(layer, channel, self._receiving)
         finally:
-            # One receive on the channel is pending all along: cancelling it lets go of the
-            # channel (with Redis, of its subscription).
-            await channel_release(layer, channel, self._receiving)
+            LIVE.release(holder)
 
     async def _stream(self, layer: Any, channel: str) -> None:
         group = execution_group(self.execution_id)
@@ -176,25 +228,28 @@ class ExecutionStream:
         await self.send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": json.dumps(exc.to_body()).encode()})
 
-    async def _authorize(self) -> tuple[str, int, bool]:
+    async def _authorize(self) -> tuple[str, int, bool, str]:
         if self.scope.get("method") != "GET":
             raise MethodNotAllowed("the stream is read with GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         after = parse_last_event_id(headers.get("last-event-id") or (query.get("after") or ["0"])[0])
         execution_id = self.scope["url_route"]["kwargs"]["execution_id"]
-        execution_id, over = await database_sync_to_async(_authorize_sync)(
+        execution_id, over, holder = await database_sync_to_async(_authorize_sync)(
             headers.get("authorization", ""),
             self.scope.get("user"),  # set by channels' auth middleware from the session
             headers.get("x-tenant") or (query.get("tenant") or [""])[0],
             execution_id,
             after,
         )
-        return execution_id, after, over
+        return execution_id, after, over, holder
 
 
-def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_id: str, after: int) -> tuple[str, bool]:
-    """The execution's id, and whether a client that has seen ``after`` has seen its end."""
+def _authorize_sync(
+    authorization: str, user: Any, tenant_slug: str, execution_id: str, after: int
+) -> tuple[str, bool, str]:
+    """The execution's id, whether a client that has seen ``after`` has seen its end, and whom
+    the stream counts against."""
     key = key_from_header(authorization)
     caller: Caller = resolve_caller(key=key, user=user, tenant_slug=tenant_slug)
     if key is not None:
@@ -202,7 +257,7 @@ def _authorize_sync(authorization: str, user: Any, tenant_slug: str, execution_i
         if wait is not None:
             raise RateLimited.after(wait)
     execution = selectors.execution_get(tenant=caller.tenant, execution_id=execution_id)
-    return execution.pk, stream_is_over(execution.pk, execution.is_terminal, after)
+    return execution.pk, stream_is_over(execution.pk, execution.is_terminal, after), live_holder(caller, user)
 
 
 def stream_is_over(execution_id: str, is_terminal: bool, after: int) -> bool:

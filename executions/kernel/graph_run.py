@@ -383,7 +383,17 @@ class GraphRun:
         return None
 
     def _backing_off(self) -> bool:
-        return any(index not in self.flights for index in self.ready_at)
+        return bool(self._backoff_ends())
+
+    def _backoff_ends(self) -> list[float]:
+        """When the backoffs end that hold back a lane which could then start.
+
+        None can while launching has stopped (a pause, an interrupt, a cost alert, with steps
+        still in flight) or every branch slot is taken: such a backoff, ended or not, is not a
+        reason to wake. The flight that finishes first posts a message that wakes the run."""
+        if self.stop or len(self.flights) >= self.max_branches:
+            return []
+        return [t for i, t in self.ready_at.items() if i not in self.flights]
 
     def _nothing_due(self) -> bool:
         """After a wait that no message ended: whether there is nothing to do yet (no limit ran
@@ -391,7 +401,7 @@ class GraphRun:
         if self._time_violation() is not None:
             return False
         now = self.clock.monotonic()
-        if any(t <= now for i, t in self.ready_at.items() if i not in self.flights):
+        if any(t <= now for t in self._backoff_ends()):
             return False
         k = self.kernel
         inbox = k.inbox()
@@ -415,7 +425,7 @@ class GraphRun:
         """Seconds until something must happen without a message: a backoff ends, the inbox is
         due a look during one, or a time limit runs out."""
         now = self.clock.monotonic()
-        deadlines = [t for i, t in self.ready_at.items() if i not in self.flights]
+        deadlines = self._backoff_ends()
         if deadlines and self.kernel.inbox() is not None:
             deadlines.append(now + INBOX_POLL_S)
         limits, policy = self.kernel.tenant_context.limits, self.kernel.long_running_policy()

@@ -373,3 +373,66 @@ def test_looking_at_an_empty_inbox_during_a_backoff_opens_no_unit_of_work(make_k
     assert quick.execute_graph(_one_node(quick_node), None).state is ExecutionState.COMPLETED
     baseline = quick._uow.opened  # type: ignore[union-attr]
     assert units.opened <= baseline + 1
+
+
+# --- item: a backoff that has ended but whose lane cannot start does not spin the driver ----------
+
+
+class _CountingUnits:
+    """A unit of work that counts how often the run opens one."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    def atomic(self) -> Any:
+        from contextlib import nullcontext
+
+        self.opened += 1
+        return nullcontext()
+
+
+def _fan_out_with_a_failing_branch(kernel_ref: list[ExecutionKernel], branches: int, pause: bool) -> Any:
+    """start -> branches; branch ``a`` fails its first attempt (a short backoff), the others take 1 s."""
+    policy = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=100)
+
+    def branch(state: Any, ctx: Any) -> Any:
+        if ctx.node == "a" and ctx.attempt == 1:
+            if pause:
+                kernel = kernel_ref[0]
+                _inbox(kernel).push(kernel.execution_id, ControlMessage(ControlAction.PAUSE, "ops", "look"))
+            raise ExecutionError.network("connection reset", retry_policy=policy)
+        if ctx.node != "a":
+            time.sleep(1.0)
+        return state
+
+    builder = GraphBuilder("fan").add_node("start", lambda state, ctx: state)
+    for name in ("a", "b", "c")[:branches]:
+        builder.add_node(name, branch).add_edge("start", name)
+    return builder.set_entry_point("start")
+
+
+def test_a_backoff_that_ends_during_a_pause_in_a_fan_out_does_not_spin(make_kernel: Build) -> None:
+    # The pause stops launching while branch b still runs: the driver waits for b, and does
+    # not open a unit of work over and over for a's backoff, which ended but cannot launch.
+    kernel_ref: list[ExecutionKernel] = []
+    graph = _fan_out_with_a_failing_branch(kernel_ref, 2, pause=True).compile()
+    units = _CountingUnits()
+    kernel = make_kernel().with_unit_of_work(units)
+    kernel_ref.append(kernel)
+    result = kernel.execute_graph(graph, 0)
+    assert result.state is ExecutionState.PAUSED
+    assert units.opened < 30
+
+
+def test_a_backoff_that_ends_with_every_branch_slot_taken_does_not_spin(make_kernel: Build) -> None:
+    # Three branches, two slots: a fails and backs off, c takes its slot; when a's backoff ends
+    # both slots are taken for a second, and a starts when one frees, not before.
+    kernel_ref: list[ExecutionKernel] = []
+    graph = _fan_out_with_a_failing_branch(kernel_ref, 3, pause=False).compile(max_concurrent_branches=2)
+    units = _CountingUnits()
+    kernel = make_kernel().with_unit_of_work(units)
+    kernel_ref.append(kernel)
+    result = kernel.execute_graph(graph, 0)
+    assert result.state is ExecutionState.COMPLETED
+    assert [(s.name, s.attempt) for s in kernel.execution.steps.values() if s.name == "a"] == [("a", 1), ("a", 2)]
+    assert units.opened < 30

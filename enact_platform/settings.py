@@ -384,7 +384,9 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Enact Platform API",
-    "DESCRIPTION": "Run agent and workflow graphs for your tenant, and follow them live.",
+    "DESCRIPTION": "Run agent and workflow graphs for your tenant, and follow them live.\n\n"
+    "No text anywhere in a request body (an input, a definition, metadata) may hold NUL (\\u0000) or a "
+    "lone surrogate: no database stores them, and such a request is refused with 400 invalid_input.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
@@ -394,6 +396,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # A body one of whose forms must be given is required (executions/serializers.py).
+        "executions.serializers.require_bodies",
+    ],
 }
 
 # Tenant secrets (provider keys) are encrypted with this key (Fernet: 32 url-safe base64 bytes;

@@ -27,7 +27,7 @@ def _user() -> User:
     return User.objects.create_user("olga", password=PASSWORD, is_staff=True)
 
 
-def _post(client: Client, page: str, password: str, ip: str = "10.0.0.1") -> object:
+def _post(client: Client, page: str, password: str, ip: str = "10.0.0.1") -> Any:
     return client.post(page, {"username": "olga", "password": password}, REMOTE_ADDR=ip)
 
 

@@ -49,8 +49,8 @@ class EventType(StrEnum):
     def carries_content(self) -> bool:
         """Content events pass through protection processors; lifecycle events skip them, but
         for the parts of their data that carry what people or node code wrote (see
-        ``CONTENT_FIELDS``)."""
-        return self in CONTENT_EVENT_TYPES or self in CONTENT_FIELDS
+        ``CONTENT_FIELDS`` and ``CONTENT_BUT``)."""
+        return self in CONTENT_EVENT_TYPES or self in CONTENT_FIELDS or self in CONTENT_BUT
 
 
 TERMINAL_EVENT_TYPES = frozenset({EventType.EXECUTION_END, EventType.EXECUTION_FAILED, EventType.EXECUTION_CANCELLED})
@@ -80,17 +80,34 @@ CONTENT_EVENT_TYPES = frozenset(
 )
 # Lifecycle events whose data carries content in some fields: an error's message and details
 # (node code writes them, a traceback quotes values), a wait's prompt, a pause's or cancel's
-# reason, a policy decision's reason. Protection applies to those fields only, so the rest (an
-# error's category, a wait's reason) stays as the stores and clients read it. A path is a key,
-# or a key and a key inside it.
+# reason. Protection applies to those fields only, so the rest (an error's category, a wait's
+# reason, and a wait's schema, against which the platform checks the answer) stays as the
+# stores and clients read it. A path is a key, or a key and a key inside it.
 CONTENT_FIELDS: dict[EventType, tuple[tuple[str, ...], ...]] = {
     EventType.STEP_FAILED: (("error", "message"), ("error", "details")),
     EventType.EXECUTION_FAILED: (("error", "message"), ("error", "details")),
-    EventType.EXECUTION_WAITING: (("detail",),),
+    EventType.EXECUTION_WAITING: (("detail", "prompt"),),
     EventType.EXECUTION_PAUSED: (("reason",),),
     EventType.EXECUTION_CANCELLED: (("reason",),),
-    EventType.POLICY_DECISION: (("reason",),),
 }
+# Lifecycle events whose data is content but for the fields named: a policy decision's reason
+# and whatever details its node adds (an http call's url and body) are protected; what was
+# decided, on which tool, and under which limit are not.
+CONTENT_BUT: dict[EventType, frozenset[str]] = {
+    EventType.POLICY_DECISION: frozenset({"decision", "tool_name", "limit"}),
+}
+
+
+def content_paths(event: StreamEvent) -> tuple[tuple[str, ...], ...] | None:
+    """The paths of a lifecycle event's content fields; ``None`` for an event that is content
+    as a whole (or, if it does not ``carries_content``, that has none)."""
+    paths = CONTENT_FIELDS.get(event.type)
+    if paths is not None:
+        return paths
+    keep = CONTENT_BUT.get(event.type)
+    if keep is None:
+        return None
+    return tuple((key,) for key in event.data if key not in keep)
 
 
 def iso_timestamp(value: datetime) -> str:
@@ -195,7 +212,7 @@ class ProtectedEventEmitter:
 
     A processor that raises does not let the unprocessed event through: the event is replaced by
     a redacted one, so a broken masker fails closed. For a lifecycle event with content fields
-    (``CONTENT_FIELDS``), processors see and change those fields only, and a failure redacts
+    (``content_paths``), processors see and change those fields only, and a failure redacts
     only them (every string in them becomes ``[redacted]``).
     """
 
@@ -208,7 +225,7 @@ class ProtectedEventEmitter:
         return self
 
     def emit(self, event: StreamEvent) -> StreamEvent:
-        paths = CONTENT_FIELDS.get(event.type)
+        paths = content_paths(event)
         if paths is not None:
             return self.emitter.emit(self._protect_fields(event, paths))
         for processor in self.processors:

@@ -126,6 +126,22 @@ def test_an_email_in_a_wait_prompt_is_masked(make_kernel: Build) -> None:
     assert result.prompt["prompt"] == f"send the report to {MAIL}?"  # the caller gets the real one
 
 
+def test_a_wait_schema_is_not_masked_so_the_answer_it_allows_is_accepted(make_kernel: Build) -> None:
+    # The platform checks an answer against the schema of the stored wait (the event's detail):
+    # masked, the enum would hold "[email]" and refuse the real answer.
+    schema = {"type": "string", "enum": [MAIL, "+44 20 7946 0958"], "description": f"or ask {MAIL}"}
+
+    def node(state: Any, ctx: Any) -> Any:
+        return ctx.interrupt(WaitReason.USER_INPUT, prompt=f"which queue, {MAIL}?", schema=schema)
+
+    kernel = make_kernel(_masked())
+    result = kernel.execute_graph(GraphBuilder("w").add_node("n", node).set_entry_point("n").compile(), None)
+    assert result.state is ExecutionState.WAITING
+    detail = _events(kernel).of_type(EventType.EXECUTION_WAITING)[0].data["detail"]
+    assert detail["schema"] == schema
+    assert detail["prompt"] == "which queue, [email]?"
+
+
 def test_an_email_in_a_pause_or_cancel_reason_is_masked(make_kernel: Build) -> None:
     def node(state: Any, ctx: Any) -> Any:
         kernel.inbox().push(kernel.execution_id, ControlMessage(ControlAction.PAUSE, "ops", f"asked by {MAIL}"))  # type: ignore[union-attr]
@@ -138,6 +154,35 @@ def test_an_email_in_a_pause_or_cancel_reason_is_masked(make_kernel: Build) -> N
 
     kernel.cancel_execution(f"cancelled for {MAIL}")
     assert _events(kernel).of_type(EventType.EXECUTION_CANCELLED)[0].data["reason"] == "cancelled for [email]"
+    assert MAIL not in json.dumps([e.to_wire() for e in _events(kernel).events])
+
+
+def test_an_email_in_a_policy_decision_is_masked_in_every_detail(make_kernel: Build) -> None:
+    # The http node adds the call it decided on (method, url, body) to its policy decisions.
+    def node(state: Any, ctx: Any) -> Any:
+        ctx.policy_decision(
+            "allow",
+            "http",
+            f"allowed for {MAIL}",
+            method="POST",
+            url=f"https://api.example.org/users?email={MAIL}",
+            body={"to": [MAIL], "note": f"call +44 20 7946 0958 or {MAIL}"},
+            limit="max_steps",
+        )
+        return state
+
+    kernel = make_kernel(_masked())
+    kernel.execute_graph(GraphBuilder("p").add_node("n", node).set_entry_point("n").compile(), None)
+    data = _events(kernel).of_type(EventType.POLICY_DECISION)[0].data
+    assert data == {
+        "decision": "allow",
+        "tool_name": "http",
+        "reason": "allowed for [email]",
+        "method": "POST",
+        "url": "https://api.example.org/users?email=[email]",
+        "body": {"to": ["[email]"], "note": "call [phone] or [email]"},
+        "limit": "max_steps",
+    }
     assert MAIL not in json.dumps([e.to_wire() for e in _events(kernel).events])
 
 

@@ -3,6 +3,8 @@
 A transaction that needs several locks takes them in the order of ``ORDER``, and several rows of
 one model in primary-key order, so two transactions never wait on each other in a circle:
 
+0. ``executions.Schedule``: firing it (its execution's submission, and the cancels of its
+   overlap policy, come after, in the same transaction); changing it.
 1. ``tenants.Tenant``: claiming an execution (the tenant's running count is read under it).
 2. ``tenants.TenantLimits``: changing a tenant's limits.
 3. ``executions.Execution``: controls (cancel, resume, input), claiming, answering a parent;
@@ -26,6 +28,7 @@ from typing import TypeVar
 from django.db import models
 
 ORDER = (
+    "executions.Schedule",
     "tenants.Tenant",
     "tenants.TenantLimits",
     "executions.Execution",
@@ -36,11 +39,14 @@ ORDER = (
 M = TypeVar("M", bound=models.Model)
 
 
-def locked(queryset: models.QuerySet[M], *, no_key: bool = False, of: tuple[str, ...] = ()) -> models.QuerySet[M]:
-    """``queryset`` with its rows locked (``SELECT … FOR [NO KEY] UPDATE``) when it is read.
+def locked(
+    queryset: models.QuerySet[M], *, no_key: bool = False, of: tuple[str, ...] = (), skip_locked: bool = False
+) -> models.QuerySet[M]:
+    """``queryset`` with its rows locked (``SELECT … FOR [NO KEY] UPDATE``) when it is read;
+    with ``skip_locked``, rows another transaction holds are left out instead of waited for.
 
     Only models with a place in ``ORDER`` may be locked: a new lock is placed there first."""
     label = queryset.model._meta.label
     if label not in ORDER:
         raise ValueError(f"{label} has no place in the lock order: add it to enact_platform/locks.py ORDER")
-    return queryset.select_for_update(no_key=no_key, of=of)
+    return queryset.select_for_update(no_key=no_key, of=of, skip_locked=skip_locked)

@@ -349,6 +349,9 @@ ENACT_REAP_SECONDS = env_float("ENACT_REAP_SECONDS", 5.0, minimum=0.1)
 # How often each worker deletes what the tenants' retention periods let go of (0: never; then
 # run `manage.py enact sweep` from a scheduler).
 ENACT_SWEEP_SECONDS = env_float("ENACT_SWEEP_SECONDS", 3600.0, minimum=0.0)
+# Schedules: each worker process sleeps until the next schedule is due, this long at most (a
+# schedule created or changed meanwhile is seen then).
+ENACT_SCHEDULE_POLL_SECONDS = env_float("ENACT_SCHEDULE_POLL_SECONDS", 5.0, minimum=0.05)
 if ENACT_HEARTBEAT_SECONDS * 2 > ENACT_LEASE_SECONDS:
     raise SettingError("ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS")
 

@@ -49,9 +49,11 @@ def _worker_process_started(sender: object, proc_name: str = "", **kwargs: objec
     """In each django-q2 worker process, as it starts: its monitor (cancels, leases, reaping) and
     its slots, and a graceful stop on SIGTERM (``runtime/slots.py``)."""
     # Imported here, in the worker process only: web processes never load the runtime.
+    from executions.runtime.scheduler import ticker  # beside the import above
     from executions.runtime.slots import start_worker_process
 
     start_worker_process()
+    ticker.start()  # fires the tenants' schedules (runtime/scheduler.py)
 
 
 def _close_after_asgi_request(sender: type, **kwargs: object) -> None:

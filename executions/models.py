@@ -63,6 +63,10 @@ class Execution(models.Model):
     # one keeps this one (its own events and steps), without the link.
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.SUBMIT)
     source = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived")
+    # The schedule whose firing this is (origin ``schedule``); deleting the schedule keeps it.
+    schedule = models.ForeignKey(
+        "Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -294,3 +298,62 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker} at {self.last_seen}"
+
+
+class Schedule(models.Model):
+    """A blueprint run with this input at the times of a cron expression in an IANA time zone, or
+    every ``interval_seconds``. Each firing is a submission (``services.submit``) with the
+    schedule as its origin, so the tenant's limits and quotas apply; a refused firing is recorded
+    in ``last_error``, and the schedule goes on. Workers fire it (``runtime/scheduler.py``).
+
+    - Cron times are wall-clock times in ``timezone``: a time that occurs twice (clocks go back)
+      fires once, at its first occurrence; a time that does not exist (clocks go forward) fires
+      as the gap ends, shifted by its length; no instant fires twice. Intervals are counted in
+      UTC from the Unix epoch (every 3600 s fires on the hour), so time zones do not move them.
+    - Overlap, when a firing comes while an earlier firing's execution is unfinished: ``skip``
+      submits nothing, ``queue`` submits anyway, ``cancel_previous`` cancels the unfinished ones
+      and submits.
+    - Catch-up after downtime (no worker ran when times came due): the missed times fire once in
+      all, as one execution for the earliest of them (its ``metadata.schedule`` has that
+      ``scheduled_at`` and how many more were ``missed``), then the schedule keeps its regular
+      times after now. So workers down for a day start one run of an hourly schedule, not 24.
+    - Paused, a schedule fires nothing; its times while paused are not missed: resumed, it fires
+      at its first time after the resume.
+    """
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip"
+        QUEUE = "queue"
+        CANCEL_PREVIOUS = "cancel_previous"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.new_schedule_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=100)
+    blueprint = models.CharField(max_length=200)
+    blueprint_version = models.PositiveIntegerField(null=True, blank=True)  # none: the latest
+    input = models.JSONField(null=True, blank=True)
+    cron = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    overlap = models.CharField(max_length=16, choices=Overlap.choices, default=Overlap.SKIP)
+    paused = models.BooleanField(default=False)
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["paused", "next_fire_at"], name="schedule_due")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="one_schedule_name_per_tenant"),
+            models.CheckConstraint(
+                condition=(Q(interval_seconds__isnull=True) & ~Q(cron=""))
+                | (Q(interval_seconds__isnull=False) & Q(cron="")),
+                name="schedule_cron_or_interval",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -74,6 +74,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "interfaces",
         (
             "executions.api",
+            "executions.api_schedules",
             "executions.serializers",
             "executions.admin",
             "executions.views",

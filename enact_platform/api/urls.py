@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from executions import api as executions
+from executions import api_schedules as schedules
 from tenants import api as tenants
 
 urlpatterns = [
@@ -28,6 +29,10 @@ urlpatterns = [
     path("executions/<str:execution_id>/resume", executions.ExecutionResumeView.as_view(), name="execution-resume"),
     path("executions/<str:execution_id>/input", executions.ExecutionInputView.as_view(), name="execution-input"),
     path("executions/<str:execution_id>/inbox", executions.ExecutionInboxView.as_view(), name="execution-inbox"),
+    path("schedules", schedules.ScheduleListView.as_view(), name="schedules"),
+    path("schedules/<str:schedule_id>", schedules.ScheduleDetailView.as_view(), name="schedule"),
+    path("schedules/<str:schedule_id>/pause", schedules.SchedulePauseView.as_view(), name="schedule-pause"),
+    path("schedules/<str:schedule_id>/resume", schedules.ScheduleResumeView.as_view(), name="schedule-resume"),
     path("artifacts/<str:artifact_id>", executions.ArtifactDetailView.as_view(), name="artifact"),
     path("artifacts/<str:artifact_id>/content", executions.ArtifactContentView.as_view(), name="artifact-content"),
 ]

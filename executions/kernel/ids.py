@@ -31,9 +31,10 @@ class IdKind(StrEnum):
     EVENT = "evt"
     CHECKPOINT = "ckpt"
     MESSAGE = "msg"
+    SCHEDULE = "sched"
 
 
-_ID_RE: Final = re.compile(rf"^(exec|step|artifact|evt|ckpt|msg)_([0-9A-Za-z]{{{SUFFIX_LENGTH}}})$")
+_ID_RE: Final = re.compile(rf"^(exec|step|artifact|evt|ckpt|msg|sched)_([0-9A-Za-z]{{{SUFFIX_LENGTH}}})$")
 
 
 def _encode(value: int, width: int) -> str:
@@ -115,6 +116,10 @@ def new_checkpoint_id() -> str:
 
 def new_message_id() -> str:
     return new_id(IdKind.MESSAGE)
+
+
+def new_schedule_id() -> str:
+    return new_id(IdKind.SCHEDULE)
 
 
 class InvalidId(ValueError):

@@ -14,7 +14,7 @@ from enact_platform.errors import InvalidInput, PayloadTooLarge, QuotaExceeded
 from executions import queue
 from executions.catalog import blueprint_lookup
 from executions.live import publisher
-from executions.models import Execution
+from executions.models import Execution, Schedule
 from executions.registry import validate_input
 from tenants.models import Tenant, TenantLimits
 from tenants.services import tenant_consume_execution_quota
@@ -30,10 +30,12 @@ def execution_submit(
     user: User | None = None,
     version: int | None = None,
     parent: Execution | None = None,
+    schedule: Schedule | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution (``queued``) of blueprint ``blueprint`` (a built-in one or one of the
     tenant's own, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
-    it is new: a repeated idempotency key returns the first execution, unchanged."""
+    it is new: a repeated idempotency key returns the first execution, unchanged. A schedule's
+    firing names its ``schedule`` (origin ``schedule``)."""
     limits = TenantLimits.objects.get(tenant=tenant)
     if not tenant.is_active:
         raise QuotaExceeded(
@@ -70,7 +72,8 @@ def execution_submit(
                 metadata=metadata or {},
                 created_by=user if user is not None and user.is_authenticated else None,
                 parent=parent,
-                origin=Execution.Origin.CHILD if parent is not None else Execution.Origin.SUBMIT,
+                schedule=schedule,
+                origin=_origin(parent, schedule),
             )
             queue.enqueue_after_commit(execution.pk)
             transaction.on_commit(partial(publisher.publish_created, tenant.pk, execution.pk))
@@ -81,6 +84,12 @@ def execution_submit(
             raise
         return existing, False
     return execution, True
+
+
+def _origin(parent: Execution | None, schedule: Schedule | None) -> str:
+    if parent is not None:
+        return Execution.Origin.CHILD
+    return Execution.Origin.SCHEDULE if schedule is not None else Execution.Origin.SUBMIT
 
 
 def _refuse_past_max_queued(tenant: Tenant, limits: TenantLimits) -> None:

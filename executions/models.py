@@ -229,6 +229,27 @@ class Checkpoint(models.Model):
         return f"checkpoint of {self.execution_id} at #{self.seq}"
 
 
+class PastCheckpoint(models.Model):
+    """Every checkpoint an execution took, in the order taken: where a fork starts from.
+
+    ``Checkpoint`` keeps the latest (what a resume reads); these are written with it, in the same
+    statement, and go with the execution."""
+
+    pk_id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="past_checkpoints")
+    checkpoint_id = models.CharField(max_length=40)
+    seq = models.PositiveIntegerField()
+    data = models.JSONField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["execution", "seq", "pk_id"]
+        indexes = [models.Index(fields=["execution", "seq"], name="past_checkpoint_by_seq")]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.checkpoint_id} of {self.execution_id} at #{self.seq}"
+
+
 class Blueprint(models.Model):
     """A graph a tenant defines as JSON. Never edited in place: every save is a new version."""
 

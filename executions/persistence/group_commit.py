@@ -44,11 +44,19 @@ class StagedUnit:
     steps: dict[str, str]  # step id -> its row as a JSON object
     checkpoint: str | None  # the checkpoint row as a JSON object
     wires: list[dict[str, Any]] = field(default_factory=list)  # to publish after commit
+    # Every checkpoint of the merged units, oldest first (PastCheckpoint rows): the checkpoint
+    # table keeps the last, a fork may start from any.
+    history: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.history and self.checkpoint is not None:
+            self.history = [self.checkpoint]
 
     def merge(self, later: StagedUnit) -> None:
         self.events.extend(later.events)
         self.steps.update(later.steps)  # a step's later row wins: one row a step per statement
         self.checkpoint = later.checkpoint or self.checkpoint
+        self.history.extend(later.history)
         self.wires.extend(later.wires)
 
 

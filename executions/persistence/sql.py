@@ -2,7 +2,8 @@
 
 This is the hot path of every durable step, so it is plain SQL rather than the ORM: on
 PostgreSQL one statement (data-modifying CTEs) inserts the events, upserts the steps and the
-checkpoint, and commits in the same round trip; elsewhere one statement per table.
+checkpoint, keeps the checkpoint among the past ones (where forks start), and commits in the same
+round trip; elsewhere one statement per table.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django.utils import timezone
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from executions.models import Checkpoint, ExecutionEvent, Step
+from executions.models import Checkpoint, ExecutionEvent, PastCheckpoint, Step
 from executions.persistence.group_commit import StagedUnit
 
 EVENT_COLUMNS = ("id", "execution_id", "tenant_id", "seq", "type", "step_id", "timestamp", "data")
@@ -73,7 +74,11 @@ def flush_statements(
             "ON CONFLICT (execution_id) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, seq = excluded.seq, "
             "data = excluded.data, updated_at = excluded.updated_at"
         )
-        statements.append((sql, [execution_id, checkpoint_id, seq, _json(data), _dt(timezone.now())]))
+        now = _dt(timezone.now())
+        statements.append((sql, [execution_id, checkpoint_id, seq, _json(data), now]))
+        past = ops.quote_name(PastCheckpoint._meta.db_table)
+        sql = f"INSERT INTO {past} (execution_id, checkpoint_id, seq, data, created_at) VALUES (%s, %s, %s, %s, %s)"
+        statements.append((sql, [execution_id, checkpoint_id, seq, _json(data), now]))
     return statements
 
 
@@ -111,12 +116,12 @@ def _postgresql_flush_sql() -> str:
     """One statement for every write of a unit, its text the same whatever the unit holds.
 
     Each table's rows travel as one JSON array expanded by ``jsonb_populate_recordset``, so the
-    statement has three parameters and a constant text, and psycopg prepares it once per
+    statement has four parameters and a constant text, and psycopg prepares it once per
     connection: no per-step quoting of dozens of parameters on our side, no planning on the
     server's. Data-modifying CTEs put it all in one round trip.
     """
     q = connection.ops.quote_name
-    events, steps, checkpoints = (q(m._meta.db_table) for m in (ExecutionEvent, Step, Checkpoint))
+    events, steps, checkpoints, past = (q(m._meta.db_table) for m in (ExecutionEvent, Step, Checkpoint, PastCheckpoint))
     event_cols = ", ".join(q(c) for c in EVENT_COLUMNS)
     step_cols = ", ".join(q(c) for c in STEP_COLUMNS)
     step_updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in STEP_UPDATED)
@@ -126,7 +131,10 @@ def _postgresql_flush_sql() -> str:
         f"SELECT {event_cols} FROM jsonb_populate_recordset(NULL::{events}, %s::jsonb)), "
         f"written_steps AS (INSERT INTO {steps} ({step_cols}) "
         f"SELECT {step_cols} FROM jsonb_populate_recordset(NULL::{steps}, %s::jsonb) "
-        f"ON CONFLICT (id) DO UPDATE SET {step_updates}) "
+        f"ON CONFLICT (id) DO UPDATE SET {step_updates}), "
+        f"written_past AS (INSERT INTO {past} (execution_id, checkpoint_id, seq, data, created_at) "
+        f"SELECT execution_id, checkpoint_id, seq, data, updated_at "
+        f"FROM jsonb_populate_recordset(NULL::{checkpoints}, %s::jsonb)) "
         f"INSERT INTO {checkpoints} ({checkpoint_cols}) "
         f"SELECT {checkpoint_cols} FROM jsonb_populate_recordset(NULL::{checkpoints}, %s::jsonb) "
         "ON CONFLICT (execution_id) DO UPDATE SET checkpoint_id = excluded.checkpoint_id, seq = excluded.seq, "
@@ -147,7 +155,8 @@ def _postgresql_flush(
         _POSTGRESQL_FLUSH.append(_postgresql_flush_sql())
     event_rows = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in events]
     checkpoint_rows = [] if checkpoint is None else [checkpoint_row(execution_id, checkpoint)]
-    params = [rows_json(event_rows), rows_json(steps), rows_json(checkpoint_rows)]
+    checkpoints = rows_json(checkpoint_rows)
+    params = [rows_json(event_rows), rows_json(steps), checkpoints, checkpoints]
     return _POSTGRESQL_FLUSH[0], params
 
 
@@ -180,6 +189,7 @@ def write_staged_unit(unit: StagedUnit) -> None:
     params = [
         "[" + ",".join(unit.events) + "]",
         "[" + ",".join(unit.steps.values()) + "]",
+        "[" + ",".join(unit.history) + "]",
         "[]" if unit.checkpoint is None else f"[{unit.checkpoint}]",
     ]
     with connection.cursor() as cursor:  # this thread's connection, in autocommit: the statement commits

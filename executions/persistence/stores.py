@@ -18,7 +18,7 @@ from executions.kernel import Checkpoint as KernelCheckpoint
 from executions.kernel.artifacts import ArtifactInfo, PutArtifactRequest
 from executions.kernel.inbox import InboxMessage as KernelMessage
 from executions.kernel.inbox import message_from_dict, message_to_dict, priority_order
-from executions.models import Artifact, Checkpoint, ExecutionEvent, InboxMessage
+from executions.models import Artifact, Checkpoint, ExecutionEvent, InboxMessage, PastCheckpoint
 from executions.persistence.connections import give_back
 from executions.persistence.events import DjangoEventSink
 from tenants.models import TenantLimits
@@ -36,7 +36,8 @@ def last_seq(execution_id: str) -> int:
 
 
 class DjangoCheckpointStore:
-    """Keeps the latest checkpoint of each execution (one row, replaced), and its usage.
+    """Keeps the latest checkpoint of each execution (one row, replaced), and its usage; every
+    checkpoint is also kept among the execution's past ones (where a fork starts).
 
     Given the execution's sink, a checkpoint taken inside a unit of work is written with that
     unit's events, in the same statement."""
@@ -55,6 +56,7 @@ class DjangoCheckpointStore:
         fields = {"checkpoint_id": checkpoint.id, "seq": checkpoint.seq, "data": data}
         if not Checkpoint.objects.filter(execution_id=checkpoint.execution_id).update(**fields):
             Checkpoint.objects.create(execution_id=checkpoint.execution_id, **fields)
+        PastCheckpoint.objects.create(execution_id=checkpoint.execution_id, created_at=timezone.now(), **fields)
 
     def load_checkpoint(self, execution_id: str) -> KernelCheckpoint | None:
         row = Checkpoint.objects.filter(execution_id=execution_id).first()

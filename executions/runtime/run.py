@@ -92,9 +92,11 @@ def _run(execution: Execution, token: CancellationToken, entry: Running) -> str:
 
 def _drive(kernel: ExecutionKernel, execution: Execution, runnable: Runnable) -> str:
     # A run's start commits with its first step, and the first checkpoint with it: an execution
-    # still queued has none, and needs no look.
+    # still queued has none, and needs no look, unless it is a fork, which starts from the
+    # checkpoint stored with it (services.derive).
     fresh = execution.state in (Execution.State.QUEUED, Execution.State.CREATED)
-    checkpoint = None if fresh else DjangoCheckpointStore().load_checkpoint(execution.pk)
+    look = not fresh or execution.origin == Execution.Origin.FORK
+    checkpoint = DjangoCheckpointStore().load_checkpoint(execution.pk) if look else None
     if not fresh and checkpoint is None:  # the worker died before the first step finished
         checkpoint = _entry_checkpoint(execution, runnable)
     give_back()  # this thread waits for the run now; the run's own threads borrow their own

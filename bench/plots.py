@@ -100,8 +100,8 @@ def throughput_lines(lines: dict[str, dict[int, float]], *, title: str, path: Pa
 
 
 def latency_bars(panels: dict[str, dict[str, float]], *, title: str, path: Path) -> bool:
-    """One panel per workload, a bar per system (its p50, ms), on a shared logarithmic axis.
-    False without matplotlib."""
+    """One panel per workload, a bar per system (its p50, ms; ours in green), on a shared logarithmic
+    axis. False without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return False
@@ -109,14 +109,16 @@ def latency_bars(panels: dict[str, dict[str, float]], *, title: str, path: Path)
     figure, axes = plt.subplots(len(panels), 1, figsize=(7, 1.0 + 0.32 * height * len(panels)), dpi=110, sharex=True)
     for axis, (name, bars) in zip([axes] if len(panels) == 1 else axes, panels.items(), strict=True):
         labels = list(bars)
-        axis.barh(range(len(labels)), [bars[label] for label in labels], color="tab:blue")
+        colors = ["tab:green" if label.startswith("ours") else "tab:blue" for label in labels]
+        axis.barh(range(len(labels)), [bars[label] for label in labels], color=colors)
         axis.set_yticks(range(len(labels)), labels, fontsize=8)
         axis.invert_yaxis()
         axis.set_title(name, fontsize=9, loc="left")
         axis.set_xscale("log")
         axis.grid(alpha=0.3, which="both", axis="x")
         for i, label in enumerate(labels):
-            axis.annotate(f"{bars[label]:g}", (bars[label], i), xytext=(3, 0), textcoords="offset points",
+            value = bars[label]
+            axis.annotate(f"{value:,.0f}" if value >= 100 else f"{value:g}", (value, i), xytext=(3, 0), textcoords="offset points",
                           va="center", fontsize=7)  # fmt: skip
     ticker = matplotlib_ticker()
     last = [axes] if len(panels) == 1 else axes

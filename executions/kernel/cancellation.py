@@ -6,11 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Final
 
 logger = logging.getLogger(__name__)
 
-# One wait of a thread, at the longest; well below ``threading.TIMEOUT_MAX``.
-_LONGEST_WAIT_S = 86_400.0
+#: The longest any thread of the kernel blocks in one wait (on an event, a queue, a lock); a
+#: longer wait is waited in parts. Well below ``threading.TIMEOUT_MAX``, which a longer timeout
+#: overflows (``OverflowError``).
+LONGEST_WAIT_S: Final = 3_600.0
 
 
 class CancellationToken:
@@ -86,14 +89,14 @@ class CancellationToken:
         Node code uses this instead of ``time.sleep`` so a cancel ends the wait at once. A
         timeout longer than a lock can wait (``threading.TIMEOUT_MAX``) is waited in parts.
         """
-        if timeout is None or timeout <= _LONGEST_WAIT_S:
+        if timeout is None or timeout <= LONGEST_WAIT_S:
             return self._event.wait(timeout)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._event.is_set()
-            if self._event.wait(min(left, _LONGEST_WAIT_S)):
+            if self._event.wait(min(left, LONGEST_WAIT_S)):
                 return True
 
     def raise_if_cancelled(self) -> None:

@@ -88,7 +88,8 @@ _DEFAULT_POLICIES: dict[ErrorCategory, RetryPolicy] = {
     ErrorCategory.NETWORK: RetryPolicy(3, Backoff.EXPONENTIAL, 500, 15_000),
 }
 
-_FATAL = frozenset(
+#: Categories no retry can help: errors in them are never retried, whatever policy they carry.
+FATAL_CATEGORIES = frozenset(
     {
         ErrorCategory.POLICY_VIOLATION,
         ErrorCategory.QUOTA_EXCEEDED,
@@ -100,7 +101,7 @@ _FATAL = frozenset(
 
 
 def default_retry_policy(category: ErrorCategory, *, retryable: bool | None = None) -> RetryPolicy:
-    if category in _FATAL or retryable is False:
+    if category in FATAL_CATEGORIES or retryable is False:
         return RetryPolicy.no_retry()
     if category is ErrorCategory.TOOL and not retryable:
         return RetryPolicy.no_retry()
@@ -202,6 +203,13 @@ class ExecutionError(Exception):
     @property
     def is_retryable(self) -> bool:
         return self.retry_policy.max_retries > 0
+
+    @property
+    def worth_retrying(self) -> bool:
+        """Whether another attempt may help: the error says it may be retried, and its category
+        is not one that no retry helps (``FATAL_CATEGORIES``). A node's retry policy applies only
+        to such an error."""
+        return self.is_retryable and self.category not in FATAL_CATEGORIES
 
     def should_retry(self) -> bool:
         return self.retry_policy.should_retry(self.attempt)

@@ -31,9 +31,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import ids
-from .cancellation import Cancelled
+from .cancellation import LONGEST_WAIT_S, Cancelled
 from .enforcement import ExecutionUsage, LimitType, Violation
-from .errors import ErrorCategory, ExecutionError
+from .errors import ExecutionError
 from .events import EventType, StreamEvent
 from .graph import END, CompiledGraph, FanOut, Node
 from .inbox import ControlAction, ControlMessage, InboxMessage, message_from_dict, message_to_dict, priority_order
@@ -45,21 +45,8 @@ from .state import ExecutionState, WaitReason
 if TYPE_CHECKING:
     from .kernel import ExecutionKernel
 
-_FATAL = frozenset(
-    {
-        ErrorCategory.POLICY_VIOLATION,
-        ErrorCategory.QUOTA_EXCEEDED,
-        ErrorCategory.VALIDATION,
-        ErrorCategory.KERNEL_INTERNAL,
-        ErrorCategory.CANCELLED,
-    }
-)
-
 #: How often the inbox is looked at while a retry's backoff lasts.
 INBOX_POLL_S = 0.25
-#: The longest a thread of the run blocks in one wait; it then looks again. Below
-#: ``threading.TIMEOUT_MAX``, which any longer timeout overflows.
-MAX_WAIT_S = 3_600.0
 
 
 @dataclass
@@ -271,7 +258,7 @@ class GraphRun:
                 deadlines.append((self.last_activity if self.flights else now) + policy.idle_timeout_s)
         # A deadline just past, with the driver out of node code, is the driver's to act on:
         # look again shortly rather than spin.
-        return min(MAX_WAIT_S, max(0.005, min(deadlines) - now))
+        return min(LONGEST_WAIT_S, max(0.005, min(deadlines) - now))
 
     def _take_over(self, message: tuple[Any, ...]) -> RunResult | None:
         """End the run from here if the driver is stuck in node code; else leave it to the driver."""
@@ -417,7 +404,7 @@ class GraphRun:
         try:
             if timeout is None:
                 return self.wake.get()
-            return self.wake.get(timeout=min(timeout, MAX_WAIT_S)) if timeout > 0 else self.wake.get_nowait()
+            return self.wake.get(timeout=min(timeout, LONGEST_WAIT_S)) if timeout > 0 else self.wake.get_nowait()
         except queue.Empty:
             return None
 
@@ -687,7 +674,7 @@ class GraphRun:
         policy = error.retry_policy
         # A node's policy says how often and how soon to retry what may be retried; it does
         # not make retryable an error that says it is not (a tool's 400, a fatal category).
-        if flight.node.retry is not None and error.is_retryable and error.category not in _FATAL:
+        if flight.node.retry is not None and error.worth_retrying:
             policy = flight.node.retry
         k.fail_step(flight.step_id, error, duration)
         # A failed attempt ends a step too: the inbox is read before anything else happens.

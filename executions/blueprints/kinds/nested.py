@@ -31,6 +31,7 @@ from executions.kernel import (
     ExecutionError,
     ExecutionKernel,
     ExecutionState,
+    RetryPolicy,
     StepType,
     TenantContext,
     WaitReason,
@@ -101,7 +102,11 @@ def run_nested(
     if result.state is ExecutionState.WAITING:
         raise ExecutionError.validation(f"{label} waits for {result.wait_reason}; a nested blueprint cannot wait")
     if result.error is not None:
-        raise ExecutionError.tool(f"{label} failed: {result.error.message}")
+        # A failure another run could get past stays one (the node's retry policy may run the
+        # blueprint again); one no retry helps does not.
+        inner = result.error
+        policy = inner.retry_policy if inner.worth_retrying else RetryPolicy.no_retry()
+        raise ExecutionError.tool(f"{label} failed: {inner.message}", retry_policy=policy)
     raise ExecutionError.tool(f"{label} ended {result.state.value}")
 
 

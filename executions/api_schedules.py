@@ -27,6 +27,8 @@ from executions.serializers import (
 from executions.services import schedules
 
 SCHEDULE_ID = OpenApiParameter("schedule_id", str, OpenApiParameter.PATH, pattern=r"^sched_[0-9A-Za-z]{27}$")
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # as services.schedules.NAME, said to the schema
+NAME_HELP = "unique in the tenant; letters, digits, '.', '_', '-'"
 OVERLAP_HELP = (
     "when a firing comes while an earlier one's execution is unfinished: skip it, queue it, or cancel the earlier"
 )
@@ -35,14 +37,14 @@ OVERLAP_HELP = (
 class ScheduleWrite(StrictSerializer):
     """What a PATCH may carry: any of the fields."""
 
-    name = TextField(required=False, max_length=100, help_text="unique in the tenant; letters, digits, '.', '_', '-'")
+    name = drf.RegexField(NAME, required=False, max_length=100, help_text=NAME_HELP)
     blueprint = TextField(required=False, max_length=200)
     version = StrictIntegerField(
         required=False, allow_null=True, min_value=1, help_text="a pinned version; null: the latest"
     )
     input = AnyJSONField(required=False, help_text="the input of every firing")
     cron = TextField(
-        required=False, allow_blank=True, max_length=200, help_text="5 fields (6: seconds first), or @hourly …"
+        required=False, allow_blank=True, max_length=200, help_text="5 fields (a 6th: seconds), or @hourly …"
     )
     timezone = TextField(required=False, max_length=64, help_text="an IANA time zone for cron; UTC by default")
     interval_seconds = StrictIntegerField(
@@ -55,7 +57,7 @@ class ScheduleWrite(StrictSerializer):
 class ScheduleCreate(ScheduleWrite):
     """A new schedule: a name, a blueprint, and either ``cron`` or ``interval_seconds``."""
 
-    name = TextField(max_length=100, help_text="unique in the tenant; letters, digits, '.', '_', '-'")
+    name = drf.RegexField(NAME, max_length=100, help_text=NAME_HELP)
     blueprint = TextField(max_length=200)
     schema_extra = {"oneOf": [{"required": ["cron"]}, {"required": ["interval_seconds"]}]}
 

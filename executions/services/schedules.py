@@ -46,8 +46,8 @@ EDITABLE = ("name", "blueprint", "version", "input", "cron", "timezone", "interv
 
 
 def _field_error(field: str, problem: str) -> InvalidInput:
-    """The error body of a refused field, as the API writes a field's error: ``fields.<name>``."""
-    return InvalidInput(f"{field}: {problem}", details={"fields": {field: [problem]}})
+    """A field refused for what it means (the shape was fine): ``details`` names it and the problem."""
+    return InvalidInput(f"{field}: {problem}", details={"field": field, "problem": problem})
 
 
 @functools.cache
@@ -145,7 +145,10 @@ def schedule_create(*, tenant: Tenant, **fields: Any) -> Schedule:
         "overlap": Schedule.Overlap.SKIP,
         "paused": False,
     }
-    values.update(_given(fields))
+    given = _given(fields)
+    if "cron" in given and "interval_seconds" in given:
+        raise _field_error("cron", "give either cron or interval_seconds, not both")
+    values.update(given)
     schedule = Schedule(tenant=tenant)
     _apply(schedule, values, timing_changed=True)
     try:
@@ -211,7 +214,7 @@ def schedule_delete(*, tenant: Tenant, schedule_id: str) -> None:
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(fields) - set(EDITABLE))
     if unknown:
-        raise InvalidInput(f"{unknown[0]}: unknown field", details={"fields": {k: ["unknown field"] for k in unknown}})
+        raise _field_error(unknown[0], "unknown field")
     return dict(fields)
 
 
@@ -227,10 +230,7 @@ def _apply(schedule: Schedule, values: dict[str, Any], *, timing_changed: bool) 
     tz = time_zone(values["timezone"])
     cron, interval = values["cron"] or "", values["interval_seconds"]
     if cron and interval is not None:
-        raise InvalidInput(
-            "give either cron or interval_seconds, not both",
-            details={"fields": {"cron": ["give either cron or interval_seconds"]}},
-        )
+        raise _field_error("cron", "give either cron or interval_seconds, not both")
     if interval is not None:
         if not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 366 * 86400:
             raise _field_error("interval_seconds", "a whole number of seconds from 1 to 31622400")

@@ -22,6 +22,7 @@ from enact_platform.errors import NotFound, PlatformError
 from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.kernel.ids import IdKind, is_valid_id
 from executions.live.groups import STATE_AFTER_EVENT
+from executions.management.schedules import add_schedule_commands, schedule_handlers
 from executions.models import Execution, ExecutionEvent
 from executions.ops.retention import executions_sweep
 from executions.selectors import execution_events, execution_list
@@ -171,13 +172,14 @@ def _add_execution_commands(commands: Any) -> None:
 
 
 class Command(BaseCommand):
-    help = "Operate the platform: tenants, API keys, secrets, limits, and executions (submit, watch, cancel, list)."
+    help = "Operate the platform: tenants, API keys, secrets, limits, executions (submit, watch, cancel, list), schedules."
     stealth_options = ("stdin",)  # tests hand secret-set its standard input
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
         _add_tenant_commands(commands)
         _add_execution_commands(commands)
+        add_schedule_commands(commands)
 
     def handle(self, *args: Any, **options: Any) -> None:
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -190,6 +192,7 @@ class Command(BaseCommand):
             "cancel": self.cmd_cancel,
             "list": self.cmd_list,
             "sweep": self.cmd_sweep,
+            **schedule_handlers(self),
         }
         try:
             handlers[options["command"]](options)

@@ -42,6 +42,9 @@ class StrictSchema(OpenApiSerializerExtension):
 
     def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
         schema = auto_schema._map_basic_serializer(self.target, direction)
+        form = self.target if isinstance(self.target, type) else type(self.target)
+        if not form.__dict__.get("__doc__"):
+            schema.pop("description", None)  # StrictSerializer's own, not this request's
         return {**schema, "additionalProperties": False, **self.target.schema_extra}
 
 

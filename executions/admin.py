@@ -25,10 +25,13 @@ from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
 from executions.live.groups import STATE_AFTER_EVENT
-from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ModelPrice, Step
+from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ModelPrice, Schedule, Step
 from executions.selectors import execution_events, last_event_seq
 from executions.services.blueprints import blueprint_problems, blueprint_save
 from executions.services.controls import execution_cancel, execution_pause, execution_resume
+from executions.services.schedules import EDITABLE as schedule_fields_editable
+from executions.services.schedules import next_runs as schedule_next_runs
+from executions.services.schedules import schedule_apply, schedule_pause, schedule_resume
 from tenants.admin_scoping import NOT_ALLOWED, TenantScopedAdmin, report
 
 EVENT_LOG_LIMIT = 1000
@@ -387,3 +390,86 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
     list_display = ["model", "input_usd_per_million", "output_usd_per_million", "updated_at"]
     search_fields = ["model"]
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+
+class ScheduleForm(forms.ModelForm):
+    input = forms.JSONField(required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 80}))
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "tenant",
+            "name",
+            "blueprint",
+            "blueprint_version",
+            "input",
+            "cron",
+            "timezone",
+            "interval_seconds",
+            "overlap",
+            "paused",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        """Checked as the API checks it (``schedule_apply``), which also sets the next firing."""
+        data = super().clean() or {}
+        tenant = data.get("tenant") or getattr(self.instance, "tenant", None)
+        if tenant is None or self.errors:
+            return data
+        self.instance.tenant = tenant
+        values = {name: data.get(name) for name in schedule_fields_editable}
+        values["version"] = data.get("blueprint_version")
+        values["cron"] = values["cron"] or ""
+        try:
+            schedule_apply(self.instance, values)
+        except PlatformError as exc:
+            field = exc.details.get("field")
+            self.add_error(field if field in self.fields else None, exc.message)
+        return data
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(TenantScopedAdmin):
+    """A tenant's schedules, checked and timed as through the API; pause and resume in bulk."""
+
+    form = ScheduleForm
+    list_display = ["name", "tenant", "blueprint", "timing", "overlap", "paused", "next_fire_at", "last_fired_at"]
+    list_filter = [("tenant", admin.RelatedOnlyFieldListFilter), "paused", "overlap"]
+    search_fields = ["name", "blueprint"]
+    list_select_related = ["tenant"]
+    readonly_fields = ["next_runs", "last_fired_at", "last_error", "created_at", "updated_at"]
+    actions = ["pause", "resume"]
+
+    @admin.display(description="when")
+    def timing(self, obj: Schedule) -> str:
+        return f"{obj.cron} ({obj.timezone})" if obj.cron else f"every {obj.interval_seconds} s"
+
+    @admin.display(description="next times")
+    def next_runs(self, obj: Schedule) -> str:
+        return ", ".join(t.isoformat() for t in schedule_next_runs(obj)) if obj.pk else "-"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.readonly_fields + (["tenant"] if obj is not None else [])
+
+    @admin.action(description="Pause the selected schedules")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._set_paused(request, queryset, True)
+
+    @admin.action(description="Resume the selected schedules")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._set_paused(request, queryset, False)
+
+    def _set_paused(self, request: HttpRequest, queryset: QuerySet[Schedule], paused: bool) -> None:
+        done: list[str] = []
+        failed: list[tuple[str, str]] = []
+        for schedule in queryset.select_related("tenant"):
+            if not self.has_change_permission(request, schedule):
+                failed.append((schedule.name, NOT_ALLOWED))
+                continue
+            change = schedule_pause if paused else schedule_resume
+            change(tenant=schedule.tenant, schedule_id=schedule.pk)
+            done.append(schedule.name)
+        report(request, {"Paused" if paused else "Resumed": done}, failed)

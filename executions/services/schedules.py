@@ -218,6 +218,15 @@ def _given(fields: dict[str, Any]) -> dict[str, Any]:
     return dict(fields)
 
 
+def schedule_apply(schedule: Schedule, values: dict[str, Any]) -> None:
+    """Check every field of ``values`` (all of ``EDITABLE``), then set them on ``schedule``, unsaved,
+    with its next firing: what the admin's form saves. Refused as the API refuses."""
+    timing_changed = schedule._state.adding or any(
+        values[k] != getattr(schedule, k) for k in ("cron", "timezone", "interval_seconds")
+    )
+    _apply(schedule, values, timing_changed=timing_changed or (schedule.paused and not values["paused"]))
+
+
 def _apply(schedule: Schedule, values: dict[str, Any], *, timing_changed: bool) -> None:
     """Check ``values`` whole, then set them on ``schedule`` (unsaved)."""
     name = values.get("name")

@@ -74,7 +74,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "interfaces",
         (
             "executions.api",
+            "executions.api_derived",
             "executions.api_schedules",
+            "executions.api_webhooks",
+            "executions.admin_webhooks",
             "executions.serializers",
             "executions.admin",
             "executions.views",

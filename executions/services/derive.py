@@ -33,7 +33,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from enact_platform.errors import InvalidInput, NotFound, PayloadTooLarge
+from enact_platform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from executions.catalog import CatalogEntry, blueprint_lookup
 from executions.kernel import Checkpoint as KernelCheckpoint
 from executions.kernel import ids as kernel_ids
@@ -93,7 +93,7 @@ def execution_fork(
     Returns it and whether it is new (a repeated idempotency key returns the first one)."""
     source = execution_get(tenant=tenant, execution_id=execution_id)
     if source.state not in FORKABLE_STATES:
-        raise InvalidInput(
+        raise Conflict(
             f"execution {source.pk} is {source.state}: fork it once it has ended, paused or waits",
             details={"state": source.state},
         )
@@ -149,17 +149,18 @@ def _lookup(source: Execution) -> CatalogEntry:
 
 
 def _step(source: Execution, from_step: Any) -> Step:
+    """The step to fork from; a refusal's details name it (``step``) and the field."""
     if not isinstance(from_step, str) or not from_step:
         raise InvalidInput("from_step must be the id of a step of the execution", details={"field": "from_step"})
     # A step of another execution, the tenant's or not, is refused alike: nothing tells them apart.
     step = Step.objects.filter(execution=source, pk=from_step).first()
     if step is None:
-        raise InvalidInput(f"{source.pk} has no step {from_step}", details={"field": "from_step"})
+        raise InvalidInput(f"{source.pk} has no step {from_step}", details={"field": "from_step", "step": from_step})
     if step.parent_step_id:
         raise InvalidInput(
             f"step {step.pk} ({step.name}) ran inside a parallel branch, a map or a subgraph: fork from the "
             f"step that started it ({step.parent_step_id}) or from the step after them",
-            details={"field": "from_step", "parent_step_id": step.parent_step_id},
+            details={"field": "from_step", "step": step.pk, "parent_step_id": step.parent_step_id},
         )
     return step
 
@@ -189,11 +190,14 @@ def _lane_before(source: Execution, step: Step, entry: CatalogEntry, graph: Any)
     if past is None:
         if Step.objects.filter(execution=source, position__lt=step.position).exists() or started is None:
             raise InvalidInput(
-                f"no checkpoint of {source.pk} was kept from before step {step.pk}", details={"field": "from_step"}
+                f"no checkpoint of {source.pk} was kept from before step {step.pk}",
+                details={"field": "from_step", "step": step.pk},
             )
         # The first step of the run started at the entry, from the input.
         if graph.entry_point != step.name:
-            raise InvalidInput(f"step {step.pk} is not where {source.pk} started", details={"field": "from_step"})
+            raise InvalidInput(
+                f"step {step.pk} is not where {source.pk} started", details={"field": "from_step", "step": step.pk}
+            )
         return Lane("main", step.name, entry.initial_state(source.input))
     position = Position.from_dict(past.data["position"])
     if position.fanout_origin is not None:
@@ -202,12 +206,13 @@ def _lane_before(source: Execution, step: Step, entry: CatalogEntry, graph: Any)
             # The branches had ended and were joined: the join was given what each branch left.
             return Lane("main", step.name, {lane.key: lane.state for lane in position.lanes})
         raise InvalidInput(
-            f"step {step.pk} ({step.name}) started while parallel branches ran", details={"field": "from_step"}
+            f"step {step.pk} ({step.name}) started while parallel branches ran",
+            details={"field": "from_step", "step": step.pk},
         )
     (lane,) = position.lanes
     if lane.node != step.name:
         raise InvalidInput(
             f"the checkpoint before step {step.pk} leads to {lane.node!r}, not {step.name!r}",
-            details={"field": "from_step"},
+            details={"field": "from_step", "step": step.pk},
         )
     return Lane(lane.key, lane.node, lane.state)

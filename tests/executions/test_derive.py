@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from enact_platform.errors import InvalidInput, NotFound, PayloadTooLarge, QuotaExceeded
+from enact_platform.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, QuotaExceeded
 from executions.models import Checkpoint, Execution, ExecutionEvent, PastCheckpoint, Step
 from executions.persistence.group_commit import StagedUnit
 from executions.services.controls import execution_provide_input
@@ -150,7 +150,7 @@ def test_a_waiting_source_can_be_forked_and_the_asking_step_asks_again(
 def test_a_running_source_cannot_be_forked(tenant_a: Tenant, inline_worker: list[threading.Thread]) -> None:
     source, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 3, "seconds": 5})
     assert wait_until(lambda: Step.objects.filter(execution=source).exists())
-    with pytest.raises(InvalidInput, match="running") as refused:
+    with pytest.raises(Conflict, match="running") as refused:
         execution_fork(tenant=tenant_a, execution_id=source.pk, from_step=Step.objects.filter(execution=source)[0].pk)
     assert refused.value.details == {"state": "running"}
     assert Execution.objects.count() == 1

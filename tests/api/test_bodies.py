@@ -194,3 +194,20 @@ def test_expect_100_continue_over_the_limit_gets_the_413_instead(server: Server)
         sock.sendall(_head(server, "/api/v1/executions", {"Content-Length": str(10 * LIMIT), "Expect": "100-continue"}))
         status, _, body = _read_response(sock)
     assert status == 413, body[:300]
+
+
+def test_a_refused_client_that_goes_quiet_is_let_go_of(server: Server) -> None:
+    """The connection of a refused body is kept only to let the 413 arrive, never for good."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(_head(server, "/api/v1/executions", {"Content-Length": str(10 * LIMIT)}) + b"{" * 1000)
+        status, _, _ = _read_response(sock)
+        assert status == 413
+        started = time.monotonic()
+        sock.settimeout(30)
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:
+            rest = b""
+        waited = time.monotonic() - started
+    assert rest == b""
+    assert waited < 15

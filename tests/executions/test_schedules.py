@@ -233,7 +233,8 @@ def test_overlap_cancel_previous_cancels_the_unfinished_then_submits(tenant_a: T
 
 def test_after_downtime_missed_times_fire_once_for_the_earliest_then_regular_times(tenant_a: Tenant) -> None:
     schedule = create(tenant_a, interval_seconds=60, overlap="queue")
-    missed_since = timezone.now() - timedelta(minutes=10, seconds=30)
+    # Down since a time on its grid, ten whole minutes (and a part of one) ago: ten more missed.
+    missed_since = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
     Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=missed_since)
     [firing] = svc.schedules_fire_due()
     assert (firing.outcome, firing.scheduled_at, firing.missed) == ("submitted", missed_since, 10)

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from enact_platform.errors import NotFound, PlatformError
 from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.kernel.ids import IdKind, is_valid_id
 from executions.live.groups import STATE_AFTER_EVENT
+from executions.management.derive import add_derive_commands, derive_handlers
 from executions.management.schedules import add_schedule_commands, schedule_handlers
 from executions.models import Execution, ExecutionEvent
 from executions.ops.retention import executions_sweep
@@ -179,7 +181,15 @@ class Command(BaseCommand):
         commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
         _add_tenant_commands(commands)
         _add_execution_commands(commands)
+        add_derive_commands(commands)
         add_schedule_commands(commands)
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # Remote mode: ``enact --url URL [--key KEY] <command> …`` is the client's command line
+        # (enact_client.cli), through the API of the platform at URL instead of this database.
+        if len(argv) > 2 and argv[2].split("=", 1)[0] in ("--url", "--key"):
+            sys.exit(_remote(argv[2:], prog=f"{argv[0]} {argv[1]}"))
+        super().run_from_argv(argv)
 
     def handle(self, *args: Any, **options: Any) -> None:
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -192,6 +202,7 @@ class Command(BaseCommand):
             "cancel": self.cmd_cancel,
             "list": self.cmd_list,
             "sweep": self.cmd_sweep,
+            **derive_handlers(self),
             **schedule_handlers(self),
         }
         try:
@@ -356,6 +367,17 @@ class Progress:
         steps = f"{self.steps_done} step{'' if self.steps_done == 1 else 's'} done"
         waiting = "; still watching (Ctrl-C stops watching, not the execution)"
         return f"-- {steps}, {self.state}" + (waiting if self.state in (S.PAUSED, S.WAITING) else "")
+
+
+def _remote(argv: list[str], prog: str) -> int:
+    try:
+        # Imported on use: only remote mode needs the client, a package of its own (client/).
+        from enact_client.cli import main
+    except ImportError:
+        sys.path.insert(0, str(settings.BASE_DIR / "client"))  # not installed: the repository's copy
+        # Imported on use, as above.
+        from enact_client.cli import main
+    return main(argv, prog=prog)
 
 
 def _wait() -> None:

@@ -61,6 +61,8 @@ class ExecutionListView(APIView):
             created_after=filters.get("created_after"),
             created_before=filters.get("created_before"),
             q=filters.get("q"),
+            origin=filters.get("origin"),
+            source=filters.get("source"),
         )
         paginator = NewestFirst()
         page = paginator.paginate_queryset(rows, request, view=self)

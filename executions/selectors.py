@@ -68,9 +68,12 @@ def execution_list(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     q: str | None = None,
+    origin: str | None = None,
+    source: str | None = None,
 ) -> QuerySet[Execution]:
     """The tenant's executions, newest first, each with ``last_seq``. ``q`` matches an id
-    (or its start), a blueprint name, or an idempotency key."""
+    (or its start), a blueprint name, or an idempotency key; ``source``, the execution a rerun
+    or fork came from."""
     rows = Execution.objects.for_tenant(tenant)
     if state:
         rows = rows.filter(state=state)
@@ -82,6 +85,10 @@ def execution_list(
         rows = rows.filter(created_at__lt=created_before)
     if q:
         rows = rows.filter(Q(id__startswith=q) | Q(blueprint__icontains=q) | Q(idempotency_key=q))
+    if origin:
+        rows = rows.filter(origin=origin)
+    if source:
+        rows = rows.filter(source_id=source)
     # The (execution, seq) unique index answers this with one backward index step per row.
     latest = ExecutionEvent.objects.filter(execution_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
     return rows.annotate(last_seq=Subquery(latest)).order_by("-created_at", "-id")

@@ -250,6 +250,8 @@ class ExecutionFilters(StrictSerializer):
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
     q = TextField(required=False, max_length=200)
+    origin = serializers.ChoiceField(choices=Execution.Origin.choices, required=False, help_text="what started them")
+    source = TextField(required=False, max_length=40, help_text="the reruns and forks of this execution")
     cursor = TextField(required=False, help_text="from the `next` of the page before")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=200, help_text="a page (50)")
 

@@ -137,3 +137,25 @@ def test_a_state_over_the_input_limit_answers_413(api_a: Api, inline_worker: lis
     )
     assert (response.status_code, error_of(response)["code"]) == (413, "payload_too_large")
     assert Execution.objects.count() == 1
+
+
+def test_the_list_filters_by_source_and_origin(api_a: Api, api_b: Api, inline_worker: list[threading.Thread]) -> None:
+    source, other, theirs = finished(api_a), finished(api_a), finished(api_b)
+    rerun = api_a.post(f"executions/{source['id']}/rerun").json()
+    fork = api_a.post(f"executions/{source['id']}/fork", {"from_step": step_ids(source["id"])[1]}).json()
+    api_a.post(f"executions/{other['id']}/rerun")
+
+    def ids(**query: str) -> list[str]:
+        response = api_a.get("executions", query)
+        assert response.status_code == 200, response.json()
+        return [e["id"] for e in response.json()["results"]]
+
+    assert ids(source=source["id"]) == [fork["id"], rerun["id"]]
+    assert ids(source=source["id"], origin="fork") == [fork["id"]]
+    assert len(ids(origin="rerun")) == 2
+    assert ids(source=theirs["id"]) == []  # another tenant's execution has no derived ones here
+    api_b.post(f"executions/{theirs['id']}/rerun")
+    assert ids(source=theirs["id"]) == []
+    response = api_a.get("executions", {"origin": "nope"})
+    assert response.status_code == 400
+    assert "origin" in error_of(response)["details"]["fields"]

@@ -170,8 +170,9 @@ def test_a_crash_during_a_backoff_resumes_with_the_next_attempt_when_the_backoff
     retry = checkpoint.retries["call"]
     assert retry["attempt"] == 2
     assert retry["not_before"] is not None
-    # The second process starts with 0.3 s of the backoff left (rewritten so the test is short).
-    soon = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+    # The second process starts with 0.6 s of the backoff left (rewritten so the test is short).
+    started = time.monotonic()
+    soon = (datetime.now(UTC) + timedelta(seconds=0.6)).isoformat()
     due = replace(checkpoint, retries={"call": {**retry, "not_before": soon}})
     store.save_checkpoint(due)
     second = (
@@ -179,9 +180,8 @@ def test_a_crash_during_a_backoff_resumes_with_the_next_attempt_when_the_backoff
         .with_event_sink(InMemoryEventSink())
         .with_checkpoint_store(store)
     )
-    started = time.monotonic()
     result = second.resume_graph(graph, due)
-    assert time.monotonic() - started >= 0.25
+    assert time.monotonic() - started >= 0.5
     assert result.state is ExecutionState.COMPLETED
     assert result.output == 2
     assert attempts == [1, 2]
@@ -436,3 +436,44 @@ def test_a_backoff_that_ends_with_every_branch_slot_taken_does_not_spin(make_ker
     assert result.state is ExecutionState.COMPLETED
     assert [(s.name, s.attempt) for s in kernel.execution.steps.values() if s.name == "a"] == [("a", 1), ("a", 2)]
     assert units.opened < 30
+
+
+def test_a_backoff_longer_than_any_timer_can_wait_with_nothing_else_to_wake_for() -> None:
+    # No inbox to look at and no time limit: the backoff is the only deadline, so the run's one
+    # wait is as long as a wait may be, not the backoff (a timeout past threading.TIMEOUT_MAX
+    # raises OverflowError).
+    from executions.kernel import ResourceLimits
+
+    huge = int(threading.TIMEOUT_MAX * 1000) * 4
+    policy = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=huge)
+
+    def node(state: Any, ctx: Any) -> Any:
+        raise ExecutionError.network("connection reset", retry_policy=policy)
+
+    limits = ResourceLimits(max_steps=None, max_tokens=None, max_wall_time_s=None, max_cost_usd=None)
+    tenant = TenantContext("t", limits=limits, long_running=LongRunningPolicy.unlimited())
+    kernel = ExecutionKernel.new(tenant).with_event_sink(InMemoryEventSink())
+    assert kernel.inbox() is None
+    threading.Timer(0.2, lambda: kernel.cancel("enough")).start()
+    result = kernel.execute_graph(_one_node(node), None)
+    assert result.state is ExecutionState.CANCELLED
+
+
+def test_a_wall_time_limit_longer_than_any_timer_can_wait() -> None:
+    # The caller waits for the outcome until the limit may run out, and the driver until its
+    # backoff ends: both waits are cut to what a wait may be.
+    from executions.kernel import ResourceLimits
+
+    policy = RetryPolicy(max_retries=1, backoff=Backoff.FIXED, base_delay_ms=50)
+
+    def node(state: Any, ctx: Any) -> Any:
+        if ctx.attempt == 1:
+            raise ExecutionError.network("connection reset", retry_policy=policy)
+        return "ok"
+
+    limits = ResourceLimits(max_steps=None, max_tokens=None, max_wall_time_s=threading.TIMEOUT_MAX * 4)
+    tenant = TenantContext("t", limits=limits, long_running=LongRunningPolicy.unlimited())
+    kernel = ExecutionKernel.new(tenant).with_event_sink(InMemoryEventSink())
+    result = kernel.execute_graph(_one_node(node), None)
+    assert result.state is ExecutionState.COMPLETED
+    assert result.output == "ok"

@@ -21,7 +21,7 @@ from executions.kernel import (
     TenantContext,
 )
 from executions.kernel.events import EventType
-from executions.kernel.memory import InMemoryEventSink
+from executions.kernel.memory import FakeClock, InMemoryEventSink
 
 Build = Callable[..., ExecutionKernel]
 
@@ -144,19 +144,65 @@ def test_a_wall_time_limit_stops_a_blocked_step_when_it_runs_out(make_kernel: Bu
     assert 0.2 <= elapsed < 0.6  # not the second or so it took
 
 
-def test_a_step_that_outlasts_the_wall_time_limit_does_not_complete(make_kernel: Build) -> None:
+class _LimitRunsOutAsTheStepReturns(FakeClock):
+    """A fake clock that, once told, is ``jump`` seconds on for every thread but the caller's.
+
+    The node tells it just before it returns: the limit runs out as the step comes back, and
+    the thread that handles the step's result sees it, while the caller, whose timer would
+    otherwise stop the step first, does not. What is checked is the driver's look at the
+    limits when a step returns, and nothing else."""
+
+    def __init__(self, jump: float) -> None:
+        super().__init__()
+        self.jump = jump
+        self.jumped = False
+        self.caller = threading.get_ident()
+
+    def monotonic(self) -> float:
+        moved = self.jumped and threading.get_ident() != self.caller
+        return super().monotonic() + (self.jump if moved else 0.0)
+
+
+def test_a_step_that_returns_after_the_wall_time_limit_ran_out_does_not_complete(make_kernel: Build) -> None:
+    clock = _LimitRunsOutAsTheStepReturns(60.0)
+
     def node(state: Any, ctx: Any) -> Any:
-        time.sleep(0.8)
+        clock.jumped = True
         return "done"
 
-    kernel = make_kernel(_wall_limited(0.3))
-    started = time.monotonic()
+    kernel = make_kernel(_wall_limited(10.0)).with_clock(clock)
     result = kernel.execute_graph(_one_node(node), 0)
     assert result.state is ExecutionState.FAILED
     assert result.error is not None
     assert result.error.code == "wall_time_limit_exceeded"
-    assert time.monotonic() - started < 0.7
-    assert [e.type for e in _events(kernel).events if e.type is EventType.STEP_END] == []
+    assert _events(kernel).of_type(EventType.STEP_END) == []
+    [step] = kernel.execution.steps.values()
+    assert step.state is StepState.FAILED
+
+
+def test_a_branch_that_returns_after_the_wall_time_limit_ran_out_does_not_complete(make_kernel: Build) -> None:
+    clock = _LimitRunsOutAsTheStepReturns(60.0)
+    release = threading.Event()
+
+    def late(state: Any, ctx: Any) -> Any:
+        clock.jumped = True
+        return "late"
+
+    def slow(state: Any, ctx: Any) -> Any:
+        release.wait(10)
+        return "slow"
+
+    builder = GraphBuilder("fan").add_node("start", lambda state, ctx: state)
+    builder.add_node("late", late).add_edge("start", "late")
+    builder.add_node("slow", slow).add_edge("start", "slow")
+    kernel = make_kernel(_wall_limited(10.0)).with_clock(clock)
+    try:
+        result = kernel.execute_graph(builder.set_entry_point("start").compile(), 0)
+    finally:
+        release.set()
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert [e.data.get("name") for e in _events(kernel).of_type(EventType.STEP_END)] == ["start"]
 
 
 def test_an_idle_limit_stops_a_silent_step_when_it_runs_out(make_kernel: Build) -> None:
@@ -181,8 +227,13 @@ def test_an_idle_limit_stops_a_silent_step_when_it_runs_out(make_kernel: Build) 
 
 
 def test_a_wall_time_limit_in_a_chain_counts_every_step(make_kernel: Build) -> None:
+    release = threading.Event()
+
     def node(state: Any, ctx: Any) -> Any:
-        time.sleep(0.25)
+        if state == 2:
+            release.wait(10)  # the third step runs until it is stopped
+        else:
+            time.sleep(0.25)
         return state + 1
 
     builder = GraphBuilder("chain")
@@ -192,10 +243,16 @@ def test_a_wall_time_limit_in_a_chain_counts_every_step(make_kernel: Build) -> N
             builder.add_edge(f"n{i - 1}", f"n{i}")
     kernel = make_kernel(_wall_limited(0.6))
     started = time.monotonic()
-    result = kernel.execute_graph(builder.set_entry_point("n0").compile(), 0)
+    try:
+        result = kernel.execute_graph(builder.set_entry_point("n0").compile(), 0)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
     assert result.error is not None
     assert result.error.code == "wall_time_limit_exceeded"
-    assert time.monotonic() - started < 0.75  # stopped during the third step, which would end at 0.75
+    # Stopped 0.6 s into the run, during the third step: not 0.6 s into that step (1.1 s), had
+    # each step's time been counted alone.
+    assert 0.6 <= elapsed < 1.0
     assert len(_events(kernel).of_type(EventType.STEP_END)) == 2
 
 

@@ -11,6 +11,7 @@ one model in primary-key order, so two transactions never wait on each other in 
    a parent before its child.
 4. ``executions.Blueprint``: saving a new version.
 5. ``executions.InboxMessage``: draining an inbox, in the order the messages are read.
+6. ``executions.WebhookDelivery``: claiming deliveries to send (alone in its transaction).
 
 Locks on executions and tenants are ``NO KEY UPDATE`` (``no_key=True``): they serialize the
 writers of those rows, but not the foreign-key checks of a worker appending events to the
@@ -34,6 +35,7 @@ ORDER = (
     "executions.Execution",
     "executions.Blueprint",
     "executions.InboxMessage",
+    "executions.WebhookDelivery",
 )
 
 M = TypeVar("M", bound=models.Model)

@@ -352,6 +352,12 @@ ENACT_SWEEP_SECONDS = env_float("ENACT_SWEEP_SECONDS", 3600.0, minimum=0.0)
 # Schedules: each worker process sleeps until the next schedule is due, this long at most (a
 # schedule created or changed meanwhile is seen then).
 ENACT_SCHEDULE_POLL_SECONDS = env_float("ENACT_SCHEDULE_POLL_SECONDS", 5.0, minimum=0.05)
+# Webhooks (executions/services/webhooks.py): a send's timeout, the first retry's delay (each next
+# one three times longer, up to 6 h), how many attempts in all, and how often idle workers look.
+ENACT_WEBHOOK_TIMEOUT_SECONDS = env_float("ENACT_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+ENACT_WEBHOOK_RETRY_SECONDS = env_float("ENACT_WEBHOOK_RETRY_SECONDS", 10.0, minimum=0.01)
+ENACT_WEBHOOK_MAX_ATTEMPTS = env_int("ENACT_WEBHOOK_MAX_ATTEMPTS", 12, minimum=1)
+ENACT_WEBHOOK_POLL_SECONDS = env_float("ENACT_WEBHOOK_POLL_SECONDS", 5.0, minimum=0.05)
 if ENACT_HEARTBEAT_SECONDS * 2 > ENACT_LEASE_SECONDS:
     raise SettingError("ENACT_LEASE_SECONDS must be at least twice ENACT_HEARTBEAT_SECONDS")
 

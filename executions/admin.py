@@ -24,6 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from enact_platform.errors import PlatformError
+from executions import admin_webhooks  # noqa: F401  # registers the webhooks' admin pages
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ModelPrice, Schedule, Step
 from executions.selectors import execution_events, last_event_seq

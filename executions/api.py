@@ -85,6 +85,7 @@ class ExecutionListView(APIView):
             idempotency_key=body.get("idempotency_key"),
             metadata=body.get("metadata"),
             user=request.user if not caller.key else None,
+            webhook=body.get("webhook"),
         )
         data = _execution(request, execution.pk)
         return Response(data, status=201 if created else 200)

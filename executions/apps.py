@@ -51,9 +51,11 @@ def _worker_process_started(sender: object, proc_name: str = "", **kwargs: objec
     # Imported here, in the worker process only: web processes never load the runtime.
     from executions.runtime.scheduler import ticker  # beside the import above
     from executions.runtime.slots import start_worker_process
+    from executions.runtime.webhooks import sender  # beside the import above
 
     start_worker_process()
     ticker.start()  # fires the tenants' schedules (runtime/scheduler.py)
+    sender.start()  # sends the tenants' webhooks (runtime/webhooks.py)
 
 
 def _close_after_asgi_request(sender: type, **kwargs: object) -> None:

@@ -67,6 +67,8 @@ class Execution(models.Model):
     schedule = models.ForeignKey(
         "Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
     )
+    # A URL called, signed, when it ends: its submission's ``webhook`` (services/webhooks.py).
+    webhook = models.CharField(max_length=2000, blank=True, default="")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -378,3 +380,94 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of the tenant's called with a signed POST when one of its executions has one of
+    ``events`` (event types such as ``data-execution-end``). The secret signs each body; it is
+    shown once, when made, and kept encrypted (``tenants.secrets``). Sending: services/webhooks.py."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.new_webhook_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.CharField(max_length=2000)
+    events = models.JSONField(default=list)
+    description = models.CharField(max_length=500, blank=True, default="")
+    secret_ciphertext = models.TextField(editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "active"], name="webhook_tenant_active")]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.id})"
+
+
+class WebhookSigningSecret(models.Model):
+    """The tenant's secret for the per-submission ``webhook`` URLs that are none of its endpoints."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="webhook_signing_secret")
+    secret_ciphertext = models.TextField(editable=False)
+    created_at = models.DateTimeField(auto_now=True)
+
+
+class WebhookDelivery(models.Model):
+    """One event sent to one URL: pending until a 2xx answer (delivered) or until it is given up
+    (failed). ``next_attempt_at`` is also the claim: a worker sending it moves it past the send's
+    timeout, so no other worker takes it meanwhile."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.new_delivery_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    # None: the execution's own ``webhook`` URL, not one of the tenant's endpoints.
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    url = models.CharField(max_length=2000)
+    event_type = models.CharField(max_length=64)
+    event_id = models.CharField(max_length=40)
+    # The body, made at its first attempt and sent unchanged by every retry.
+    payload = models.JSONField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=1000, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due"),
+            models.Index(fields=["endpoint", "-created_at"], name="webhook_delivery_endpoint"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "url"], name="one_delivery_per_event_and_url"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class WebhookAttempt(models.Model):
+    """One try at sending a delivery, and what came of it."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="")  # its first bytes
+    error = models.CharField(max_length=1000, blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_number_per_delivery")]

@@ -146,6 +146,9 @@ class SubmitRequest(StrictSerializer):
     input = AnyJSONField(required=False, default=dict)
     idempotency_key = TextField(required=False, max_length=200)
     metadata = serializers.DictField(required=False, child=AnyJSONField())
+    webhook = TextField(
+        required=False, max_length=2000, help_text="a URL POSTed to, signed, when it ends (see /webhooks)"
+    )
 
 
 class ReasonRequest(StrictSerializer):

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 WORK = "work"
 EXECUTION = "execution:"  # followed by the execution's id
 EVENTS = "events"
+WEBHOOKS = "webhooks"
 
 
 def work_ready() -> None:
@@ -64,6 +65,11 @@ def events_committed() -> None:
     _send(EVENTS)
 
 
+def webhooks_due() -> None:
+    """Tell the worker processes' webhook senders that a delivery is due (runtime/webhooks.py)."""
+    _send(WEBHOOKS)
+
+
 def work_ready_after_commit() -> None:
     transaction.on_commit(work_ready)
 
@@ -76,8 +82,9 @@ def listen(
     on_work: Callable[[], None] | None = None,
     on_execution: Callable[[str], None] | None = None,
     on_events: Callable[[], None] | None = None,
+    on_webhooks: Callable[[], None] | None = None,
 ) -> Callable[[], None]:
-    """Start a daemon thread that calls ``on_work()``, ``on_execution(id)`` or ``on_events()`` for
+    """Start a daemon thread that calls ``on_work()``, ``on_execution(id)``, ``on_events()`` or ``on_webhooks()`` for
     each piece of news this process hears. Returns a function that stops listening."""
 
     def deliver(message: str) -> None:
@@ -87,6 +94,8 @@ def listen(
             on_execution(message[len(EXECUTION) :])
         elif message == EVENTS and on_events is not None:
             on_events()
+        elif message == WEBHOOKS and on_webhooks is not None:
+            on_webhooks()
 
     listener = _RedisListener(deliver) if settings.REDIS_URL else _SocketListener(deliver)
     listener.start()

@@ -76,6 +76,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "executions.api",
             "executions.api_derived",
             "executions.api_schedules",
+            "executions.api_webhooks",
+            "executions.admin_webhooks",
             "executions.serializers",
             "executions.admin",
             "executions.views",

@@ -7,6 +7,7 @@ from django.urls import path
 from executions import api as executions
 from executions import api_derived as derived
 from executions import api_schedules as schedules
+from executions import api_webhooks as webhooks
 from tenants import api as tenants
 
 urlpatterns = [
@@ -36,6 +37,11 @@ urlpatterns = [
     path("schedules/<str:schedule_id>", schedules.ScheduleDetailView.as_view(), name="schedule"),
     path("schedules/<str:schedule_id>/pause", schedules.SchedulePauseView.as_view(), name="schedule-pause"),
     path("schedules/<str:schedule_id>/resume", schedules.ScheduleResumeView.as_view(), name="schedule-resume"),
+    path("webhooks", webhooks.WebhookListView.as_view(), name="webhooks"),
+    path("webhooks/signing-secret", webhooks.SigningSecretView.as_view(), name="webhooks-signing-secret"),
+    path("webhooks/<str:webhook_id>", webhooks.WebhookDetailView.as_view(), name="webhook"),
+    path("webhooks/<str:webhook_id>/deliveries", webhooks.WebhookDeliveriesView.as_view(), name="webhook-deliveries"),
+    path("webhooks/<str:webhook_id>/rotate-secret", webhooks.WebhookRotateSecretView.as_view(), name="webhook-rotate"),
     path("artifacts/<str:artifact_id>", executions.ArtifactDetailView.as_view(), name="artifact"),
     path("artifacts/<str:artifact_id>/content", executions.ArtifactContentView.as_view(), name="artifact-content"),
 ]

@@ -32,9 +32,11 @@ class IdKind(StrEnum):
     CHECKPOINT = "ckpt"
     MESSAGE = "msg"
     SCHEDULE = "sched"
+    WEBHOOK = "wh"
+    DELIVERY = "whd"
 
 
-_ID_RE: Final = re.compile(rf"^(exec|step|artifact|evt|ckpt|msg|sched)_([0-9A-Za-z]{{{SUFFIX_LENGTH}}})$")
+_ID_RE: Final = re.compile(rf"^(exec|step|artifact|evt|ckpt|msg|sched|wh|whd)_([0-9A-Za-z]{{{SUFFIX_LENGTH}}})$")
 
 
 def _encode(value: int, width: int) -> str:
@@ -120,6 +122,14 @@ def new_message_id() -> str:
 
 def new_schedule_id() -> str:
     return new_id(IdKind.SCHEDULE)
+
+
+def new_webhook_id() -> str:
+    return new_id(IdKind.WEBHOOK)
+
+
+def new_delivery_id() -> str:
+    return new_id(IdKind.DELIVERY)
 
 
 class InvalidId(ValueError):

@@ -15,6 +15,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -25,6 +26,7 @@ from executions.live import publisher
 from executions.models import Execution, Step
 from executions.persistence import sql
 from executions.persistence.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
+from executions.persistence.webhooks import WEBHOOK_EVENTS, deliveries_enqueue_quietly
 from tenants.services import tenant_record_usage
 
 try:  # a commit sent by the sink itself raises the driver's error, not Django's wrapper of it
@@ -62,6 +64,7 @@ class DjangoEventSink:
         self.committer = committer
         self.execution_id = execution.pk
         self.tenant_id = execution.tenant_id
+        self.webhook = execution.webhook  # its submission's own webhook URL, or ""
         if steps_so_far is None:  # positions are 0, 1, 2, …: the next one is the count so far
             steps_so_far = Step.objects.filter(execution_id=execution.pk).count()
         self._next_position = steps_so_far
@@ -254,6 +257,11 @@ class DjangoEventSink:
                 fields["usage"] = data["usage"]
             self.sync()  # the execution's new state never lands before the events leading to it
             Execution.objects.filter(pk=self.execution_id).update(**fields)
+            if t.value in WEBHOOK_EVENTS:  # recorded once the event is stored (persistence/webhooks.py)
+                hook = {"tenant_id": self.tenant_id, "execution_id": self.execution_id, "webhook": self.webhook}
+                transaction.on_commit(
+                    partial(deliveries_enqueue_quietly, event_type=t.value, event_id=event.id, **hook)
+                )
             if t is EventType.EXECUTION_CANCELLED:
                 for step_id in data.get("skipped_step_ids") or []:
                     self._step_update(step_id, state="skipped", ended_at=at)

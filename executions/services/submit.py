@@ -16,6 +16,7 @@ from executions.catalog import blueprint_lookup
 from executions.live import publisher
 from executions.models import Execution, Schedule
 from executions.registry import validate_input
+from executions.services.webhooks import submission_webhook_check
 from tenants.models import Tenant, TenantLimits
 from tenants.services import tenant_consume_execution_quota
 
@@ -31,11 +32,13 @@ def execution_submit(
     version: int | None = None,
     parent: Execution | None = None,
     schedule: Schedule | None = None,
+    webhook: str | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution (``queued``) of blueprint ``blueprint`` (a built-in one or one of the
     tenant's own, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
     it is new: a repeated idempotency key returns the first execution, unchanged. A schedule's
-    firing names its ``schedule`` (origin ``schedule``)."""
+    firing names its ``schedule`` (origin ``schedule``). ``webhook``: a URL called, signed, when it
+    ends (``services.webhooks``; its host must be allowed by the tenant's tool policy)."""
     limits = TenantLimits.objects.get(tenant=tenant)
     if not tenant.is_active:
         raise QuotaExceeded(
@@ -53,6 +56,8 @@ def execution_submit(
             details={"size": size, "maximum": limits.max_input_bytes},
         )
     validate_input(entry.input_schema, input)
+    if webhook is not None:
+        webhook = submission_webhook_check(tenant=tenant, webhook=webhook)
     entry.build(input)  # an input that shapes an invalid graph is refused now, not by a worker
 
     if idempotency_key:
@@ -74,6 +79,7 @@ def execution_submit(
                 parent=parent,
                 schedule=schedule,
                 origin=_origin(parent, schedule),
+                webhook=webhook or "",
             )
             queue.enqueue_after_commit(execution.pk)
             transaction.on_commit(partial(publisher.publish_created, tenant.pk, execution.pk))

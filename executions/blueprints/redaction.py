@@ -95,3 +95,7 @@ class RedactingContext:
         return self._ctx.store_artifact(  # type: ignore[no-any-return]
             name, artifact_type, redact(content), content_type=content_type, metadata=redact(metadata)
         )
+
+    def store_json_artifact(self, name: str, value: Any, *, metadata: dict[str, Any] | None = None) -> str | None:
+        redact = self._redactor.value
+        return self._ctx.store_json_artifact(name, redact(value), metadata=redact(metadata))  # type: ignore[no-any-return]

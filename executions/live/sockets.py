@@ -25,8 +25,8 @@ from executions import selectors
 from executions.live import relay
 from executions.live.groups import channel_release, execution_group
 from executions.live.sse import (
-    LIVE,
     TERMINAL_TYPES,
+    live_connections,
     live_holder,
     parse_last_event_id,
     stored_frames,
@@ -172,6 +172,9 @@ class Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self.let_go_of = True
         self._uncount()
+        claim, self.live_claim = getattr(self, "live_claim", None), None
+        if claim is not None:
+            await self.live.release(claim)
         layer = getattr(self, "channel_layer", None)
         if layer is None or not hasattr(self, "channel_name"):
             return
@@ -189,15 +192,15 @@ class Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         try:
             await self.authorize()
-            self.holder = live_holder(self.caller, self.scope.get("user"))
-            if not LIVE.claim(self.holder):
+            self.live = live_connections()
+            self.live_claim = await self.live.claim(live_holder(self.caller, self.scope.get("user")))
+            if self.live_claim is None:
                 raise too_many_live()
         except PlatformError as exc:
             # Accept, then close with a code: a refused handshake cannot carry one.
             await self.accept()
             await self.close(code=_refusal_code(exc))
             return
-        self.holds_live = True
         await self.accept()
         gauges.socket_opened()
         self.counted = True
@@ -207,9 +210,6 @@ class Socket(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.opened()
 
     def _uncount(self) -> None:
-        if getattr(self, "holds_live", False):
-            self.holds_live = False
-            LIVE.release(self.holder)
         if getattr(self, "counted", False):
             self.counted = False
             gauges.socket_closed()

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import time
+import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+import redis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -30,6 +34,8 @@ from executions.live import relay
 from executions.live.groups import channel_release, execution_group
 from executions.serializers import EventSerializer
 
+logger = logging.getLogger(__name__)
+
 TERMINAL_TYPES = frozenset(t.value for t in TERMINAL_EVENT_TYPES)
 READ_BATCH = 500
 LIVE_RETRY_SECONDS = 5  # what a caller refused for holding too many is told to wait
@@ -38,13 +44,21 @@ LIVE_RETRY_SECONDS = 5  # what a caller refused for holding too many is told to 
 class LiveConnections:
     """How many sockets and event streams each caller (an API key, a user) holds open in this
     process, against ``ENACT_MAX_LIVE_CONNECTIONS``: every one holds a coroutine, a channel and
-    its share of the process's event fan-out, so one caller must not take them all."""
+    its share of the process's event fan-out, so one caller must not take them all. The
+    embedded default has one web process, so this count is the whole count."""
 
     def __init__(self) -> None:
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def claim(self, who: str) -> bool:
+    async def claim(self, who: str) -> Any:
+        """A token to give back with ``release``, or None past the cap."""
+        return who if self.claim_here(who) else None
+
+    async def release(self, token: Any) -> None:
+        self.release_here(token)
+
+    def claim_here(self, who: str) -> bool:
         with self._lock:
             held = self._held.get(who, 0)
             if held >= settings.ENACT_MAX_LIVE_CONNECTIONS:
@@ -52,7 +66,7 @@ class LiveConnections:
             self._held[who] = held + 1
             return True
 
-    def release(self, who: str) -> None:
+    def release_here(self, who: str) -> None:
         with self._lock:
             held = self._held.get(who, 0) - 1
             if held > 0:
@@ -61,7 +75,108 @@ class LiveConnections:
                 self._held.pop(who, None)
 
 
-LIVE = LiveConnections()
+# One claim: drop the lapsed ones, count the rest, add this one if there is room (Redis's clock).
+_CLAIM = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+return 1
+"""
+# The claims a process still holds, each one's lease pushed back.
+_RENEW = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', t + tonumber(ARGV[1]), ARGV[i + 1])
+  redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[1])) + 1)
+end
+return #KEYS
+"""
+
+
+class SharedLiveConnections:
+    """The same cap across every web process of a scaled deployment, counted in Redis: a claim is
+    a member of its caller's sorted set, scored by when its lease lapses. A process renews what
+    it holds every third of ``lease`` seconds, so the claims of a process that died lapse on
+    their own. With Redis out of reach, this process's own count decides for a while: the live
+    features go on, capped per process. (A hand-written lease: channels-redis and the django-q2
+    broker offer counters, none with a bound that outlives its holder.)"""
+
+    def __init__(self, url: str, *, lease: float = 60.0) -> None:
+        self.url = url
+        self.lease = lease
+        self.here = LiveConnections()
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._claim = self.client.register_script(_CLAIM)
+        self._renew = self.client.register_script(_RENEW)
+        self._held: dict[str, str] = {}  # member: the caller's set
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+        self.namespace = f"enact:live:{settings.DATABASES['default']['NAME']}:"
+
+    async def claim(self, who: str) -> Any:
+        return await asyncio.to_thread(self.claim_now, who)
+
+    async def release(self, token: Any) -> None:
+        await asyncio.to_thread(self.release_now, token)
+
+    def claim_now(self, who: str) -> Any:
+        member, key = uuid.uuid4().hex, self.namespace + who
+        try:
+            taken = self._claim(keys=[key], args=[settings.ENACT_MAX_LIVE_CONNECTIONS, self.lease, member])
+        except redis.RedisError:
+            logger.warning("live connections are counted per process while Redis is away", exc_info=True)
+            return ("here", who) if self.here.claim_here(who) else None
+        if not taken:
+            return None
+        with self._lock:
+            self._held[member] = key
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_forever, name="live-leases", daemon=True)
+                self._renewer.start()
+        return ("shared", member)
+
+    def release_now(self, token: Any) -> None:
+        kind, value = token
+        if kind == "here":
+            self.here.release_here(value)
+            return
+        with self._lock:
+            key = self._held.pop(value, None)
+        if key is not None:
+            try:
+                self.client.zrem(key, value)
+            except redis.RedisError:
+                logger.warning("a live connection's claim was not given back; it lapses", exc_info=True)
+
+    def renew(self) -> None:
+        with self._lock:
+            held = list(self._held.items())
+        if held:
+            self._renew(keys=[key for _, key in held], args=[self.lease, *(member for member, _ in held)])
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self.lease / 3)
+            try:
+                self.renew()
+            except redis.RedisError:
+                logger.warning("live connection leases were not renewed", exc_info=True)
+
+
+_live: LiveConnections | SharedLiveConnections | None = None
+
+
+def live_connections() -> LiveConnections | SharedLiveConnections:
+    """This process's count: in Redis when the deployment has it, else here."""
+    global _live
+    url = settings.REDIS_URL or None
+    if _live is None or getattr(_live, "url", None) != url:
+        _live = SharedLiveConnections(url) if url else LiveConnections()
+    return _live
 
 
 def live_holder(caller: Caller, user: Any) -> str:
@@ -123,7 +238,9 @@ class ExecutionStream:
             await self.send({"type": "http.response.start", "status": 204, "headers": []})
             await self.send({"type": "http.response.body", "body": b""})
             return
-        if not LIVE.claim(holder):
+        live = live_connections()
+        claim = await live.claim(holder)
+        if claim is None:
             await self._refuse(too_many_live())
             return
         try:
@@ -136,7 +253,7 @@ class ExecutionStream:
                 # channel (with Redis, of its subscription).
                 await channel_release(layer, channel, self._receiving)
         finally:
-            LIVE.release(holder)
+            await live.release(claim)
 
     async def _stream(self, layer: Any, channel: str) -> None:
         group = execution_group(self.execution_id)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
+import redis
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
 from enact_platform.asgi import application
+from executions.live.sse import SharedLiveConnections
 from executions.services.submit import execution_submit
 from tenants.models import Membership, Tenant
 from tenants.services import api_key_create, membership_set
@@ -129,3 +132,46 @@ def test_a_refused_handshake_holds_nothing(tenant_a: Tenant) -> None:
         return codes + [code for _, code in held]
 
     assert asyncio.run(scenario()) == [4404] * (CAP + 2) + [0] * CAP
+
+
+def _redis_url(settings: Any) -> str:
+    url = settings.REDIS_URL or "redis://127.0.0.1:6379/7"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip(f"needs Redis ({url})")
+    return str(url)
+
+
+def test_the_cap_holds_across_web_processes_and_a_dead_ones_claims_lapse(settings: Any) -> None:
+    """Two web processes of a scaled deployment: each with its own count, sharing Redis."""
+    url = _redis_url(settings)
+    first, second = SharedLiveConnections(url, lease=1.0), SharedLiveConnections(url, lease=1.0)
+    who = f"key:test-{uuid.uuid4().hex}"
+
+    async def scenario() -> dict[str, Any]:
+        held = [await first.claim(who), await second.claim(who), await first.claim(who)]
+        over = [await second.claim(who), await first.claim(who)]
+        await second.release(held[1])
+        after_release = await second.claim(who)
+        # Renewed, the claims outlive their lease.
+        await asyncio.sleep(0.6)
+        await asyncio.to_thread(first.renew)
+        await asyncio.to_thread(second.renew)
+        await asyncio.sleep(0.6)
+        still_full = await second.claim(who)
+        # The first process dies: it renews nothing more, and its claims lapse.
+        first._held.clear()
+        await asyncio.sleep(1.2)
+        await asyncio.to_thread(second.renew)
+        room = [await second.claim(who), await second.claim(who)]
+        second._held.clear()
+        await asyncio.to_thread(second.client.delete, second.namespace + who)
+        return {"held": held, "over": over, "after": after_release, "full": still_full, "room": room}
+
+    outcome = asyncio.run(scenario())
+    assert all(token is not None for token in outcome["held"])
+    assert outcome["over"] == [None, None]
+    assert outcome["after"] is not None
+    assert outcome["full"] is None
+    assert all(token is not None for token in outcome["room"])

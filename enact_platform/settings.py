@@ -375,7 +375,8 @@ ENACT_SSE_KEEPALIVE_SECONDS = env_float("ENACT_SSE_KEEPALIVE_SECONDS", 15.0, min
 # How often a websocket looks at the database for what never came live (an execution's socket
 # only once it has been quiet that long).
 ENACT_SOCKET_RESYNC_SECONDS = env_float("ENACT_SOCKET_RESYNC_SECONDS", 15.0, minimum=0.05)
-# Sockets and event streams one API key or one user may hold open at once, per web process.
+# Sockets and event streams one API key or one user may hold open at once (across the web
+# processes when REDIS_URL is set; per process while Redis is away).
 ENACT_MAX_LIVE_CONNECTIONS = env_int("ENACT_MAX_LIVE_CONNECTIONS", 20, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -375,12 +375,14 @@ class ExecutionKernel:
         if self._artifacts is None:
             return None
         try:
+            # NaN and the infinities are not JSON (Python writes and reads them; other readers
+            # refuse the document): a value holding one is not stored.
             if as_json or not isinstance(content, (str, bytes, bytearray)):
-                raw = json.dumps(content, indent=2, sort_keys=True).encode()
+                raw = json.dumps(content, indent=2, sort_keys=True, allow_nan=False).encode()
             else:
                 raw = content.encode() if isinstance(content, str) else bytes(content)
                 if _is_json(content_type or artifact_type.default_content_type):
-                    json.loads(raw)
+                    json.loads(raw, parse_constant=_not_json)
         except (TypeError, ValueError):
             logger.warning("artifact %r of %s is not JSON; not stored", name, self._execution.id, exc_info=True)
             return None
@@ -644,6 +646,10 @@ class ExecutionKernel:
     def _result(self, checkpoint: Checkpoint | None = None, prompt: Any = None) -> RunResult:
         ex = self._execution
         return RunResult(ex.state, ex.output, ex.error, ex.wait_reason, prompt, checkpoint)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _is_json(content_type: str) -> bool:

@@ -81,6 +81,26 @@ def test_node_json_artifacts_are_json(make_kernel: Build) -> None:
     assert names == ["value.json", "text.json", "notes.txt"]
 
 
+def test_a_value_json_cannot_hold_is_not_stored_as_json(make_kernel: Build) -> None:
+    # NaN and the infinities are not JSON: a reader other than Python's refuses the document.
+    ids: dict[str, Any] = {}
+
+    def write(state: Any, ctx: Any) -> Any:
+        ids["nan"] = ctx.store_json_artifact("nan.json", float("nan"))
+        ids["inside"] = ctx.store_json_artifact("inside.json", {"ratio": float("inf")})
+        ids["value"] = ctx.store_artifact("value.json", ArtifactType.JSON, {"ratio": float("-inf")})
+        ids["text"] = ctx.store_artifact("text.json", ArtifactType.JSON, '{"ratio": NaN}')
+        ids["fine"] = ctx.store_json_artifact("fine.json", {"ratio": 0.5})
+        return state
+
+    kernel = make_kernel()
+    result = kernel.execute_graph(GraphBuilder("a").add_node("w", write).set_entry_point("w").compile(), None)
+    assert result.state is ExecutionState.COMPLETED
+    assert ids == {"nan": None, "inside": None, "value": None, "text": None, "fine": ids["fine"]}
+    assert [info.name for info, _ in (_artifacts(kernel).get(a) for a in _artifacts(kernel).items)] == ["fine.json"]
+    assert [e.data["name"] for e in _events(kernel).of_type(EventType.ARTIFACT_CREATED)] == ["fine.json"]
+
+
 # --- item: PII masking covers errors, prompts and reasons -----------------------------------------
 
 

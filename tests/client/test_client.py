@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -382,3 +384,37 @@ def test_remote_command_line_end_to_end(platform: Platform, client: Client) -> N
     bad = _remote(platform, "submit", SLOW, "--input", "{not json")
     assert bad.returncode == 2
     assert "invalid JSON" in bad.stderr
+
+
+def test_the_client_installs_alone_and_scripts_the_platform_from_a_bare_machine(
+    platform: Platform, client: Client, tmp_path: Path
+) -> None:
+    # A copy of client/ alone, installed into a fresh virtualenv with pip: httpx comes with it,
+    # nothing of the server does.
+    source = tmp_path / "enact-client"
+    shutil.copytree(CLIENT_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    bare = {k: v for k, v in platform.env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE")}
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(source)],
+        cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    python = str(venv / "bin" / "python")
+    check = "import importlib.util as u, enact_client; print(u.find_spec('django') is None, u.find_spec('executions') is None)"
+    probe = subprocess.run([python, "-c", check], cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.split() == ["True", "True"], probe.stderr
+    typed = subprocess.run(
+        [python, "-c", "import enact_client, pathlib; print((pathlib.Path(enact_client.__file__).parent / 'py.typed').exists())"],
+        cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert typed.stdout.strip() == "True"
+
+    execution = client.submit("demo.chain", {"n": 2})
+    remote = subprocess.run(
+        [str(venv / "bin" / "enact-remote"), "--url", platform.url, "--key", platform.keys["write"], "watch", execution["id"]],
+        cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout.splitlines()[-1] == f"{execution['id']} completed"

@@ -30,6 +30,7 @@ them and handles what is the definition's own: its fields, node names, edges and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -374,19 +375,19 @@ TOO_LARGE = "too large"
 
 
 def json_problem(value: Any, limit: int) -> str | None:
-    """Why ``value`` cannot be stored as JSON of at most about ``limit`` bytes (:data:`TOO_LARGE`,
-    or what in it is not JSON), or None. Found without building the text (a value that repeats
-    one big part many times would be huge to build): the walk stops as soon as the count passes
-    the limit."""
+    """Why ``value`` cannot be stored as JSON of at most about ``limit`` bytes, UTF-8
+    (:data:`TOO_LARGE`, or what in it is not JSON), or None. Found without building the whole
+    text (a value that repeats one big part many times would be huge to build): the walk stops
+    as soon as the count passes the limit."""
     size, stack = 0, [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            size += len(item) + 2
+            size += _text_bytes(item, limit - size)
         elif isinstance(item, dict):
-            size += 2 + 4 * len(item)
+            size += 2 + 2 * len(item)
             for key, sub in item.items():
-                size += len(str(key))
+                size += _text_bytes(str(key), limit - size)
                 stack.append(sub)
         elif isinstance(item, (list, tuple)):
             size += 2 + len(item)
@@ -400,6 +401,13 @@ def json_problem(value: Any, limit: int) -> str | None:
         if size > limit:
             return TOO_LARGE
     return None
+
+
+def _text_bytes(text: str, room: int) -> int:
+    """The UTF-8 bytes of ``text`` as a JSON string; just past ``room`` when that is sure already."""
+    if len(text) > room:  # every character is a byte at least
+        return len(text) + 2
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def merge_branches(state: Any) -> Any:

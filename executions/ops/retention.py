@@ -20,6 +20,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from executions.models import Artifact, Execution, ExecutionEvent, Step
+from executions.persistence.events import stored_bytes
 from tenants.models import Tenant, TenantLimits
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def _due(tenant: Tenant, cutoff: datetime) -> list[str]:
 
 def _remove(tenant: Tenant, ids: list[str]) -> dict[str, int]:
     ids = _with_descendants(ids)
+    rows_size = stored_bytes(ids)  # what their events and steps counted against the tenant's storage
     counts = {
         "events": _delete_in_chunks(ExecutionEvent, "pk_id", ids),
         "steps": _delete_in_chunks(Step, "pk", ids),
@@ -71,7 +73,7 @@ def _remove(tenant: Tenant, ids: list[str]) -> dict[str, int]:
     size = sum(a.size for a in artifacts)
     with transaction.atomic():
         Artifact.objects.filter(pk__in=[a.pk for a in artifacts]).delete()
-        Tenant.objects.filter(pk=tenant.pk).update(storage_bytes=F("storage_bytes") - size)
+        Tenant.objects.filter(pk=tenant.pk).update(storage_bytes=F("storage_bytes") - size - rows_size)
         deleted = Execution.objects.filter(pk__in=ids).delete()[1].get(Execution._meta.label, 0)
     for artifact in artifacts:  # after the commit: a file is never gone while its row is there
         if artifact.file:

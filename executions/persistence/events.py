@@ -20,14 +20,17 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
+from enact_platform.errors import QuotaExceeded
 from executions import wakeups
+from executions.kernel import ExecutionError
 from executions.kernel.events import EXECUTION_STATE_AFTER, EventType, StreamEvent
 from executions.live import publisher
-from executions.models import Execution, Step
+from executions.models import Execution, ExecutionEvent, Step
 from executions.persistence import sql
 from executions.persistence.group_commit import CommitFailed, Fenced, GroupCommitter, StagedUnit
 from executions.persistence.webhooks import WEBHOOK_EVENTS, deliveries_enqueue_quietly
-from tenants.services import tenant_record_usage
+from tenants.models import TenantLimits
+from tenants.services import tenant_record_usage, tenant_reserve_storage
 
 try:  # a commit sent by the sink itself raises the driver's error, not Django's wrapper of it
     from psycopg import IntegrityError as _PsycopgIntegrityError
@@ -39,6 +42,44 @@ except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite ne
 
 class LeaseLost(Exception):
     """Another worker took over this execution; this one must stop writing."""
+
+
+class StorageFull(QuotaExceeded):
+    """What a unit of work would store does not fit the tenant's storage quota: nothing of it was
+    written. A run cannot go on (``error`` is what it fails with); a request answers 429."""
+
+    def __init__(self, error: ExecutionError) -> None:
+        super().__init__(error.message, details=error.details)
+        self.error = error
+
+
+# What is counted against a tenant's storage, besides artifacts: each event (its data, as JSON in
+# UTF-8, and a fixed cost for the rest of its row) and each step (its output and error, likewise).
+ROW_BYTES = 100
+# With asynchronous durability, storage is reserved this much ahead (see DjangoEventSink._reserve).
+RESERVE_AHEAD = 1024 * 1024
+# Units with these events are counted but never refused: a run must always be able to end.
+_ALWAYS_STORED = frozenset({EventType.STEP_FAILED, EventType.EXECUTION_FAILED, EventType.EXECUTION_CANCELLED})
+
+
+def json_bytes(value: Any) -> int:
+    """The bytes ``value`` takes as compact JSON in UTF-8 (null: none)."""
+    if value is None:
+        return 0
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "replace"))
+
+
+def stored_bytes(execution_ids: list[str]) -> int:
+    """What the events and steps of these executions counted against their tenant's storage, for
+    retention to give back: the same measure the sink counted them with."""
+    size = 0
+    events = ExecutionEvent.objects.filter(execution_id__in=execution_ids).values_list("data", flat=True)
+    for data in events.iterator(chunk_size=500):
+        size += ROW_BYTES + json_bytes(data)
+    steps = Step.objects.filter(execution_id__in=execution_ids).values_list("output", "error")
+    for output, error in steps.iterator(chunk_size=500):
+        size += ROW_BYTES + json_bytes(output) + json_bytes(error)
+    return size
 
 
 class DjangoEventSink:
@@ -74,6 +115,11 @@ class DjangoEventSink:
         self._checkpoint: tuple[str, int, dict[str, Any]] | None = None
         self._steps: dict[str, dict[str, Any]] = {}  # rows this sink created, by id
         self._dirty: list[str] = []
+        # Bytes the staged rows add to the tenant's storage, and whether they must be stored anyway.
+        self._bytes = 0
+        self._always = False
+        self._max_storage: tuple[int | None] | None = None  # read once, at the first write
+        self._ahead = 0  # bytes of storage reserved and not used yet
 
     # --- units of work --------------------------------------------------------------------------
 
@@ -91,6 +137,7 @@ class DjangoEventSink:
             self._staged.clear()
             self._dirty.clear()
             self._checkpoint = None
+            self._bytes, self._always = 0, False
         elif self._depth == 0:
             self.flush()
 
@@ -99,13 +146,17 @@ class DjangoEventSink:
         staged, self._staged = self._staged, []
         dirty, self._dirty = self._dirty, []
         checkpoint, self._checkpoint = self._checkpoint, None
+        size, always, self._bytes, self._always = self._bytes, self._always, 0, False
         if not events and not dirty and checkpoint is None:
             return
         steps = [self._steps[i] for i in dict.fromkeys(dirty)]
         if self.committer is not None and sql.only_write_of_transaction():
+            self._reserve(size, always)
             self._hand_off(events, staged, steps, checkpoint)
             return
         self.sync()
+        # In the unit's transaction: refused, nothing of the unit is written; else both commit.
+        self._reserve(size, always)
         if staged and publisher.publishes_directly():
             wires = [event.to_wire() for event in staged]
             transaction.on_commit(lambda: publisher.publish_events(self.tenant_id, wires))
@@ -123,6 +174,39 @@ class DjangoEventSink:
             # (execution, seq) is unique: a clash means another worker writes this stream now.
             # The unique key is the fencing token; this worker must stop.
             raise LeaseLost(f"a seq of {self.execution_id} was written by another worker") from exc
+
+    def _reserve(self, size: int, always: bool) -> None:
+        """Count ``size`` bytes against the tenant's storage; raise StorageFull if they do not fit.
+
+        The tenant's row is updated last in the unit: a claim, which locks the tenant first,
+        never waits for this execution (it is running, not ready), so no lock cycle forms."""
+        if size <= 0:
+            return
+        if always:
+            tenant_reserve_storage(tenant_id=self.tenant_id, size=size, maximum=None)
+            return
+        if size <= self._ahead:  # reserved ahead by an earlier unit
+            self._ahead -= size
+            return
+        if self._max_storage is None:
+            found = TenantLimits.objects.filter(tenant_id=self.tenant_id).values_list("max_storage_bytes", flat=True)
+            self._max_storage = (found.first(),)
+        maximum, need = self._max_storage[0], size - self._ahead
+        # Asynchronous durability spares a step its commit: reserve ahead so that most units send
+        # nothing (close() gives back what is left). Near the quota, only what is needed.
+        ahead = RESERVE_AHEAD if self.committer is not None else 0
+        if ahead and tenant_reserve_storage(tenant_id=self.tenant_id, size=need + ahead, maximum=maximum):
+            self._ahead = ahead
+            return
+        if tenant_reserve_storage(tenant_id=self.tenant_id, size=need, maximum=maximum):
+            self._ahead = 0
+            return
+        message = (
+            f"storage quota exceeded: the run would store {size} bytes more, past the tenant's "
+            f"max_storage_bytes of {maximum}"
+        )
+        details = {"limit": "max_storage_bytes", "maximum": maximum, "needed": size}
+        raise StorageFull(ExecutionError.quota_exceeded(message, code="storage_quota_exceeded", details=details))
 
     def _hand_off(
         self,
@@ -153,6 +237,9 @@ class DjangoEventSink:
 
     def close(self) -> None:
         """Store what is still queued and stop the committer. Call when the run is over."""
+        if self._ahead:
+            ahead, self._ahead = self._ahead, 0
+            tenant_reserve_storage(tenant_id=self.tenant_id, size=-ahead, maximum=None)
         if self.committer is None:
             return
         committer, self.committer = self.committer, None
@@ -203,6 +290,8 @@ class DjangoEventSink:
             )
         )
         self._staged.append(event)
+        self._bytes += ROW_BYTES + json_bytes(event.data)
+        self._always = self._always or event.type in _ALWAYS_STORED
         self._project(event)
 
     def _step_update(self, step_id: str, **fields: Any) -> None:
@@ -235,7 +324,9 @@ class DjangoEventSink:
             }
             self._dirty.append(event.step_id)
             self._next_position += 1
+            self._bytes += ROW_BYTES
         elif t is EventType.STEP_END:
+            self._bytes += json_bytes(data["output"])
             self._step_update(
                 event.step_id or "",
                 state="completed",
@@ -244,6 +335,7 @@ class DjangoEventSink:
                 ended_at=at,
             )
         elif t is EventType.STEP_FAILED:
+            self._bytes += json_bytes(data["error"])
             self._step_update(
                 event.step_id or "",
                 state="failed",

@@ -17,13 +17,14 @@ from executions.kernel import (
     ExecutionError,
     ExecutionKernel,
     ExecutionState,
+    StepState,
 )
 from executions.kernel import ids as kernel_ids
 from executions.kernel.persistence import Lane, Position
 from executions.models import Execution
 from executions.ops.logs import log_context
 from executions.persistence.connections import give_back
-from executions.persistence.events import LeaseLost
+from executions.persistence.events import LeaseLost, StorageFull
 from executions.persistence.kernels import kernel_close, kernel_for
 from executions.persistence.stores import DjangoCheckpointStore, last_seq
 from executions.runtime.leases import execution_claim, execution_release, worker_id
@@ -59,6 +60,8 @@ def execution_run_claimed(execution: Execution) -> str:
         return _run(execution, token, entry)
     except LeaseLost:
         return "lease lost"
+    except StorageFull as full:
+        return _fail_for_storage(execution, full.error)
     finally:
         monitor.unregister(execution.pk)
         execution_release(execution_id=execution.pk, worker=worker, hand_back_message=entry.hand_back_message)
@@ -124,6 +127,18 @@ def _give_up(execution: Execution, message: str) -> str:
     kernel = kernel_for(execution)
     if not kernel.state.is_terminal:
         kernel.fail(ExecutionError.kernel_internal(message, code="unrunnable"))
+    return ExecutionState.FAILED.value
+
+
+def _fail_for_storage(execution: Execution, error: ExecutionError) -> str:
+    """What the run would store next does not fit the tenant's storage quota (none of it was
+    stored): its running steps, then the run, fail with the quota error."""
+    kernel = kernel_for(Execution.objects.get(pk=execution.pk))
+    if not kernel.state.is_terminal:
+        for step in list(kernel.execution.steps.values()):
+            if step.state is StepState.RUNNING:
+                kernel.fail_step(step.id, error)
+        kernel.fail(error)
     return ExecutionState.FAILED.value
 
 

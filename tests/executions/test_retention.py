@@ -16,6 +16,7 @@ from executions.kernel.ids import IdKind, new_id
 from executions.models import Artifact, Execution, ExecutionEvent, Step
 from executions.ops import retention
 from executions.ops.retention import executions_sweep
+from executions.persistence.events import stored_bytes
 from tenants.models import Tenant
 from tenants.services import tenant_set_limits
 
@@ -60,7 +61,8 @@ def test_executions_past_retention_go_with_everything_they_produced(tenant_a: Te
         id=new_id(IdKind.ARTIFACT), execution=old, tenant=tenant_a, name="small", artifact_type="text",
         content_type="text/plain", size=5, sha256="0" * 64, content=b"hello",
     )  # fmt: skip
-    Tenant.objects.filter(pk=tenant_a.pk).update(storage_bytes=1005 + 77)
+    # Its artifacts, and its events and steps as the sink that stored them would have counted them.
+    Tenant.objects.filter(pk=tenant_a.pk).update(storage_bytes=1005 + 77 + stored_bytes([old.pk]))
 
     removed = executions_sweep()
 

@@ -598,6 +598,9 @@ class GraphRun:
             k.emit_unprotected(StreamEvent(EventType.USAGE, k.execution_id, self.clock.now(), data, step_id))
         elif kind == "discovered":
             k.record_discovered_step()
+        elif kind == "steps":
+            for _ in range(message[1]):
+                k.record_step_completed(None)
 
     def _succeeded(self, index: int, flight: _Flight, result: Any, duration: int) -> RunResult | None:
         k = self.kernel

@@ -173,11 +173,10 @@ class NodeContext:
 
     def record_steps(self, count: int) -> None:
         """Count ``count`` runs of work done within this step (a map's items, a nested graph's
-        steps) as steps of the execution, so that its step limit covers them. Counted at once,
-        while the kernel waits for this step (the counter is an int: its other writer, the
-        driver starting a parallel branch, is rare enough that a race costs at most a count)."""
-        for _ in range(count):
-            self._kernel.record_step_completed(None)
+        steps) as steps of the execution, so that its step limit covers them. Handed to the
+        run like usage: counted under its lock, and only while the kernel waits for this step."""
+        if count > 0:
+            self._post(("steps", count))
 
     def text_delta(self, delta: str) -> None:
         self._post(("emit", self._event(EventType.TEXT_DELTA, {"delta": delta})))

@@ -86,6 +86,52 @@ def test_a_branch_abandoned_when_a_sibling_fails_is_told_and_stores_nothing(make
     assert _events(kernel).of_type(EventType.ARTIFACT_CREATED) == []
 
 
+def test_work_counted_by_a_branch_counts_until_it_is_abandoned_and_not_after(make_kernel: Build) -> None:
+    done = threading.Event()
+
+    def branch(state: Any, ctx: Any) -> Any:
+        if ctx.node == "bad":
+            time.sleep(0.1)
+            raise ExecutionError.validation("bad broke")
+        ctx.record_steps(3)  # while the kernel waits for it: counted
+        _wait_until_told(ctx)
+        ctx.record_steps(50)  # after it was abandoned: not
+        done.set()
+        return state
+
+    builder = GraphBuilder("fan").add_node("start", lambda s, ctx: s)
+    for name in ("bad", "slow"):
+        builder.add_node(name, branch).add_edge("start", name)
+    kernel = make_kernel()
+    result = kernel.execute_graph(builder.set_entry_point("start").compile(), 0)
+    assert result.state is ExecutionState.FAILED
+    assert done.wait(5)
+    time.sleep(0.05)  # anything the abandoned branch handed over has been handled (or dropped)
+    usage = kernel.usage_snapshot()
+    assert usage is not None
+    assert usage["steps"] == 3 + 3  # start, bad, slow, and the 3 slow counted in time
+
+
+def test_work_counted_by_an_inline_step_after_it_was_abandoned_is_not_counted(make_kernel: Build) -> None:
+    done = threading.Event()
+
+    def node(state: Any, ctx: Any) -> Any:
+        ctx.record_steps(2)
+        _wait_until_told(ctx)
+        ctx.record_steps(50)
+        done.set()
+        return state
+
+    kernel = make_kernel(_wall_limited(0.2))
+    result = kernel.execute_graph(_one_node(node), 0)
+    assert result.error is not None
+    assert result.error.code == "wall_time_limit_exceeded"
+    assert done.wait(5)
+    usage = kernel.usage_snapshot()
+    assert usage is not None
+    assert usage["steps"] == 1 + 2
+
+
 def test_a_step_stopped_by_the_wall_time_limit_is_told(make_kernel: Build) -> None:
     told: list[bool] = []
     finished = threading.Event()

@@ -24,7 +24,6 @@ from executions.kernel.events import TERMINAL_EVENT_TYPES
 from executions.kernel.ids import IdKind, is_valid_id
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.management.derive import add_derive_commands, derive_handlers
-from executions.management.derive import add_derive_commands, derive_handlers
 from executions.management.schedules import add_schedule_commands, schedule_handlers
 from executions.models import Execution, ExecutionEvent
 from executions.ops.retention import executions_sweep
@@ -183,7 +182,6 @@ class Command(BaseCommand):
         _add_tenant_commands(commands)
         _add_execution_commands(commands)
         add_derive_commands(commands)
-        add_derive_commands(commands)
         add_schedule_commands(commands)
 
     def run_from_argv(self, argv: list[str]) -> None:
@@ -204,7 +202,6 @@ class Command(BaseCommand):
             "cancel": self.cmd_cancel,
             "list": self.cmd_list,
             "sweep": self.cmd_sweep,
-            **derive_handlers(self),
             **derive_handlers(self),
             **schedule_handlers(self),
         }

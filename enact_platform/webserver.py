@@ -62,6 +62,7 @@ def _response_413(limit: int) -> bytes:
 class BoundedRequest(http_protocol.WebRequest):  # type: ignore[misc]
     """Daphne's request, with its body bounded (see the module's docstring)."""
 
+    content: Any  # Twisted's buffer of the body
     _limit = 0
     _received = 0
     _chunked = False

@@ -65,7 +65,8 @@ def test_each_kind_has_its_prefix_and_a_27_character_base62_suffix(
 
 
 def test_the_prefixes_are_the_spec_prefixes() -> None:
-    assert {kind.value for kind in IdKind} == {"exec", "step", "artifact", "evt", "ckpt", "msg"}
+    # The kernel's own, then the platform's: schedules, webhooks and their deliveries.
+    assert {kind.value for kind in IdKind} == {"exec", "step", "artifact", "evt", "ckpt", "msg", "sched", "wh", "whd"}
 
 
 @pytest.mark.parametrize("kind", list(IdKind), ids=str)

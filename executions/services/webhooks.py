@@ -416,7 +416,9 @@ def delivery_send(delivery_id: str, lease: datetime, *, rng: random.Random | Non
     if delivery.payload is None:
         delivery.payload = payload(delivery)
         WebhookDelivery.objects.filter(pk=delivery_id).update(payload=delivery.payload)
-    body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    # Keys sorted: every retry sends the same bytes, whatever order the database kept them in
+    # (PostgreSQL's jsonb reorders an object's keys).
+    body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
     started, clock = timezone.now(), time.monotonic()
     try:
         url_check(delivery.tenant_id, delivery.url, resolve=True)

@@ -282,8 +282,8 @@ class ExecutionSerializer(serializers.ModelSerializer):
         model = Execution
         fields = [
             "id", "blueprint", "version", "state", "wait_reason", "wait_detail", "input", "output", "error",
-            "usage", "metadata", "parent_id", "origin", "source_id", "idempotency_key", "created_at", "started_at",
-            "ended_at", "last_seq",
+            "usage", "metadata", "parent_id", "origin", "source_id", "schedule_id", "idempotency_key", "created_at",
+            "started_at", "ended_at", "last_seq",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -296,8 +296,8 @@ class ExecutionSummarySerializer(ExecutionSerializer):
 
     class Meta(ExecutionSerializer.Meta):
         fields = [
-            "id", "blueprint", "version", "state", "wait_reason", "parent_id", "origin", "source_id", "created_at",
-            "started_at", "ended_at", "last_seq",
+            "id", "blueprint", "version", "state", "wait_reason", "parent_id", "origin", "source_id", "schedule_id",
+            "created_at", "started_at", "ended_at", "last_seq",
         ]  # fmt: skip
         read_only_fields = fields
 

@@ -156,3 +156,20 @@ def test_the_schema_documents_the_schedule_endpoints(api_a: Api) -> None:
     create = schema["components"]["schemas"]["ScheduleCreateRequest"]
     assert create["additionalProperties"] is False
     assert "next_runs" in schema["components"]["schemas"]["Schedule"]["properties"]
+
+
+def test_a_fired_execution_names_its_schedule(api_a: Api) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.services.schedules import schedules_fire_due
+
+    every_minute = {k: v for k, v in NIGHTLY.items() if k != "cron"}
+    created = api_a.post("schedules", {**every_minute, "interval_seconds": 60}).json()
+    assert created["interval_seconds"] == 60, created
+    Schedule.objects.filter(pk=created["id"]).update(next_fire_at=timezone.now() - timedelta(seconds=1))
+    [firing] = schedules_fire_due()
+    execution = api_a.get(f"executions/{firing.execution_id}").json()
+    assert (execution["origin"], execution["schedule_id"]) == ("schedule", created["id"])
+    assert execution["metadata"]["schedule"]["name"] == "nightly"

@@ -1,6 +1,7 @@
 """REST endpoints for webhooks: ``/webhooks`` (list, create), ``/webhooks/{id}`` (get, patch,
 delete), ``/webhooks/{id}/deliveries``, ``/webhooks/{id}/rotate-secret`` and
-``/webhooks/signing-secret`` (the secret of per-submission webhooks). Thin, as ``api.py``: the
+``/webhooks/signing-secret`` (the secret of per-submission webhooks) and ``/webhooks/deliveries``
+(all of the tenant's deliveries). Thin, as ``api.py``: the
 request's shape is checked here, its meaning by ``services.webhooks``."""
 
 from __future__ import annotations
@@ -198,6 +199,29 @@ class WebhookDeliveriesView(APIView):
     def get(self, request: Request, webhook_id: str) -> Response:
         rows = webhooks.webhook_deliveries(tenant=request_caller(request).tenant, webhook_id=webhook_id)
         return _page(self, request, rows, DeliverySerializer)
+
+
+class DeliveryQuery(PageQuery):
+    execution = TextField(required=False, max_length=40, help_text="only this execution's")
+    state = drf.ChoiceField(choices=WebhookDelivery.State.choices, required=False)
+
+
+class DeliveryListView(APIView):
+    @extend_schema(
+        operation_id="webhooks_deliveries_all",
+        parameters=[DeliveryQuery],
+        responses={200: DeliveryPage, **READ_ERRORS, 400: ERROR},
+        description="Every delivery of the tenant, its webhooks' and its submissions' own `webhook`, "
+        "newest first, each with its attempts.",
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(DeliveryQuery, request.query_params.dict())
+        rows = webhooks.deliveries_list(
+            tenant=request_caller(request).tenant, execution_id=query.get("execution"), state=query.get("state")
+        )
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
 
 class WebhookRotateSecretView(APIView):

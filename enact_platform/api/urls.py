@@ -39,6 +39,7 @@ urlpatterns = [
     path("schedules/<str:schedule_id>/resume", schedules.ScheduleResumeView.as_view(), name="schedule-resume"),
     path("webhooks", webhooks.WebhookListView.as_view(), name="webhooks"),
     path("webhooks/signing-secret", webhooks.SigningSecretView.as_view(), name="webhooks-signing-secret"),
+    path("webhooks/deliveries", webhooks.DeliveryListView.as_view(), name="webhooks-deliveries"),
     path("webhooks/<str:webhook_id>", webhooks.WebhookDetailView.as_view(), name="webhook"),
     path("webhooks/<str:webhook_id>/deliveries", webhooks.WebhookDeliveriesView.as_view(), name="webhook-deliveries"),
     path("webhooks/<str:webhook_id>/rotate-secret", webhooks.WebhookRotateSecretView.as_view(), name="webhook-rotate"),

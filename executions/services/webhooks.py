@@ -255,6 +255,18 @@ def webhook_deliveries(*, tenant: Tenant, webhook_id: Any) -> QuerySet[WebhookDe
     return WebhookDelivery.objects.filter(tenant=tenant, endpoint=endpoint).prefetch_related("attempt_log")
 
 
+def deliveries_list(
+    *, tenant: Tenant, execution_id: str | None = None, state: str | None = None
+) -> QuerySet[WebhookDelivery]:
+    """Every delivery of the tenant (its webhooks' and its submissions' own), newest first."""
+    rows = WebhookDelivery.objects.filter(tenant=tenant).prefetch_related("attempt_log")
+    if execution_id is not None:
+        rows = rows.filter(execution_id=execution_id)
+    if state is not None:
+        rows = rows.filter(state=state)
+    return rows
+
+
 def signing_secret_rotate(*, tenant: Tenant) -> str:
     """A new signing secret for the tenant's per-submission webhooks (shown once)."""
     secret = new_secret()
@@ -421,9 +433,11 @@ def delivery_send(delivery_id: str, lease: datetime, *, rng: random.Random | Non
     body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
     started, clock = timezone.now(), time.monotonic()
     try:
+        if delivery.endpoint is not None and not delivery.endpoint.active:
+            raise InvalidInput("the webhook was switched off")
         url_check(delivery.tenant_id, delivery.url, resolve=True)
     except InvalidInput as exc:
-        outcome = Outcome(error=f"refused by the tool policy: {exc.message}", refused=True)
+        outcome = Outcome(error=f"not sent: {exc.message}", refused=True)
     except OSError as exc:
         outcome = Outcome(error=f"the host cannot be resolved: {exc}")
     else:

@@ -204,3 +204,33 @@ def test_the_signing_secret_is_the_tenants_own(api_a: Api, api_b: Api) -> None:
     assert first != second
     assert decrypt(WebhookSigningSecret.objects.get(tenant=api_a.tenant).secret_ciphertext) == second
     assert not WebhookSigningSecret.objects.filter(tenant=api_b.tenant).exists()
+
+
+def test_every_delivery_of_the_tenant_lists_by_execution_and_state(api_a: Api, api_b: Api) -> None:
+    mine = Execution.objects.create(tenant=api_a.tenant, blueprint="demo.chain", state="completed")
+    other = Execution.objects.create(tenant=api_a.tenant, blueprint="demo.chain", state="completed")
+    theirs = Execution.objects.create(tenant=api_b.tenant, blueprint="demo.chain", state="completed")
+    made = {}
+    for name, execution, state in (
+        ("mine", mine, "pending"),
+        ("other", other, "failed"),
+        ("theirs", theirs, "pending"),
+    ):
+        made[name] = WebhookDelivery.objects.create(
+            tenant=execution.tenant,
+            execution=execution,
+            url="https://hooks.example.com/run",
+            event_type="data-execution-end",
+            event_id=f"evt_{name}",
+            state=state,
+        ).pk
+    listed = [row["id"] for row in api_a.get("webhooks/deliveries").json()["results"]]
+    assert sorted(listed) == sorted([made["mine"], made["other"]])
+    by_execution = api_a.get("webhooks/deliveries", {"execution": mine.pk}).json()["results"]
+    assert [(row["id"], row["webhook_id"]) for row in by_execution] == [(made["mine"], None)]
+    assert [row["id"] for row in api_a.get("webhooks/deliveries", {"state": "failed"}).json()["results"]] == [
+        made["other"]
+    ]
+    assert api_b.get("webhooks/deliveries", {"execution": mine.pk}).json()["results"] == []
+    assert api_a.get("webhooks/deliveries", {"state": "lost"}).status_code == 400
+    assert api_a.get("webhooks/deliveries", {"colour": "red"}).status_code == 400

@@ -300,6 +300,18 @@ def test_a_host_the_policy_no_longer_allows_is_refused_at_delivery_without_a_req
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_webhook_switched_off_after_the_event_is_not_sent_to(tenant_a: Tenant, enqueued: list[str]) -> None:
+    with receiver() as hooks:
+        allow(tenant_a, hooks.host)
+        registered, _ = endpoint(tenant_a, hooks.url)
+        run(tenant_a)
+        svc.webhook_update(tenant=tenant_a, webhook_id=registered.pk, active=False)
+        (delivery,) = send_due()
+        assert (delivery.state, delivery.last_error) == ("failed", "not sent: the webhook was switched off")
+        assert hooks.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_loopback_host_allowed_only_by_a_wildcard_is_never_sent_to(tenant_a: Tenant, enqueued: list[str]) -> None:
     with receiver() as hooks:
         allow(tenant_a, "*.localhost")

@@ -56,7 +56,9 @@ class StorageFull(QuotaExceeded):
 # What is counted against a tenant's storage, besides artifacts: each event (its data, as JSON in
 # UTF-8, and a fixed cost for the rest of its row) and each step (its output and error, likewise).
 ROW_BYTES = 100
-# With asynchronous durability, storage is reserved this much ahead (see DjangoEventSink._reserve).
+# Storage is reserved this much ahead (see DjangoEventSink._reserve): a run updates its tenant's
+# row once per megabyte it stores, not once per step. Every step of every execution of a tenant
+# updating one row would make their commits take turns on its lock.
 RESERVE_AHEAD = 1024 * 1024
 # Units with these events are counted but never refused: a run must always be able to end.
 _ALWAYS_STORED = frozenset({EventType.STEP_FAILED, EventType.EXECUTION_FAILED, EventType.EXECUTION_CANCELLED})
@@ -182,21 +184,21 @@ class DjangoEventSink:
         never waits for this execution (it is running, not ready), so no lock cycle forms."""
         if size <= 0:
             return
-        if always:
-            tenant_reserve_storage(tenant_id=self.tenant_id, size=size, maximum=None)
-            return
         if size <= self._ahead:  # reserved ahead by an earlier unit
             self._ahead -= size
+            return
+        if always:
+            tenant_reserve_storage(tenant_id=self.tenant_id, size=size - self._ahead, maximum=None)
+            self._ahead = 0
             return
         if self._max_storage is None:
             found = TenantLimits.objects.filter(tenant_id=self.tenant_id).values_list("max_storage_bytes", flat=True)
             self._max_storage = (found.first(),)
         maximum, need = self._max_storage[0], size - self._ahead
-        # Asynchronous durability spares a step its commit: reserve ahead so that most units send
-        # nothing (close() gives back what is left). Near the quota, only what is needed.
-        ahead = RESERVE_AHEAD if self.committer is not None else 0
-        if ahead and tenant_reserve_storage(tenant_id=self.tenant_id, size=need + ahead, maximum=maximum):
-            self._ahead = ahead
+        # Reserve ahead so that most units send nothing (close() gives back what is left; a worker
+        # that dies keeps up to RESERVE_AHEAD counted). Near the quota, only what is needed.
+        if tenant_reserve_storage(tenant_id=self.tenant_id, size=need + RESERVE_AHEAD, maximum=maximum):
+            self._ahead = RESERVE_AHEAD
             return
         if tenant_reserve_storage(tenant_id=self.tenant_id, size=need, maximum=maximum):
             self._ahead = 0

@@ -26,6 +26,7 @@ from executions import selectors
 from executions import serializers as s
 from executions.catalog import CatalogEntry, blueprint_catalog, blueprint_lookup
 from executions.live.sse import parse_last_event_id, sse_frame, stored_frames, stream_is_over
+from executions.ops import tracing
 from executions.services import controls
 from executions.services.blueprints import blueprint_save
 from executions.services.submit import execution_submit
@@ -74,6 +75,7 @@ class ExecutionListView(APIView):
         responses={201: s.ExecutionSerializer, 200: s.ExecutionSerializer, **WRITE_ERRORS},
         description="Submit an execution. A repeated idempotency key returns the first execution with 200.",
     )
+    @tracing.submit_span  # a W3C traceparent makes the execution's trace part of the caller's
     def post(self, request: Request) -> Response:
         body = _valid(s.SubmitRequest, request.data)
         caller = request_caller(request)
@@ -83,7 +85,7 @@ class ExecutionListView(APIView):
             version=body.get("version"),
             input=body["input"],
             idempotency_key=body.get("idempotency_key"),
-            metadata=body.get("metadata"),
+            metadata=tracing.submission_metadata(body.get("metadata")),
             user=request.user if not caller.key else None,
             webhook=body.get("webhook"),
         )

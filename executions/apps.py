@@ -44,15 +44,23 @@ class ExecutionsConfig(AppConfig):
 
         post_spawn.connect(_worker_process_started, dispatch_uid="enact-worker-process-started")
 
+        # Traces, when OTEL_EXPORTER_OTLP_ENDPOINT is set; worker processes set theirs up again
+        # after the fork. Imported here: it needs the models.
+        from executions.ops import tracing
+
+        tracing.setup()
+
 
 def _worker_process_started(sender: object, proc_name: str = "", **kwargs: object) -> None:
     """In each django-q2 worker process, as it starts: its monitor (cancels, leases, reaping) and
     its slots, and a graceful stop on SIGTERM (``runtime/slots.py``)."""
     # Imported here, in the worker process only: web processes never load the runtime.
+    from executions.ops import tracing  # beside the import above
     from executions.runtime.scheduler import ticker  # beside the import above
     from executions.runtime.slots import start_worker_process
     from executions.runtime.webhooks import sender  # beside the import above
 
+    tracing.setup_after_fork()  # before the slots start: a batch processor's thread of its own
     start_worker_process()
     ticker.start()  # fires the tenants' schedules (runtime/scheduler.py)
     sender.start()  # sends the tenants' webhooks (runtime/webhooks.py)

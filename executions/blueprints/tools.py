@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from executions.blueprints import spans
 from executions.blueprints.expressions import ExpressionError, render_template
 from executions.kernel import ExecutionError
 from executions.kernel.cancellation import Cancelled
@@ -133,12 +134,16 @@ def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dic
         kwargs["content" if isinstance(body, str) else "json"] = body
     token = ctx.cancellation
     # trust_env off: no proxy or .netrc of the worker's environment applies to tenants' calls.
-    with httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client:
+    with (
+        httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client,
+        spans.http_call(getattr(ctx, "step_id", None), method=call.method, url=call.url) as span,
+    ):
         unsubscribe = token.on_cancel(lambda reason: client.close())
         try:
             if token.is_cancelled:
                 raise Cancelled(token.reason or "cancelled")
             with client.stream(call.method, call.url, **kwargs) as response:
+                span.response(response.status_code)  # a CLIENT span under the step's, when traces are on
                 content = _read_bounded(response, policy.max_response_bytes, tool_name)
                 return _result(response, content)
         except httpx.TimeoutException:

@@ -28,6 +28,7 @@ from executions.kernel import (
 )
 from executions.live import publisher
 from executions.models import Execution, Step
+from executions.ops import tracing
 from executions.persistence.connections import give_back
 from executions.persistence.events import DjangoEventSink
 from executions.persistence.group_commit import GroupCommitter
@@ -136,7 +137,7 @@ def kernel_for(
             tenant_context(limits, user_id),
             last_seq=0 if _never_started(execution) else last_seq(execution.pk),
         )
-        .with_event_sink(sink)
+        .with_event_sink(tracing.traced(sink, execution))  # the sink itself when tracing is off
         .with_checkpoint_store(DjangoCheckpointStore(sink))
         .with_inbox(DjangoInboxStore(execution.tenant_id, inbox_pending))
         .with_artifact_store(DjangoArtifactStore(execution.tenant_id, limits, sink.fence, sink))
@@ -170,5 +171,9 @@ def _committer(tenant_id: int, fence: threading.Event, token: CancellationToken 
 
 def kernel_close(kernel: ExecutionKernel) -> None:
     """Store what the run still has in flight (asynchronous durability) and stop its committer."""
-    if isinstance(kernel.sink, DjangoEventSink):
-        kernel.sink.close()
+    sink = kernel.sink
+    if isinstance(sink, tracing.TracingSink):
+        sink.close()
+        sink = sink.inner
+    if isinstance(sink, DjangoEventSink):
+        sink.close()

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from executions import wakeups
 from executions.models import Execution
+from executions.ops import tracing
 from executions.ops.metrics import PICKUP_SECONDS, RUNS_ENDED, SLOTS_BUSY, process_exiting
 from executions.persistence.connections import give_back
 from executions.runtime.leases import execution_claim_batch, execution_release, worker_id
@@ -173,4 +174,5 @@ def _stop_slots() -> None:
     handed = slots.stop()
     if handed:
         logger.info("stopped; handed back %d execution(s): %s", len(handed), ", ".join(handed))
+    tracing.shutdown()  # the spans of what ran, sent before the process ends
     process_exiting()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from executions.blueprints import spans
 from executions.blueprints.expressions import ExpressionError, render_template
 from executions.blueprints.kinds.base import (
     BuildContext,
@@ -261,16 +262,27 @@ def _call_model(
             raise ExecutionError.llm(f"{where}: the reply is longer than {MAX_REPLY_CHARS} characters")
         ctx.text_delta(text)
 
+    call = spans.llm_call(
+        ctx.step_id,
+        provider=config["provider"],
+        model=config["model"],
+        base_url=config.get("base_url"),
+        temperature=config.get("temperature"),
+        max_tokens=config.get("max_tokens"),
+    )
     try:
-        result = provider.stream_chat(
-            model=config["model"],
-            messages=messages,
-            tools=tool_schemas(config, resources),
-            on_delta=on_delta,
-            cancellation=ctx.cancellation,
-            temperature=config.get("temperature"),
-            max_tokens=config.get("max_tokens"),
-        )
+        with call as span:  # a CLIENT span under the step's, when traces are on
+            result = provider.stream_chat(
+                model=config["model"],
+                messages=messages,
+                tools=tool_schemas(config, resources),
+                on_delta=on_delta,
+                cancellation=ctx.cancellation,
+                temperature=config.get("temperature"),
+                max_tokens=config.get("max_tokens"),
+            )
+            usage = result.usage
+            span.usage(response_model=result.model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
     except ChatCancelled:
         raise Cancelled(ctx.cancellation.reason or "cancelled") from None
     except ChatError as exc:

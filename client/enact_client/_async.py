@@ -76,10 +76,21 @@ class AsyncClient:
         version: int | None = None,
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        traceparent: str | None = None,
     ) -> Execution:
         """Submit an execution of ``blueprint`` (the latest version, or ``version``). A repeated
-        ``idempotency_key`` returns the execution it first made."""
-        call = _core.submit_call(blueprint, input, version=version, idempotency_key=idempotency_key, metadata=metadata)
+        ``idempotency_key`` returns the execution it first made; ``webhook`` is a URL called
+        (signed) when it ends; ``traceparent`` (W3C) makes its trace a child of the caller's."""
+        call = _core.submit_call(
+            blueprint,
+            input,
+            version=version,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
+            webhook=webhook,
+            traceparent=traceparent,
+        )
         return cast(Execution, await self._send(call))
 
     async def get(self, execution_id: str) -> Execution:
@@ -93,6 +104,8 @@ class AsyncClient:
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
         q: str | None = None,
+        origin: str | None = None,
+        source: str | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[Execution]:
         """Every execution that matches, newest first, following the cursor page by page (a
@@ -103,6 +116,8 @@ class AsyncClient:
             created_after=created_after,
             created_before=created_before,
             q=q,
+            origin=origin,
+            source=source,
             page_size=page_size,
         )
         async for page in self._pages("executions", params):
@@ -117,21 +132,23 @@ class AsyncClient:
             created_after=filters.get("created_after"),
             created_before=filters.get("created_before"),
             q=filters.get("q"),
+            origin=filters.get("origin"),
+            source=filters.get("source"),
             page_size=filters.get("page_size"),
         )
         if cursor is not None:
             params["cursor"] = cursor
         return cast(Page[Execution], await self._send(Call("GET", "executions", params=params)))
 
-    async def events(self, execution_id: str, *, after: int = 0) -> AsyncIterator[Event]:
+    async def events(self, execution_id: str, *, after: int = 0, page_size: int | None = None) -> AsyncIterator[Event]:
         """The stored events with seq > ``after``, in order, every page (no waiting for more)."""
         path = _core.execution_path(execution_id, "/events")
-        async for page in self._pages(path, {"after": str(after)}):
+        async for page in self._pages(path, _core.page_params({"after": str(after)}, page_size)):
             for event in page["results"]:
                 yield event
 
-    async def steps(self, execution_id: str) -> AsyncIterator[Step]:
-        async for page in self._pages(_core.execution_path(execution_id, "/steps"), {}):
+    async def steps(self, execution_id: str, *, page_size: int | None = None) -> AsyncIterator[Step]:
+        async for page in self._pages(_core.execution_path(execution_id, "/steps"), _core.page_params({}, page_size)):
             for step in page["results"]:
                 yield step
 
@@ -182,17 +199,27 @@ class AsyncClient:
         call = Call("POST", _core.execution_path(execution_id, "/inbox"), body=_core.inbox_body(kind, fields))
         return str((await self._send(call))["id"])
 
-    async def rerun(self, execution_id: str) -> Execution:
+    async def rerun(
+        self, execution_id: str, *, idempotency_key: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Execution:
         """A new execution of the same blueprint version and input, linked to its source."""
-        return cast(Execution, await self._send(Call("POST", _core.execution_path(execution_id, "/rerun"), body={})))
+        body = _core.derived_body(idempotency_key, metadata)
+        return cast(Execution, await self._send(Call("POST", _core.execution_path(execution_id, "/rerun"), body=body)))
 
-    async def fork(self, execution_id: str, from_step: str, *, state: Any = _core.NO_BODY) -> Execution:
-        """A new execution that starts from ``from_step``'s checkpoint (its state replaced by
-        ``state`` when given), linked to its source."""
-        body: dict[str, Any] = {"from_step": from_step}
-        if state is not _core.NO_BODY:
-            body["state"] = state
-        return cast(Execution, await self._send(Call("POST", _core.execution_path(execution_id, "/fork"), body=body)))
+    async def fork(
+        self,
+        execution_id: str,
+        from_step: str,
+        *,
+        state: Any = _core.NO_BODY,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Execution:
+        """A new execution that starts from the checkpoint before step ``from_step`` (an id of the
+        source's steps), given ``state`` instead when it is passed (None included), linked to its
+        source."""
+        call = _core.fork_call(execution_id, from_step, state, idempotency_key, metadata)
+        return cast(Execution, await self._send(call))
 
     async def stream(self, execution_id: str, after: int = 0) -> AsyncIterator[Event]:
         """The execution's events with seq > ``after``, stored then live, until the terminal

@@ -53,9 +53,12 @@ class Call:
     path: str
     params: dict[str, str] = field(default_factory=dict)
     body: Any = NO_BODY
+    headers: dict[str, str] = field(default_factory=dict)
 
     def request_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"params": self.params}
+        if self.headers:
+            kwargs["headers"] = self.headers
         if self.body is not NO_BODY:
             kwargs["json"] = self.body
         return kwargs
@@ -77,15 +80,35 @@ def submit_call(
     version: int | None,
     idempotency_key: str | None,
     metadata: dict[str, Any] | None,
+    webhook: str | None,
+    traceparent: str | None,
 ) -> Call:
     body: dict[str, Any] = {"blueprint": blueprint, "input": {} if input is None else input}
     if version is not None:
         body["version"] = version
+    body.update(derived_body(idempotency_key, metadata))
+    if webhook is not None:
+        body["webhook"] = webhook
+    headers = {"traceparent": traceparent} if traceparent else {}
+    return Call("POST", "executions", body=body, headers=headers)
+
+
+def derived_body(idempotency_key: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
     if metadata is not None:
         body["metadata"] = metadata
-    return Call("POST", "executions", body=body)
+    return body
+
+
+def fork_call(
+    execution_id: str, from_step: str, state: Any, idempotency_key: str | None, metadata: dict[str, Any] | None
+) -> Call:
+    body: dict[str, Any] = {"from_step": from_step, **derived_body(idempotency_key, metadata)}
+    if state is not NO_BODY:
+        body["state"] = state
+    return Call("POST", execution_path(execution_id, "/fork"), body=body)
 
 
 def _when(value: datetime | str) -> str:
@@ -99,22 +122,25 @@ def list_params(
     created_after: datetime | str | None,
     created_before: datetime | str | None,
     q: str | None,
+    origin: str | None,
+    source: str | None,
     page_size: int | None,
 ) -> dict[str, str]:
     params: dict[str, str] = {}
-    if state is not None:
-        params["state"] = state
-    if blueprint is not None:
-        params["blueprint"] = blueprint
+    for name, value in (("state", state), ("blueprint", blueprint), ("q", q), ("origin", origin), ("source", source)):
+        if value is not None:
+            params[name] = value
     if created_after is not None:
         params["created_after"] = _when(created_after)
     if created_before is not None:
         params["created_before"] = _when(created_before)
-    if q is not None:
-        params["q"] = q
     if page_size is not None:
         params["limit"] = str(page_size)
     return params
+
+
+def page_params(params: dict[str, str], page_size: int | None) -> dict[str, str]:
+    return params if page_size is None else {**params, "limit": str(page_size)}
 
 
 def inbox_body(kind: str, fields: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from enact_client._core import NO_BODY as NO_STATE
 from enact_client._sync import Client
 from enact_client.errors import EnactError
 from enact_client.types import Event, Execution
@@ -84,7 +85,20 @@ def build_parser(prog: str = "enact-remote") -> argparse.ArgumentParser:
     p.add_argument("--version", type=_whole(1), metavar="N", help="a version of the blueprint (default: the latest)")
     p.add_argument("--idempotency-key", metavar="KEY", help="a repeated key returns the first execution")
     p.add_argument("--metadata", type=_json, metavar="JSON", help="a JSON object kept with the execution")
+    p.add_argument("--webhook", metavar="URL", help="a URL called, signed, when it ends")
     p.add_argument("--json", action="store_true", help="print the execution as JSON")
+    p.add_argument("--watch", action="store_true", help="then follow it live until it ends")
+
+    p = command("rerun", "run an execution again: same blueprint version and input; the new id")
+    p.add_argument("execution_id", metavar="execution-id")
+    p.add_argument("--watch", action="store_true", help="then follow it live until it ends")
+
+    p = command("fork", "a new execution from the checkpoint before one of an execution's steps; the new id")
+    p.add_argument("execution_id", metavar="execution-id")
+    p.add_argument("--from-step", required=True, metavar="STEP-ID", help="the step it starts from (it runs again)")
+    p.add_argument(
+        "--state", type=_json, default=argparse.SUPPRESS, metavar="JSON", help="the state that step is given instead"
+    )
     p.add_argument("--watch", action="store_true", help="then follow it live until it ends")
 
     p = command("get", "an execution, as JSON")
@@ -96,6 +110,8 @@ def build_parser(prog: str = "enact-remote") -> argparse.ArgumentParser:
     p.add_argument("--created-after", metavar="TIME", help="ISO 8601")
     p.add_argument("--created-before", metavar="TIME", help="ISO 8601")
     p.add_argument("--q", metavar="TEXT", help="search")
+    p.add_argument("--origin", choices=("submit", "child", "schedule", "rerun", "fork"), help="what started them")
+    p.add_argument("--source", metavar="EXECUTION-ID", help="the reruns and forks of this execution")
     p.add_argument("--limit", type=_whole(0), default=50, metavar="N", help="at most N rows (default 50; 0: all)")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
 
@@ -166,6 +182,7 @@ def cmd_submit(client: Client, options: argparse.Namespace, out: TextIO) -> int:
         version=options.version,
         idempotency_key=options.idempotency_key,
         metadata=options.metadata,
+        webhook=options.webhook,
     )
     if options.json:
         _print_json(execution, out)
@@ -174,6 +191,21 @@ def cmd_submit(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     if options.watch:
         return _watch(client, execution["id"], 0, out)
     return 0
+
+
+def cmd_rerun(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    return _started(client, client.rerun(options.execution_id), options.watch, out)
+
+
+def cmd_fork(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    state = getattr(options, "state", NO_STATE)  # null is a state too
+    execution = client.fork(options.execution_id, options.from_step, state=state)
+    return _started(client, execution, options.watch, out)
+
+
+def _started(client: Client, execution: Execution, watch: bool, out: TextIO) -> int:
+    print(execution["id"], file=out, flush=True)
+    return _watch(client, execution["id"], 0, out) if watch else 0
 
 
 def cmd_get(client: Client, options: argparse.Namespace, out: TextIO) -> int:
@@ -188,6 +220,8 @@ def cmd_list(client: Client, options: argparse.Namespace, out: TextIO) -> int:
         created_after=options.created_after,
         created_before=options.created_before,
         q=options.q,
+        origin=options.origin,
+        source=options.source,
         page_size=min(options.limit, 200) if options.limit else 200,
     )
     for count, execution in enumerate(rows, start=1):
@@ -271,6 +305,8 @@ def _event_line(event: Event) -> str:
 
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
     "submit": cmd_submit,
+    "rerun": cmd_rerun,
+    "fork": cmd_fork,
     "get": cmd_get,
     "list": cmd_list,
     "cancel": cmd_cancel,

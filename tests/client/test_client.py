@@ -147,6 +147,37 @@ def test_stream_cut_again_and_again_still_gives_every_event_once(platform: Platf
     assert len(proxy.connections) == 4
 
 
+def test_rerun_and_fork_and_their_lineage(client: Client) -> None:
+    source = client.submit("demo.chain", {"n": 5})
+    assert list(client.stream(source["id"]))[-1]["type"] == "data-execution-end"
+    steps = list(client.steps(source["id"], page_size=2))  # three pages of steps
+    assert [step["position"] for step in steps] == sorted(step["position"] for step in steps)
+    assert len(steps) == 5
+    assert len({step["id"] for step in steps}) == 5
+
+    fork = client.fork(source["id"], steps[2]["id"], state=10)
+    assert (fork["origin"], fork["source_id"]) == ("fork", source["id"])
+    fork_events = list(client.stream(fork["id"]))
+    _assert_whole(fork_events)
+    assert client.get(fork["id"])["output"] == 13
+    # Paged events are the streamed ones, page after page.
+    assert list(client.events(fork["id"], page_size=3)) == fork_events
+
+    rerun = client.rerun(source["id"], metadata={"why": "again"})
+    assert (rerun["origin"], rerun["source_id"], rerun["metadata"]) == ("rerun", source["id"], {"why": "again"})
+    list(client.stream(rerun["id"]))
+    assert client.get(rerun["id"])["output"] == client.get(source["id"])["output"] == 5
+
+    derived = {e["id"] for e in client.list(source=source["id"], page_size=1)}
+    assert derived == {fork["id"], rerun["id"]}
+    assert [e["id"] for e in client.list(source=source["id"], origin="fork")] == [fork["id"]]
+    with pytest.raises(InvalidInput) as no_such_step:
+        client.fork(source["id"], "step_00000000000000000000000000")
+    assert no_such_step.value.status == 400
+    with pytest.raises(NotFound):
+        client.rerun("exec_00000000000000000000000000")
+
+
 # --- list ----------------------------------------------------------------------------------------
 
 
@@ -368,6 +399,14 @@ def test_remote_command_line_end_to_end(platform: Platform, client: Client) -> N
     listed = _remote(platform, "list", "--blueprint", SLOW, "--limit", "1", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [execution_id]
+
+    steps = list(client.steps(execution_id))
+    forked = _remote(platform, "fork", execution_id, "--from-step", steps[1]["id"], "--watch")
+    assert forked.returncode == 0, forked.stderr
+    fork_id = forked.stdout.splitlines()[0]
+    assert forked.stdout.splitlines()[-1] == f"{fork_id} completed"
+    lineage = _remote(platform, "list", "--source", execution_id, "--origin", "fork")
+    assert [line.split("\t")[:2] for line in lineage.stdout.splitlines()] == [[fork_id, "completed"]]
 
     # Through manage.py enact --url --key: the same command line.
     queued = client.submit(SLOW, {"steps": 20, "seconds": 1})

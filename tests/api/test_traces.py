@@ -6,7 +6,9 @@ with no endpoint set, nothing of it is built."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -25,6 +27,7 @@ from tenants.models import Tenant
 from tenants.services import tenant_set_limits
 
 from ..conftest import wait_until
+from ..executions.test_processes import Cluster
 from ..otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
 from ..webhook_receiver import Receiver as ToolServer
 from ..webhook_receiver import receiver as tool_server
@@ -253,3 +256,35 @@ def test_urls_in_spans_carry_no_credentials(url: str, shown: str) -> None:
     from executions.blueprints.spans import redact_url
 
     assert redact_url(url) == shown
+
+
+def test_a_real_worker_process_sends_its_spans_into_the_callers_trace_and_flushes_them_as_it_stops(
+    api_a: Api, receiver: Receiver, tmp_path: Path
+) -> None:
+    # Spans leave a worker process in batches every minute at most here: those of this run arrive
+    # only because the worker's graceful stop flushes them. Set up after django-q2's fork.
+    workers = Cluster(tmp_path / "cluster.log", extra={"OTEL_BSP_SCHEDULE_DELAY": "60000"})
+    try:
+        response = api_a.post(
+            "executions",
+            {"blueprint": "demo.slow", "input": {"steps": 3, "seconds": 0.2}},
+            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+        )
+        execution_id = response.json()["id"]
+        ended = lambda: Execution.objects.get(pk=execution_id).state == "completed"  # noqa: E731
+        assert wait_until(ended, timeout=60), workers.log.read_text()[-3000:]
+        assert wait_until(lambda: Execution.objects.get(pk=execution_id).lease_owner == "", timeout=10)
+        time.sleep(0.5)
+        assert not root_of(execution_id)(receiver.spans)  # not sent yet: the batch waits
+        workers.stop_gracefully(timeout=30)
+    finally:
+        workers.stop()
+    spans = receiver.wait_for(root_of(execution_id), timeout=5)
+    trace = receiver.of_trace(CALLER_TRACE)
+    api = one(trace, name="POST /api/v1/executions")
+    root = one(trace, name="execution demo.slow")
+    assert root.parent_span_id == api.span_id
+    steps = [s for s in trace if s.attributes.get("enact.step.id")]
+    assert len(steps) == 3
+    assert {s.parent_span_id for s in steps} == {root.span_id}
+    assert {s.service for s in spans if s.trace_id == CALLER_TRACE} == {"enact"}

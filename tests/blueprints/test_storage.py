@@ -110,3 +110,27 @@ def test_a_run_past_the_storage_quota_fails_clearly_and_writes_nothing_of_the_re
     assert not ExecutionEvent.objects.filter(execution=execution, type="data-step-end").exists()
     tenant = Tenant.objects.get(pk=tenant_a.pk)
     assert _stored_bytes(execution) <= tenant.storage_bytes < 150_000 + 10_000
+
+
+def test_a_run_of_many_small_steps_updates_its_tenants_row_a_few_times_not_once_a_step(
+    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step of every execution of a tenant updating the tenant's row would make their
+    commits take turns on its lock: storage is reserved a megabyte ahead, and given back at the end."""
+    from executions.persistence import events
+    from tenants.services import tenant_reserve_storage
+
+    updates: list[int] = []
+
+    def counted(*, tenant_id: int, size: int, maximum: int | None) -> bool:
+        updates.append(size)  # each call is one UPDATE of the tenant's row, from whichever thread
+        return tenant_reserve_storage(tenant_id=tenant_id, size=size, maximum=maximum)
+
+    monkeypatch.setattr(events, "tenant_reserve_storage", counted)
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 20})
+    execution_run(execution.pk)
+    execution.refresh_from_db()
+    assert execution.state == Execution.State.COMPLETED
+    assert 1 <= len(updates) <= 3, updates  # the reservation and the give-back, not one a step
+    tenant_a.refresh_from_db()
+    assert tenant_a.storage_bytes >= _stored_bytes(execution)  # each event and step counted

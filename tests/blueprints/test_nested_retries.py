@@ -88,6 +88,7 @@ def test_a_nested_run_that_failed_for_good_is_not_retried(tenant_a: Tenant, enqu
     _save(tenant_a, "outer", _outer(kind), input_schema={"type": "array" if kind == "map" else "integer"})
     execution = _run(tenant_a, [7] if kind == "map" else 7)
     assert execution.state == "failed"
+    assert execution.error is not None
     assert execution.error["category"] == "tool"
     assert execution.error["retryable"] is False
     assert _attempts(execution) == [1]

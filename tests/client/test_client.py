@@ -368,14 +368,15 @@ async def _collect(events: Any) -> list[Event]:
 
 
 def _remote(platform: Platform, *args: str, manage: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**platform.env, "PYTHONPATH": str(CLIENT_DIR)}
+    # manage.py finds the client in the repository by itself when it is not installed.
+    env = {k: v for k, v in platform.env.items() if k != "PYTHONPATH"}
     command = (
         [sys.executable, "manage.py", "enact", "--url", platform.url, "--key", platform.keys["write"], *args]
         if manage
         else [sys.executable, "-m", "enact_client", *args]
     )
     if not manage:
-        env.update(ENACT_URL=platform.url, ENACT_API_KEY=platform.keys["write"])
+        env.update(PYTHONPATH=str(CLIENT_DIR), ENACT_URL=platform.url, ENACT_API_KEY=platform.keys["write"])
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 

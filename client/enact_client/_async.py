@@ -233,6 +233,7 @@ class AsyncClient:
                 async with self._http.stream(
                     "GET", path, headers=state.headers(), timeout=self._stream_timeout
                 ) as response:
+                    state.answered = True
                     if response.status_code == 204:
                         return
                     if response.status_code >= 400:

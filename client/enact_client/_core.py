@@ -233,6 +233,7 @@ class StreamState:
         self.failures = 0
         self.retry_seconds = 1.0
         self.last_error: EnactError | None = None
+        self.answered = False  # whether any connection got an answer: a wrong address fails at once
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -260,6 +261,8 @@ class StreamState:
         """Records a failed or cut connection; the seconds to wait before the next, or raises
         the error when it is not one to retry or too many came in a row."""
         retryable = isinstance(error, ConnectionFailed | ServerBusy | RateLimited | ServerError)
+        if isinstance(error, ConnectionFailed) and not self.answered:
+            retryable = False  # never reached the server: a wrong address or a server that is down
         self.failures += 1
         self.last_error = error
         if not retryable or self.failures > MAX_FAILURES:

@@ -239,6 +239,7 @@ class Client:
     def _stream_once(self, path: str, execution_id: str, state: StreamState) -> Generator[Event, None, bool]:
         """One connection's events; returns True when the server says there is nothing more."""
         with self._http.stream("GET", path, headers=state.headers(), timeout=self._stream_timeout) as response:
+            state.answered = True
             if response.status_code == 204:
                 return True
             if response.status_code >= 400:

@@ -156,11 +156,28 @@ def test_the_stream_gives_up_after_failures_in_a_row_and_never_retries_a_404(sle
         calls += 1
         raise httpx.ConnectError("Connection refused")
 
+    # A server never reached (a wrong address): at once, no retrying.
     with _client(refused) as client, pytest.raises(ConnectionFailed):
         list(client.stream(EXEC))
-    assert calls == _core.MAX_FAILURES + 1
-    assert slept[0] == 1.0
-    assert max(slept) == _core.MAX_RECONNECT_DELAY
+    assert (calls, slept) == (1, [])
+
+    # A server that answered, then went away: retried, with growing waits, then given up.
+    calls = 0
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(200, stream=Cut(_frame(1)))
+        raise httpx.ConnectError("Connection refused")
+
+    with _client(gone) as client:
+        given: list[int] = []
+        with pytest.raises(ConnectionFailed):
+            given.extend(e["seq"] for e in client.stream(EXEC))
+    assert given == [1]
+    assert calls == 1 + _core.MAX_FAILURES
+    assert slept == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
     calls = 0
 

@@ -37,6 +37,7 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     service: str
+    links: list[tuple[str, str]]  # (trace id, span id) of each
 
     def __repr__(self) -> str:
         return f"<span {self.name} {self.span_id} parent={self.parent_span_id}>"
@@ -88,6 +89,7 @@ class Receiver:
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             events=[(e.name, {a.key: _value(a.value) for a in e.attributes}) for e in span.events],
                             service=str(resource.get("service.name")),
+                            links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                         )
                     )
 

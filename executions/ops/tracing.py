@@ -17,6 +17,9 @@ The shape of a trace:
   pause and a resume, a worker that died and the one that took over) adds to the same trace. It
   is sent once, by the process that records the execution's end, starting at its submission;
   its events are the execution's pauses, waits, answers and resumes, read from the event log.
+  A child execution (a ``subgraph`` node in mode ``child``) joins its parent's trace, its root
+  under the parent's root; a rerun or fork has a trace of its own, its root linked to its
+  source's root.
 - one span per attempt of a step, named after its node, directly under the root (a nested step
   under its parent step): an attempt that failed shows as an ERROR span, its retry as the next
   span, with the backoff between them as a gap. Spans of steps are made from the events the
@@ -50,7 +53,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from executions.blueprints import spans
@@ -259,9 +262,34 @@ class ExecutionTrace:
         sampled = self.parent.trace_flags.sampled if self.parent is not None else True
         self.flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
 
+    def root(self) -> SpanContext:
+        return SpanContext(self.trace_id, self.root_span_id, is_remote=True, trace_flags=self.flags)
+
     def root_context(self) -> otel_context.Context:
-        root = SpanContext(self.trace_id, self.root_span_id, is_remote=True, trace_flags=self.flags)
-        return trace.set_span_in_context(NonRecordingSpan(root))
+        return trace.set_span_in_context(NonRecordingSpan(self.root()))
+
+
+# How far up a chain of parents a child execution's trace is looked for.
+MAX_ANCESTORS = 10
+
+
+def execution_trace(execution_id: str, metadata: dict[str, Any] | None, parent_id: str | None) -> ExecutionTrace:
+    """An execution's trace. A child execution (a ``subgraph`` node's, in mode ``child``) that was
+    not submitted with a trace context of its own joins its parent's trace, its root under the
+    parent's root; so does the parent's, up the chain."""
+    found = ExecutionTrace(execution_id, metadata)
+    chain: list[ExecutionTrace] = []
+    while found.parent is None and parent_id and len(chain) < MAX_ANCESTORS:
+        row = Execution.objects.filter(pk=parent_id).values_list("metadata", "parent_id").first()
+        if row is None:
+            break
+        chain.append(found)
+        found = ExecutionTrace(parent_id, row[0])
+        parent_id = row[1]
+    for child in reversed(chain):  # from the top down: each child under the root above it
+        child.trace_id, child.flags, child.parent = found.trace_id, found.flags, found.root()
+        found = child
+    return found
 
 
 def _ns(at: datetime) -> int:
@@ -291,7 +319,8 @@ class TracingSink:
         self.blueprint_version = execution.blueprint_version
         self.created_at = execution.created_at
         self.origin = execution.origin
-        self.trace = ExecutionTrace(execution.pk, execution.metadata)
+        self.trace = execution_trace(execution.pk, execution.metadata, execution.parent_id)
+        self.source_id = execution.source_id  # a rerun's or fork's: linked from the root span
         self._open: dict[str, trace.Span] = {}
 
     def __getattr__(self, name: str) -> Any:  # what the stores ask of the sink itself
@@ -359,10 +388,17 @@ class TracingSink:
             if self.trace.parent is not None
             else otel_context.Context()
         )
+        links = []
+        if self.source_id:
+            row = Execution.objects.filter(pk=self.source_id).values_list("metadata", "parent_id").first()
+            if row is not None:
+                source = execution_trace(self.source_id, row[0], row[1]).root()
+                links.append(Link(source, {"enact.link": "source", "enact.execution.id": self.source_id}))
         state.ids.next_ids(self.trace.trace_id, self.trace.root_span_id)
         root = state.tracer.start_span(
             f"execution {self.blueprint}",
             context=parent,
+            links=links,
             kind=SpanKind.INTERNAL,
             start_time=_ns(self.created_at),
             attributes={

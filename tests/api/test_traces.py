@@ -288,3 +288,45 @@ def test_a_real_worker_process_sends_its_spans_into_the_callers_trace_and_flushe
     assert len(steps) == 3
     assert {s.parent_span_id for s in steps} == {root.span_id}
     assert {s.service for s in spans if s.trace_id == CALLER_TRACE} == {"enact"}
+
+
+def test_a_child_execution_joins_its_parents_trace_and_a_rerun_links_to_its_source(
+    api_a: Api, receiver: Receiver, slots: Slots
+) -> None:
+    tenant = api_a.tenant
+    child = {"done": {"kind": "template", "config": {"template": "child saw {{ input.n }}"}}}
+    blueprint_save(
+        tenant=tenant,
+        name="child",
+        definition={"entry": "done", "nodes": child, "edges": [{"from": "done", "to": "end"}]},
+    )
+    spawn = {"kind": "subgraph", "config": {"blueprint": "child", "mode": "child", "input": {"n": "{{ input.n }}"}}}
+    parent_nodes = {"spawn": spawn, "after": {"kind": "template", "config": {"template": "{{ state.spawn }}"}}}
+    edges = [{"from": "spawn", "to": "after"}, {"from": "after", "to": "end"}]
+    blueprint_save(tenant=tenant, name="parent", definition={"entry": "spawn", "nodes": parent_nodes, "edges": edges})
+    response = api_a.post(
+        "executions",
+        {"blueprint": "parent", "input": {"n": 4}},
+        headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+    )
+    parent_id = response.json()["id"]
+    assert wait_until(lambda: Execution.objects.get(pk=parent_id).state == "completed", timeout=20)
+    child_id = Execution.objects.get(parent_id=parent_id).pk
+    spans = receiver.wait_for(lambda found: root_of(parent_id)(found) and root_of(child_id)(found))
+    trace = receiver.of_trace(CALLER_TRACE)
+    parent_root = one(trace, name="execution parent")
+    child_root = one(trace, name="execution child")
+    assert child_root.parent_span_id == parent_root.span_id
+    assert one(trace, name="done").parent_span_id == child_root.span_id
+    # The parent's node ran twice, in two runs: it spawned the child and waited, then took its output.
+    spawned, took = sorted((s for s in trace if s.name == "spawn"), key=lambda s: s.start_ns)
+    assert {spawned.parent_span_id, took.parent_span_id} == {parent_root.span_id}
+    assert spawned.start_ns <= child_root.start_ns <= child_root.end_ns <= took.start_ns
+
+    rerun = api_a.post(f"executions/{parent_id}/rerun", {})
+    assert rerun.status_code == 201, rerun.content
+    rerun_id = rerun.json()["id"]
+    spans = receiver.wait_for(root_of(rerun_id), timeout=20)
+    again = one(spans, name="execution parent", **{"enact.execution.id": rerun_id})
+    assert again.trace_id != CALLER_TRACE  # a trace of its own, linked to its source
+    assert again.links == [(CALLER_TRACE, parent_root.span_id)]

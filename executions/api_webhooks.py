@@ -50,7 +50,7 @@ class WebhookSerializer(drf.ModelSerializer):
 
     class Meta:
         model = WebhookEndpoint
-        fields = ("id", "url", "events", "description", "active", "created_at", "updated_at")
+        fields: tuple[str, ...] = ("id", "url", "events", "description", "active", "created_at", "updated_at")
 
 
 class WebhookWithSecret(WebhookSerializer):

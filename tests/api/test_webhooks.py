@@ -17,7 +17,10 @@ from tests.api.conftest import Api, error_of
 
 pytestmark = pytest.mark.django_db
 
-HOOK = {"url": "https://hooks.example.com/enact", "events": ["data-execution-end", "data-execution-failed"]}
+HOOK: dict[str, Any] = {
+    "url": "https://hooks.example.com/enact",
+    "events": ["data-execution-end", "data-execution-failed"],
+}
 
 
 @pytest.fixture(autouse=True)

@@ -92,7 +92,9 @@ def test_a_receiver_that_answers_500_twice_gets_three_attempts_and_the_delivery_
             assert webhooks.verify_signature(secret, request.headers["enact-signature"], request.body)
 
 
-@pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="PostgreSQL's locks")
+@pytest.mark.skipif(
+    not str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql"), reason="PostgreSQL's locks"
+)
 def test_two_clusters_on_postgresql_never_send_one_delivery_twice(
     tenant_a: Tenant, cluster: Callable[..., Cluster], enqueued: list[str]
 ) -> None:

@@ -307,3 +307,39 @@ def test_deleting_a_schedule_keeps_its_executions(tenant_a: Tenant) -> None:
     svc.schedule_delete(tenant=tenant_a, schedule_id=schedule.pk)
     [execution] = Execution.objects.filter(tenant=tenant_a)
     assert (execution.schedule_id, execution.origin) == (None, "schedule")
+
+
+# The ticker -----------------------------------------------------------------------------------
+
+
+def test_the_ticker_sleeps_until_the_next_due_time_at_most_its_poll(
+    tenant_a: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from executions.runtime import scheduler
+
+    # The test's connection holds its transaction: the ticker must not close it between looks.
+    monkeypatch.setattr(scheduler, "close_old_connections", lambda: None)
+    monkeypatch.setattr(scheduler, "give_back", lambda: None)
+    settings.ENACT_SCHEDULE_POLL_SECONDS = 5.0
+    ticker = scheduler.Ticker()
+    assert ticker.tick() == 5.0  # no schedules
+    schedule = create(tenant_a, interval_seconds=3600)
+    assert ticker.tick() == 5.0  # an hour away at most: the poll caps the sleep
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=timezone.now() + timedelta(seconds=2))
+    assert 1.5 < ticker.tick() <= 2.01
+    make_due(schedule)
+    ticker.tick()
+    assert len(fired_by(schedule)) == 1
+
+
+def test_an_idle_tick_reads_and_writes_nothing_else(tenant_a: Tenant) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    create(tenant_a, interval_seconds=3600)
+    with CaptureQueriesContext(connection) as queries:
+        assert svc.schedules_fire_due() == []
+        svc.schedules_next_due()
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 2, statements
+    assert not [s for s in statements if "SAVEPOINT" in s or "UPDATE" in s], statements

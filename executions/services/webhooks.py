@@ -422,9 +422,9 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
 def delivery_send(delivery_id: str, lease: datetime, *, rng: random.Random | None = None) -> WebhookDelivery | None:
     """One attempt at a claimed delivery; records it and what comes next. None if the claim was
     lost meanwhile (another worker took the delivery after this one's lease ran out)."""
-    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
-    if delivery.state != WebhookDelivery.State.PENDING or delivery.next_attempt_at != lease:
-        return None
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None or delivery.state != WebhookDelivery.State.PENDING or delivery.next_attempt_at != lease:
+        return None  # deleted meanwhile (with its webhook or its execution), or taken over
     if delivery.payload is None:
         delivery.payload = payload(delivery)
         WebhookDelivery.objects.filter(pk=delivery_id).update(payload=delivery.payload)

@@ -366,6 +366,19 @@ def test_a_due_delivery_is_claimed_once(tenant_a: Tenant, enqueued: list[str]) -
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_claimed_delivery_whose_webhook_was_deleted_meanwhile_is_dropped(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    allow(tenant_a, "hooks.example.com")
+    registered, _ = endpoint(tenant_a, "https://hooks.example.com/end")
+    run(tenant_a)
+    ((delivery_id, lease),) = svc.deliveries_claim()
+    svc.webhook_delete(tenant=tenant_a, webhook_id=registered.pk)
+    assert svc.delivery_send(delivery_id, lease) is None
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_submission_webhook_is_signed_with_the_tenants_signing_secret(tenant_a: Tenant, enqueued: list[str]) -> None:
     with receiver() as hooks:
         allow(tenant_a, hooks.host)

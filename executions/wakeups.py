@@ -1,6 +1,6 @@
 """Wake-ups: how the platform tells its worker processes, at once, that something happened.
 
-Three kinds of news:
+Four kinds of news:
 
 - work is ready (a submission, a resume, an answer, a freed slot, a lease handed back): every
   worker process with a free slot looks for it (``runtime/dispatch.py`` picks fairly);
@@ -8,8 +8,9 @@ Three kinds of news:
   it at once, instead of finding it on its next look at the database;
 - events were committed (the embedded default only): the web process's relay reads the log now,
   instead of polling it many times a second.
+- a webhook delivery is due: the worker processes' senders (``runtime/webhooks.py``) claim it now.
 
-Both are pushed, so idle workers sleep instead of polling, and a cancel reaches the running step
+All are pushed, so idle workers sleep instead of polling, and a cancel reaches the running step
 in milliseconds. News is a hint, never the truth: the database says what is ready and what was
 asked for, and workers still look on their own now and then (``ENACT_DISPATCH_POLL_SECONDS``,
 ``ENACT_CONTROL_POLL_SECONDS``), so a lost wake-up costs latency, never correctness.

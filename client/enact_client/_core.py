@@ -175,7 +175,8 @@ def result(response: httpx.Response) -> Any:
 
 
 def connection_failed(exc: httpx.TransportError) -> ConnectionFailed:
-    return ConnectionFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ConnectionFailed(message, code="connection_failed")
 
 
 # --- Server-Sent Events ----------------------------------------------------------------------

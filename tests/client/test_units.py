@@ -157,9 +157,10 @@ def test_the_stream_gives_up_after_failures_in_a_row_and_never_retries_a_404(sle
         raise httpx.ConnectError("Connection refused")
 
     # A server never reached (a wrong address): at once, no retrying.
-    with _client(refused) as client, pytest.raises(ConnectionFailed):
+    with _client(refused) as client, pytest.raises(ConnectionFailed) as unreached:
         list(client.stream(EXEC))
     assert (calls, slept) == (1, [])
+    assert (unreached.value.status, unreached.value.code) == (0, "connection_failed")
 
     # A server that answered, then went away: retried, with growing waits, then given up.
     calls = 0

@@ -174,7 +174,11 @@ def _add_execution_commands(commands: Any) -> None:
 
 
 class Command(BaseCommand):
-    help = "Operate the platform: tenants, API keys, secrets, limits, executions (submit, watch, cancel, list), schedules."
+    help = (
+        "Operate the platform: tenants, API keys, secrets, limits, executions (submit, watch, cancel, list), "
+        "schedules. Given --url URL [--key KEY] first: a platform's API instead, from any machine "
+        "(the client's command line, enact-remote; --url URL --help lists its commands)."
+    )
     stealth_options = ("stdin",)  # tests hand secret-set its standard input
 
     def add_arguments(self, parser: CommandParser) -> None:

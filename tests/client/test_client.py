@@ -335,9 +335,10 @@ def test_async_client(platform: Platform) -> None:
                 assert len(proxy.connections) == 2
                 assert [e async for e in enact.events(execution["id"])] == direct
 
-                listed = [e["id"] async for e in enact.list(page_size=1, blueprint=SLOW)]
-                assert execution["id"] in listed
-                assert len(listed) == len(set(listed)) > 1
+                older, newer = [(await enact.submit("demo.chain", {"n": 1}))["id"] for _ in range(2)]
+                listed = [e["id"] async for e in enact.list(page_size=1, blueprint="demo.chain")]
+                assert len(listed) == len(set(listed))
+                assert listed.index(newer) < listed.index(older)  # newest first, a page each
 
                 long = await enact.submit(SLOW, {"steps": 20, "seconds": 1})
                 stream = enact.stream(long["id"])

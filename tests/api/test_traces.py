@@ -163,7 +163,9 @@ def test_a_submission_with_a_traceparent_is_one_trace_under_the_callers_span(
     assert ask.attributes["enact.step.type"] == "llm_node"
     chat = one(trace, name="chat demo-model")
     assert (chat.parent_span_id, chat.kind) == (ask.span_id, CLIENT)
-    usage = Step.objects.get(pk=ask.attributes["enact.step.id"]).output["usage"]
+    output = Step.objects.get(pk=ask.attributes["enact.step.id"]).output
+    assert isinstance(output, dict)
+    usage = output["usage"]
     assert chat.attributes["gen_ai.operation.name"] == "chat"
     assert chat.attributes["gen_ai.provider.name"] == chat.attributes["gen_ai.system"] == "demo"
     assert chat.attributes["gen_ai.request.model"] == "demo-model"

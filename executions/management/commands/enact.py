@@ -403,8 +403,17 @@ def _execution_by_id(execution_id: str) -> Execution:
 
 
 def _error_line(exc: PlatformError) -> str:
-    # List-valued details say what is allowed or what is wrong (known graphs, invalid fields).
-    listed = [f"{key}: {', '.join(map(str, value))}" for key, value in exc.details.items() if isinstance(value, list)]
+    # List-valued details say what is allowed or what is wrong (known graphs, invalid fields). An
+    # input's schema errors are {path, message}: the message names the first; the others follow.
+    listed = []
+    for key, value in exc.details.items():
+        if key == "errors" and isinstance(value, list):
+            said = [str(e["message"]) for e in value if isinstance(e, dict) and "message" in e]
+            others = [message for message in said if message not in exc.message]
+            if others:
+                listed.append(f"also: {', '.join(others)}")
+        elif isinstance(value, list):
+            listed.append(f"{key}: {', '.join(map(str, value))}")
     line = f"{exc.code}: {exc.message}"
     return f"{line} ({'; '.join(listed)})" if listed else line
 

@@ -58,7 +58,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from executions.blueprints import spans
 from executions.kernel.events import TERMINAL_EVENT_TYPES, EventSink, EventType, StreamEvent
-from executions.models import Execution, ExecutionEvent
+from executions.models import Execution, ExecutionEvent, Step
 
 logger = logging.getLogger(__name__)
 
@@ -356,9 +356,12 @@ class TracingSink:
             spans.step_opened(event.step_id, span)
         elif t in (EventType.STEP_END, EventType.STEP_FAILED) and event.step_id:
             spans.step_closed(event.step_id)
-            if event.step_id not in self._open:  # started in an earlier run: it went with that run
+            if event.step_id in self._open:
+                span = self._open.pop(event.step_id)
+            elif t is EventType.STEP_FAILED:  # started by a run that was lost with its worker
+                span = self._lost_attempt(state, event)
+            else:  # started by an earlier run, which sent its span
                 return
-            span = self._open.pop(event.step_id)
             if t is EventType.STEP_FAILED:
                 error = data.get("error") or {}
                 span.set_attribute("error.type", str(error.get("code") or error.get("category") or "error"))
@@ -373,6 +376,24 @@ class TracingSink:
             self._open.clear()
             # After the event commits: the root span's events are read from the log then.
             transaction.on_commit(functools.partial(self._end_root, event), robust=True)
+
+    def _lost_attempt(self, state: _Tracing, event: StreamEvent) -> trace.Span:
+        """A span for an attempt whose run died with its worker (whose own span never left it),
+        from the step's row: it started when the row says, and ends now, failed."""
+        row = Step.objects.filter(pk=event.step_id).values_list("started_at", "attempt", "step_type").first()
+        started, attempt, step_type = row if row is not None else (event.timestamp, 1, "")
+        return state.tracer.start_span(
+            str(event.data.get("name") or "step"),
+            context=self.trace.root_context(),
+            start_time=_ns(started or event.timestamp),
+            attributes={
+                "enact.execution.id": self.execution_id,
+                "enact.step.id": event.step_id or "",
+                "enact.step.attempt": int(attempt or 1),
+                "enact.step.type": str(step_type or ""),
+                "enact.step.recorded_by_later_run": True,
+            },
+        )
 
     def _end_root(self, event: StreamEvent) -> None:
         state = _state

@@ -6,6 +6,8 @@ with no endpoint set, nothing of it is built."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +334,30 @@ def test_a_child_execution_joins_its_parents_trace_and_a_rerun_links_to_its_sour
     again = one(spans, name="execution parent", **{"enact.execution.id": rerun_id})
     assert again.trace_id != CALLER_TRACE  # a trace of its own, linked to its source
     assert again.links == [(CALLER_TRACE, parent_root.span_id)]
+
+
+def test_a_worker_killed_mid_run_leaves_one_trace_whose_lost_attempt_shows(
+    tenant_a: Tenant, receiver: Receiver, tmp_path: Path
+) -> None:
+    workers = Cluster(tmp_path / "cluster.log", extra={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        execution, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 4, "seconds": 0.6})
+        one_done = lambda: Step.objects.filter(execution=execution, state="completed").count() >= 1  # noqa: E731
+        assert wait_until(one_done, timeout=60), workers.log.read_text()[-3000:]
+        time.sleep(0.2)  # the step's span leaves its batch
+        owner = Execution.objects.values_list("lease_owner", flat=True).get(pk=execution.pk)
+        os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
+        ended = lambda: Execution.objects.get(pk=execution.pk).state == "completed"  # noqa: E731
+        assert wait_until(ended, timeout=60), workers.log.read_text()[-3000:]
+        spans = receiver.wait_for(root_of(execution.pk), timeout=10)  # sent every 50 ms
+    finally:
+        workers.stop()
+    root = one(spans, name="execution demo.slow")
+    mine = [s for s in spans if s.attributes.get("enact.execution.id") == execution.pk]
+    assert {s.trace_id for s in mine} == {root.trace_id}  # both workers' spans: one trace
+    steps = [s for s in mine if s.attributes.get("enact.step.id")]
+    assert {s.parent_span_id for s in steps} == {root.span_id}
+    rows = dict(Step.objects.filter(execution=execution).values_list("pk", "state"))
+    assert rows.keys() == {s.attributes["enact.step.id"] for s in steps}  # every attempt, the lost one too
+    lost = [s for s in steps if rows[s.attributes["enact.step.id"]] == "failed"]
+    assert [(s.status_code, s.attributes["error.type"]) for s in lost] == [(ERROR, "worker_lost")] * len(lost)

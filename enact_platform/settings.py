@@ -406,6 +406,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Several models have a "state": each set of choices gets a name of its own in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ExecutionStateEnum": "executions.models.ExecutionStateChoices",
+        "DeliveryStateEnum": "executions.models.WebhookDelivery.State",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         # A body one of whose forms must be given is required (executions/serializers.py).

@@ -4,10 +4,6 @@ worker process (the embedded default), driven over HTTP."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,44 +13,19 @@ from typing import Any
 
 import pytest
 
-from ..test_up import ROOT, _free_port
+from ..live import platform_up
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Any]]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(ENACT_SQLITE_PATH=str(tmp_path / "db.sqlite3"), ENACT_STATE_DIR=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline, seen = time.monotonic() + 90, ""
-        while "log in as" not in seen and proc.poll() is None and time.monotonic() < deadline:
-            seen += proc.stdout.readline()
-        assert "log in as" in seen, seen[-2000:]
-        created = subprocess.run(
-            [sys.executable, "manage.py", "enact", "key-create", "demo", "--scope", "write"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        key = created.stdout.splitlines()[-1]
+    with platform_up(tmp_path) as up:
+        url, key = up.url, up.key()
 
         def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
             request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/{path}",
+                f"{url}/api/v1/{path}",
                 method=method,
                 data=None if body is None else json.dumps(body).encode(),
                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
@@ -66,9 +37,6 @@ def platform(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Any]]]:
                 return error.code, json.loads(error.read())
 
         yield call
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
 
 
 def _ended(call: Callable[..., tuple[int, Any]], execution_id: str) -> dict[str, Any]:

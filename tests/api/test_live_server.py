@@ -4,10 +4,8 @@ and a real worker process, the embedded default (SQLite, the relay), and curl it
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,34 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from ..test_up import ROOT, _free_port
+from ..live import ROOT, platform_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")]
 
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(ENACT_SQLITE_PATH=str(tmp_path / "db.sqlite3"), ENACT_STATE_DIR=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline, seen = time.monotonic() + 90, ""
-        while "log in as" not in seen and proc.poll() is None and time.monotonic() < deadline:
-            seen += proc.stdout.readline()
-        assert "log in as" in seen, seen[-2000:]
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+    with platform_up(tmp_path) as up:
+        yield up.url, up.env
 
 
 def _sh(command: list[str], env: dict[str, str], timeout: float = 60) -> str:

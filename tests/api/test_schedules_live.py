@@ -3,10 +3,6 @@ created over the API, fired by the worker, paused, refused when malformed."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,46 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..test_up import ROOT, _free_port
+from ..live import Platform, platform_up
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        ENACT_SQLITE_PATH=str(tmp_path / "db.sqlite3"),
-        ENACT_STATE_DIR=str(tmp_path),
-        ENACT_SCHEDULE_POLL_SECONDS="0.5",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline, seen = time.monotonic() + 90, ""
-        while "log in as" not in seen and proc.poll() is None and time.monotonic() < deadline:
-            seen += proc.stdout.readline()
-        assert "log in as" in seen, seen[-2000:]
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
-
-
-def _key(env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", "enact", "key-create", "demo", "--scope", "write"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return done.stdout.splitlines()[-1]
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    with platform_up(tmp_path, ENACT_SCHEDULE_POLL_SECONDS="0.5") as up:
+        yield up
 
 
 def _fired(api: httpx.Client, schedule_id: str) -> list[dict]:
@@ -62,10 +27,9 @@ def _fired(api: httpx.Client, schedule_id: str) -> list[dict]:
 
 
 def test_a_schedule_made_over_the_api_is_fired_by_the_worker_until_paused(
-    platform: tuple[str, dict[str, str]],
+    platform: Platform,
 ) -> None:
-    base, env = platform
-    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {_key(env)}"}, timeout=30)
+    api = httpx.Client(base_url=platform.url, headers={"Authorization": f"Bearer {platform.key()}"}, timeout=30)
 
     bad = api.post("/api/v1/schedules", json={"name": "x", "blueprint": "demo.slow", "cron": "* * * * 8"})
     assert bad.status_code == 400

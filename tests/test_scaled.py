@@ -280,6 +280,10 @@ def test_postgresql_dropping_every_connection_is_recovered_from(deployment: Depl
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+    # This process's other pooled connections went too: its pool starts afresh, or the next test
+    # would be handed a dead one.
+    connection.close()
+    connection.close_pool()
 
     # Web processes answer again (a request may meet the dropped connection once), workers finish.
     def answers(web: Web) -> bool:

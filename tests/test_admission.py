@@ -54,7 +54,8 @@ def test_at_most_the_thread_count_run_at_once_the_rest_wait_and_past_the_queue_a
         app = Admission(inner, threads=2, queue=3)
         calls = [asyncio.create_task(_call(app)) for _ in range(7)]
         await asyncio.sleep(0.05)
-        assert inner.running == 2 and app.waiting == 3  # two in, three waiting, two refused
+        assert inner.running == 2  # two in,
+        assert app.waiting == 3  # three waiting, two refused
         inner.release.set()
         answers = await asyncio.gather(*calls)
         assert inner.peak == 2

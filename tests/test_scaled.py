@@ -366,4 +366,5 @@ def test_a_thousand_submissions_in_flight_get_201_or_429_and_never_500(
     assert set(refused) == {"quota_exceeded"}, set(refused)
     assert Execution.objects.filter(tenant=tenant_a).count() == accepted  # a refusal stored nothing
     pool = int(settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("max_size", 10))
-    assert peaks and all(peak <= pool for peak in peaks.values()), peaks
+    assert peaks, "no web process was seen in pg_stat_activity"
+    assert all(peak <= pool for peak in peaks.values()), peaks

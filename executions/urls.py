@@ -11,4 +11,6 @@ urlpatterns = [
     path("", views.executions_page, name="executions"),
     path("executions/<str:execution_id>/", views.execution_page, name="execution"),
     path("usage/", views.usage_page, name="usage"),
+    path("schedules/", views.schedules_page, name="schedules"),
+    path("schedules/<str:schedule_id>/<str:action>/", views.schedule_control, name="schedule-control"),
 ]

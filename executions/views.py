@@ -8,13 +8,15 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from enact_platform.errors import NotFound
 from executions import selectors
 from executions.catalog import blueprint_catalog
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Execution
+from executions.services import schedules
 from tenants.models import Membership, Tenant, TenantLimits
 from tenants.selectors import tenant_membership, tenant_usage, tenants_for_user
 
@@ -153,3 +155,35 @@ def _percent(used: Any, limit: Any) -> int | None:
     if limit in (None, 0):
         return None
     return min(100, round(100 * float(used) / float(limit)))
+
+
+@login_required
+def schedules_page(request: HttpRequest) -> HttpResponse:
+    """The tenant's schedules: what each runs and when, its next firings, its last error; an
+    operator pauses and resumes them here."""
+    seat = _seat(request)
+    if seat is None:
+        return _no_tenant(request)
+    rows = [
+        {"schedule": schedule, "next_runs": [] if schedule.paused else schedules.next_runs(schedule, 3)}
+        for schedule in schedules.schedule_list(tenant=seat.tenant)
+    ]
+    return _page(request, "dashboard/schedules.html", seat, rows=rows)
+
+
+@login_required
+@require_POST
+def schedule_control(request: HttpRequest, schedule_id: str, action: str) -> HttpResponse:
+    seat = _seat(request)
+    if seat is None:
+        return _no_tenant(request)
+    if not seat.can_operate:
+        return HttpResponse("your role may not pause or resume schedules", status=403)
+    controls = {"pause": schedules.schedule_pause, "resume": schedules.schedule_resume}
+    if action not in controls:
+        raise Http404("no such action")
+    try:
+        controls[action](tenant=seat.tenant, schedule_id=schedule_id)
+    except NotFound:
+        raise Http404("no such schedule") from None
+    return redirect("dashboard:schedules")

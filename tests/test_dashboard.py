@@ -105,3 +105,58 @@ def test_a_user_without_a_tenant_is_told_so(db: None) -> None:
     response = client.get("/")
     assert response.status_code == 403
     assert b"No tenant yet" in response.content
+
+
+def test_the_schedules_page_shows_next_firings_and_an_operator_pauses_and_resumes(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    from executions.models import Schedule
+    from executions.services.schedules import schedule_create
+
+    nightly = schedule_create(
+        tenant=tenant_a,
+        name="nightly",
+        blueprint="demo.chain",
+        input={"n": 1},
+        cron="30 2 * * *",
+        timezone="Europe/Paris",
+    )
+    theirs = schedule_create(
+        tenant=tenant_b, name="theirs", blueprint="demo.chain", input={"n": 1}, interval_seconds=60
+    )
+    operator = _login(tenant_a, Membership.Role.OPERATOR)
+
+    page = operator.get("/schedules/").content.decode()
+    assert "nightly" in page
+    assert "30 2 * * *" in page
+    assert "Europe/Paris" in page
+    assert page.count("<time") >= 3  # its next firings
+    assert f"/schedules/{nightly.pk}/pause/" in page  # its control
+    assert "theirs" not in page  # another tenant's schedule is not shown
+
+    assert operator.post(f"/schedules/{nightly.pk}/pause/").status_code == 302
+    assert Schedule.objects.get(pk=nightly.pk).paused
+    assert "paused" in operator.get("/schedules/").content.decode()
+    assert operator.post(f"/schedules/{nightly.pk}/resume/").status_code == 302
+    assert not Schedule.objects.get(pk=nightly.pk).paused
+
+    assert operator.post(f"/schedules/{theirs.pk}/pause/").status_code == 404  # not this tenant's
+    assert operator.post(f"/schedules/{nightly.pk}/explode/").status_code == 404
+    assert operator.get(f"/schedules/{nightly.pk}/pause/").status_code == 405  # a change is a POST
+    assert not Schedule.objects.get(pk=theirs.pk).paused
+
+
+def test_a_viewer_sees_schedules_but_cannot_pause_them(tenant_a: Tenant) -> None:
+    from executions.models import Schedule
+    from executions.services.schedules import schedule_create
+
+    schedule = schedule_create(
+        tenant=tenant_a, name="often", blueprint="demo.chain", input={"n": 1}, interval_seconds=60
+    )
+    viewer = _login(tenant_a, Membership.Role.VIEWER, username="vic")
+    page = viewer.get("/schedules/").content.decode()
+    assert "often" in page
+    assert "every 60 s" in page
+    assert "/pause/" not in page  # no control
+    assert viewer.post(f"/schedules/{schedule.pk}/pause/").status_code == 403
+    assert not Schedule.objects.get(pk=schedule.pk).paused

@@ -108,6 +108,16 @@ def test_the_dashboard_keeps_to_its_policy_and_works(
     assert executions_bar.evaluate("b => b.getBoundingClientRect().width") > 0
     assert page.locator("#per-hour .col-fill").last.evaluate("c => c.getBoundingClientRect().height") > 0
 
+    # Schedules: the next firings, and Pause as a plain form (no script needed).
+    from executions.services.schedules import schedule_create
+
+    schedule_create(tenant=tenant_a, name="nightly", blueprint="demo.chain", input={"n": 1}, cron="30 2 * * *")
+    page.goto(f"{live_server_url}/schedules/")
+    row = page.locator("tr", has_text="nightly")
+    expect(row.locator("time")).to_have_count(3)
+    row.locator("button", has_text="Pause").click()
+    expect(page.locator("tr", has_text="nightly").locator(".badge")).to_have_text("paused")
+
     # The API's browsable docs.
     page.goto(f"{live_server_url}/api/docs/")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Enact Platform API", timeout=15_000)

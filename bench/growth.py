@@ -89,7 +89,7 @@ def _fill(executions: int, events_each: int, replay_events: int, fresh: bool) ->
 
 _COLUMNS = (
     "id, tenant_id, blueprint, state, wait_reason, input, output, usage, metadata, created_at, updated_at, "
-    "started_at, ended_at, lease_owner, claims, cancel_reason, resume_requested"
+    "started_at, ended_at, lease_owner, claims, cancel_reason, resume_requested, origin, webhook"
 )
 # Ids keep the kernel's shape (a prefix and 27 base62 characters); states cycle through the usual mix.
 _EXECUTIONS_SQL = f"""
@@ -98,7 +98,7 @@ SELECT 'exec_' || lpad(%s::text, 3, '0') || lpad(i::text, 24, '0'), %s, 'demo.ch
        (ARRAY['completed','completed','completed','failed','cancelled','running','queued','waiting'])[1 + i %% 8],
        '', '{{"n": 3}}', '3', '{{"steps": 3}}', '{{}}',
        now() - (i || ' seconds')::interval, now(), now() - (i || ' seconds')::interval,
-       now() - (i || ' seconds')::interval, '', 1, '', false
+       now() - (i || ' seconds')::interval, '', 1, '', false, 'submit', ''
 FROM generate_series(1, %s) AS i
 """
 _EVENTS_SQL = """
@@ -111,7 +111,7 @@ WHERE e.tenant_id = ANY(%s)
 _LONG_SQL = f"""
 INSERT INTO executions_execution ({_COLUMNS})
 VALUES (%s, %s, 'demo.chain', 'completed', '', '{{"n": 1}}', '1', '{{}}', '{{}}', now(), now(), now(), now(),
-        '', 1, '', false)
+        '', 1, '', false, 'submit', '')
 """
 _LONG_EVENTS_SQL = """
 INSERT INTO executions_executionevent (id, execution_id, tenant_id, seq, type, step_id, timestamp, data)

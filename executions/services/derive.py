@@ -63,19 +63,16 @@ def execution_rerun(
     execution and whether it is new (a repeated idempotency key returns the first one)."""
     source = execution_get(tenant=tenant, execution_id=execution_id)
     _lookup(source)  # a version that is gone is the request's fault, not an unknown URL
-    with transaction.atomic():
-        execution, created = execution_submit(
-            tenant=tenant,
-            blueprint=source.blueprint,
-            version=source.blueprint_version,
-            input=source.input,
-            idempotency_key=idempotency_key,
-            metadata=metadata,
-            user=user,
-        )
-        if created:
-            _derived(execution, source, Execution.Origin.RERUN)
-    return execution, created
+    return execution_submit(
+        tenant=tenant,
+        blueprint=source.blueprint,
+        version=source.blueprint_version,
+        input=source.input,
+        idempotency_key=idempotency_key,
+        metadata=metadata,
+        user=user,
+        derived_from=(source, Execution.Origin.RERUN),
+    )
 
 
 def execution_fork(
@@ -114,10 +111,10 @@ def execution_fork(
             idempotency_key=idempotency_key,
             metadata=metadata,
             user=user,
+            derived_from=(source, Execution.Origin.FORK),
         )
         if not created:
             return execution, False
-        _derived(execution, source, Execution.Origin.FORK)
         checkpoint = KernelCheckpoint(
             id=kernel_ids.new_checkpoint_id(),
             execution_id=execution.pk,
@@ -131,11 +128,6 @@ def execution_fork(
         Checkpoint.objects.create(execution=execution, **fields)
         PastCheckpoint.objects.create(execution=execution, created_at=checkpoint.created_at, **fields)
     return execution, True
-
-
-def _derived(execution: Execution, source: Execution, origin: str) -> None:
-    Execution.objects.filter(pk=execution.pk).update(origin=origin, source=source)
-    execution.origin, execution.source = origin, source
 
 
 def _lookup(source: Execution) -> CatalogEntry:

@@ -33,11 +33,13 @@ def execution_submit(
     parent: Execution | None = None,
     schedule: Schedule | None = None,
     webhook: str | None = None,
+    derived_from: tuple[Execution, str] | None = None,
 ) -> tuple[Execution, bool]:
     """Create an execution (``queued``) of blueprint ``blueprint`` (a built-in one or one of the
     tenant's own, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
     it is new: a repeated idempotency key returns the first execution, unchanged. A schedule's
-    firing names its ``schedule`` (origin ``schedule``). ``webhook``: a URL called, signed, when it
+    firing names its ``schedule`` (origin ``schedule``); a rerun or fork its source and origin
+    (``derived_from``, ``services.derive``). ``webhook``: a URL called, signed, when it
     ends (``services.webhooks``; its host must be allowed by the tenant's tool policy)."""
     limits = TenantLimits.objects.get(tenant=tenant)
     if not tenant.is_active:
@@ -78,7 +80,8 @@ def execution_submit(
                 created_by=user if user is not None and user.is_authenticated else None,
                 parent=parent,
                 schedule=schedule,
-                origin=_origin(parent, schedule),
+                source=derived_from[0] if derived_from else None,
+                origin=derived_from[1] if derived_from else _origin(parent, schedule),
                 webhook=webhook or "",
             )
             queue.enqueue_after_commit(execution.pk)

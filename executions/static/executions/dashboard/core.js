@@ -73,3 +73,91 @@ export async function api(method, path, body, tenant) {
   if (!response.ok) throw new Error(data && data.error ? data.error.message : "HTTP " + response.status);
   return data;
 }
+
+/* --- how things are written ------------------------------------------------------------------ */
+
+const numbers = new Intl.NumberFormat(undefined);
+const money = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 4 });
+
+/** 1234567 → "1,234,567" in the reader's locale. */
+export function formatNumber(value) { return value === null || value === undefined || value === "" ? "" : numbers.format(Number(value)); }
+
+/** 1073741824 → "1 GiB". */
+export function formatBytes(value) {
+  let n = Number(value);
+  if (!Number.isFinite(n)) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (Math.abs(n) >= 1024 && unit < units.length - 1) { n /= 1024; unit += 1; }
+  return (unit === 0 ? numbers.format(n) : new Intl.NumberFormat(undefined, { maximumFractionDigits: n < 10 ? 1 : 0 }).format(n)) + " " + units[unit];
+}
+
+/** 100 → "$100.00", 0.00042 → "$0.0004". */
+export function formatUsd(value) { return value === null || value === undefined ? "" : money.format(Number(value)); }
+
+/** 950 → "950 ms", 83000 → "1 min 23 s", 7384000 → "2 h 3 min". */
+export function formatDuration(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(Number(ms))) return "";
+  ms = Math.max(0, Math.round(Number(ms)));
+  if (ms < 1000) return ms + " ms";
+  const s = ms / 1000;
+  if (s < 60) return (s < 10 ? s.toFixed(1) : Math.round(s)) + " s";
+  const m = Math.floor(s / 60), h = Math.floor(m / 60), d = Math.floor(h / 24);
+  if (d) return `${d} d ${h % 24} h`;
+  if (h) return `${h} h ${m % 60} min`;
+  return `${m} min ${Math.round(s % 60)} s`;
+}
+
+const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+const clock = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+/** An ISO time in the reader's time zone, the zone named: "5 Dec 2026, 14:03:07 CET". */
+export function localTime(iso) { return iso ? clock.format(new Date(iso)) : ""; }
+
+/** "3 minutes ago", "in 2 hours". */
+export function relativeTime(iso, now = Date.now()) {
+  if (!iso) return "";
+  const seconds = (Date.parse(iso) - now) / 1000;
+  const steps = [[60, "second"], [60, "minute"], [24, "hour"], [30, "day"], [12, "month"], [Infinity, "year"]];
+  let value = seconds;
+  for (const [size, unit] of steps) {
+    if (Math.abs(value) < size) return relative.format(Math.round(value), unit);
+    value /= size;
+  }
+  return "";
+}
+
+/** Every <time datetime> under root is written in the reader's time zone (its title says which),
+ * and those marked data-relative also say how long ago. */
+export function localizeTimes(root = document) {
+  for (const node of root.querySelectorAll("time[datetime]")) {
+    const iso = node.getAttribute("datetime");
+    if (!iso) continue;
+    node.textContent = "relative" in node.dataset ? relativeTime(iso) : localTime(iso);
+    node.title = localTime(iso) + " (" + zone + ")";
+  }
+}
+
+export const timeZone = zone;
+
+/** A button that copies `text` and says so. */
+export function copyButton(text, label = "Copy") {
+  const button = el("button", { type: "button", class: "copy", "aria-label": label + ": " + short(text, 60), title: "Copy to the clipboard", text: "⧉" });
+  button.addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(text); button.textContent = "✓"; announce("Copied."); }
+    catch (e) { button.textContent = "✗"; }
+    setTimeout(() => { button.textContent = "⧉"; }, 1200);
+  });
+  return button;
+}
+
+/** Read out a live change to screen readers (the page's one polite aria-live region). */
+export function announce(text) {
+  let region = document.getElementById("announcer");
+  if (!region) {
+    region = el("div", { id: "announcer", class: "visually-hidden", "aria-live": "polite", role: "status" });
+    document.body.append(region);
+  }
+  region.textContent = text;
+}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 
 from enact_platform.errors import NotFound
 from executions import selectors
 from executions.live.groups import STATE_AFTER_EVENT
+from executions.models import Step
 from executions.views.common import no_tenant, render_page, seat_for
 from tenants.models import TenantLimits
 
@@ -17,10 +20,14 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
     seat = seat_for(request)
     if seat is None:
         return no_tenant(request)
+    # The seq first, then what is stored: the page follows the events after that seq, so anything
+    # that happens while the page is put together arrives again over the socket, never goes missing.
+    last_seq = selectors.last_event_seq(execution_id=execution_id)
     try:
-        execution = selectors.execution_get_detailed(tenant=seat.tenant, execution_id=execution_id)
+        execution = selectors.execution_get(tenant=seat.tenant, execution_id=execution_id)
     except NotFound:
         raise Http404("execution not found") from None
+    steps = list(selectors.execution_steps(tenant=seat.tenant, execution_id=execution.pk))
     limits = TenantLimits.objects.get(tenant=seat.tenant)
     page = {
         "execution": {
@@ -29,7 +36,11 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
             "wait_reason": execution.wait_reason,
             "wait_detail": execution.wait_detail,
             "usage": execution.usage,
+            "started_at": execution.started_at,
+            "ended_at": execution.ended_at,
         },
+        "last_seq": last_seq,
+        "steps": [_step(step) for step in steps],
         "graph": selectors.execution_graph_outline(execution=execution),
         "limits": {
             "steps": limits.max_steps,
@@ -46,7 +57,23 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         "dashboard/execution.html",
         seat,
         execution=execution,
-        steps=list(selectors.execution_steps(tenant=seat.tenant, execution_id=execution.pk)),
+        steps=steps,
         artifacts=list(selectors.execution_artifacts(tenant=seat.tenant, execution_id=execution.pk)),
         page=page,
     )
+
+
+def _step(step: Step) -> dict[str, Any]:
+    return {
+        "id": step.pk,
+        "name": step.name,
+        "step_type": step.step_type,
+        "state": step.state,
+        "attempt": step.attempt,
+        "parent_step_id": step.parent_step_id,
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+        "duration_ms": step.duration_ms,
+        "output": step.output,
+        "error": step.error,
+    }

@@ -1,5 +1,20 @@
 /* The graph as a picture: nodes in layers by distance from the entry, edges as lines.
- * drawGraph(box, outline) returns { set(nodeName, state) }. */
+ * drawGraph(box, outline) returns { set(nodeName, state) }; graphPart colours it as steps run. */
+import { $ } from "./core.js";
+
+export function graphPart(view) {
+  const graph = drawGraph($("#graph"), view.page.graph);
+  const drawn = new Map();
+  return {
+    render() {
+      for (const step of view.steps.values()) {
+        if (drawn.get(step.name) === step.state) continue;
+        drawn.set(step.name, step.state);
+        graph.set(step.name, step.state);
+      }
+    },
+  };
+}
 
 export function drawGraph(box, outline) {
   const ns = "http://www.w3.org/2000/svg";

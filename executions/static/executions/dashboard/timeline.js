@@ -1,7 +1,19 @@
 /* The timeline: one bar per step on a shared time axis.
  * createTimeline(box) returns { step(update), finish(endedAt), tick() }: `step` takes
  * { id, name, state, start, end } (times in ms since the epoch) for a new or changed step. */
-import { el } from "./core.js";
+import { $, TERMINAL, el } from "./core.js";
+
+/* The part of the execution page: every step of `view` on the timeline. */
+export function timelinePart(view) {
+  const timeline = createTimeline($("#waterfall"));
+  return {
+    render() {
+      for (const step of view.steps.values()) if (step.start) timeline.step({ ...step });
+      if (TERMINAL.has(view.state) && view.endedAt) timeline.finish(view.endedAt);
+    },
+    tick() { timeline.tick(); },
+  };
+}
 
 export function createTimeline(box) {
   const steps = new Map();

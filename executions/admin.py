@@ -7,6 +7,7 @@ projections of the event log, so the admin never writes them itself.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import display_for_field, quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -27,16 +29,19 @@ from enact_platform.errors import PlatformError
 from executions import admin_webhooks  # noqa: F401  # registers the webhooks' admin pages
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ModelPrice, Schedule, Step
-from executions.selectors import execution_events, last_event_seq
+from executions.selectors import blueprint_version_outline, execution_events, last_event_seq
 from executions.services.blueprints import blueprint_problems, blueprint_save
 from executions.services.controls import execution_cancel, execution_pause, execution_resume
 from executions.services.schedules import EDITABLE as schedule_fields_editable
 from executions.services.schedules import next_runs as schedule_next_runs
 from executions.services.schedules import schedule_apply, schedule_pause, schedule_resume
-from tenants.admin_scoping import NOT_ALLOWED, TenantScopedAdmin, report
+from tenants.admin_scoping import NOT_ALLOWED, TenantScopedAdmin, report, visible_tenant_ids
+from tenants.models import Tenant
 
 EVENT_LOG_LIMIT = 1000
 EVENT_DATA_CHARS = 1000
+STEP_ROWS_LIVE = 1000  # step rows the change page keeps current
+LIST_FEEDS = 20  # tenants whose new executions the list follows
 
 
 # --- controls ---------------------------------------------------------------------------------
@@ -67,12 +72,33 @@ CONTROLS = {
 
 
 def _outcome(action: str, after: Execution) -> str:
-    """How a control that the service accepted left the execution, for the operator."""
+    """How a control that the service accepted left the execution, for the operator (one short
+    phrase: the bulk actions list the executions after it)."""
     if action == "cancel":
         if after.state == Execution.State.CANCELLED:
             return "Cancelled"
-        return f"Already {after.state}" if after.is_terminal else "Cancel requested (a worker holds it)"
+        return f"Already {after.state}" if after.is_terminal else "Cancel requested"
     return "Pause requested" if action == "pause" else "Resume requested"
+
+
+# What follows each outcome, said in full on the change page (and by its script, after a control
+# sent over the socket and when the execution then changes state).
+OUTCOME_DETAIL = {
+    "Cancel requested": "The running step stops at its next check.",
+    "Pause requested": "It pauses at the next step boundary.",
+    "Resume requested": "It goes on from its checkpoint.",
+}
+LIVE_WORDING = {
+    "cancelled": "Cancelled.",
+    "cancel_requested": "Cancel requested; the running step stops at its next check.",
+    "already_ended": "It had already ended ({state}); there was nothing to cancel.",
+    "pause_requested": "Pause requested; it pauses at the next step boundary.",
+    "paused": "Paused at the step boundary.",
+    "resume_requested": "Resume requested; it goes on from its checkpoint.",
+    "resumed": "Resumed; it is running again.",
+    "failed": "The execution failed.",
+    "completed": "The execution completed.",
+}
 
 
 def run_control(request: HttpRequest, execution: Execution, action: str) -> str:
@@ -81,6 +107,26 @@ def run_control(request: HttpRequest, execution: Execution, action: str) -> str:
         tenant=execution.tenant, execution_id=execution.pk, actor=request.user.get_username()
     )
     return _outcome(action, after)
+
+
+def error_in_words(error: Any) -> str:
+    """An execution's or a step's error as a sentence: its message, then where and what kind."""
+    if not error:
+        return ""
+    if not isinstance(error, dict):
+        return str(error)
+    text = str(error.get("message") or "failed without a message").rstrip(".") + "."
+    where = []
+    if error.get("step_id"):
+        where.append(f"in step {error['step_id']}")
+    if error.get("attempt"):
+        where.append(f"on attempt {error['attempt']}")
+    if where:
+        text += f" It failed {' '.join(where)}."
+    if error.get("category"):
+        text += f" Kind: {str(error['category']).replace('_', ' ')}"
+        text += " (retryable)." if error.get("retryable") else "."
+    return text
 
 
 # --- inlines: parts of the execution, read-only -----------------------------------------------
@@ -122,9 +168,13 @@ class StepInline(ReadOnlyExecutionPartInline):
         "duration_ms",
         "started_at",
         "ended_at",
-        "error",
+        "error_message",
     ]
     readonly_fields = fields
+
+    @admin.display(description="error")
+    def error_message(self, obj: Step) -> str:
+        return error_in_words(obj.error) or "-"
 
 
 class ArtifactInline(ReadOnlyExecutionPartInline):
@@ -155,7 +205,7 @@ class ExecutionAdmin(TenantScopedAdmin):
     inlines = [StepInline, ArtifactInline]
     fieldsets = [
         (None, {"fields": ["id", "tenant", "blueprint", "blueprint_version", "state", "wait_reason", "wait_detail"]}),
-        ("Data", {"fields": ["input", "output", "error", "usage", "metadata"]}),
+        ("Data", {"fields": ["input", "output", "error_message", "usage", "metadata"]}),
         ("Origin", {"fields": ["parent", "created_by", "idempotency_key"]}),
         ("Times", {"fields": ["created_at", "started_at", "ended_at", "updated_at"]}),
         (
@@ -186,6 +236,10 @@ class ExecutionAdmin(TenantScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
+
+    @admin.display(description="error")
+    def error_message(self, obj: Execution) -> str:
+        return error_in_words(obj.error) or "-"
 
     @admin.display(description="events")
     def event_log(self, obj: Execution) -> SafeString:
@@ -251,8 +305,57 @@ class ExecutionAdmin(TenantScopedAdmin):
             )
             for action in CONTROLS
         ]
+        live = path(
+            "<path:object_id>/live/",
+            self.admin_site.admin_view(self.live_view),
+            name="{}_{}_live".format(*info),
+        )
         # Before the defaults: their catch-all "<path:object_id>/" would swallow these.
-        return controls + super().get_urls()
+        return [*controls, live, *super().get_urls()]
+
+    def live_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """The change page's fields and step rows as they are now, written as the page writes them;
+        its script asks again whenever an event changes the execution or a step."""
+        execution = self.get_object(request, unquote(object_id))
+        if execution is None or not self.has_view_permission(request, execution):
+            raise Http404("execution not found")
+        return JsonResponse(self.live_fields(request, execution))
+
+    def live_fields(self, request: HttpRequest, execution: Execution) -> dict[str, Any]:
+        def shown(name: str, value: Any = None) -> str:
+            field = Execution._meta.get_field(name)
+            value = getattr(execution, name) if value is None else value
+            return str(display_for_field(value, field, self.get_empty_value_display()))
+
+        step_field = {f.name: f for f in Step._meta.get_fields() if hasattr(f, "attname")}
+        steps = []
+        for step in Step.objects.filter(execution=execution).order_by("position")[:STEP_ROWS_LIVE]:
+            steps.append(
+                {
+                    "id": step.pk,
+                    "cells": {
+                        name: str(display_for_field(getattr(step, name), step_field[name], "-"))
+                        for name in StepInline.fields
+                        if name in step_field and name != "id"
+                    }
+                    | {"error_message": error_in_words(step.error) or "-"},
+                }
+            )
+        can_operate = self.has_operate_permission(request, execution)
+        return {
+            "state": execution.state,
+            "wait_reason": execution.wait_reason or "",
+            "fields": {
+                "state": shown("state"),
+                "wait_reason": shown("wait_reason"),
+                "started_at": shown("started_at"),
+                "ended_at": shown("ended_at"),
+                "updated_at": shown("updated_at"),
+                "error_message": error_in_words(execution.error) or "-",
+            },
+            "controls": [a for a, c in CONTROLS.items() if c.applies(execution)] if can_operate else [],
+            "steps": steps,
+        }
 
     def control_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """One control from the change page: POST only (admin_view adds CSRF protection)."""
@@ -268,8 +371,29 @@ class ExecutionAdmin(TenantScopedAdmin):
         except PlatformError as exc:
             messages.error(request, f"{execution.pk}: {exc.message}")
         else:
-            messages.success(request, f"{outcome}: {execution.pk}.")
+            detail = OUTCOME_DETAIL.get(outcome)
+            messages.success(request, f"{outcome}: {execution.pk}." + (f" {detail}" if detail else ""))
         return HttpResponseRedirect(self._change_url(execution))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # What the list's script needs to show new executions as they come: the feeds to follow
+        # (the tenants this user sees) and when the page was made.
+        ids = visible_tenant_ids(request)
+        tenants = Tenant.objects.order_by("slug") if ids is None else Tenant.objects.filter(pk__in=ids)
+        context = {
+            "executions_live": {
+                "tenants": list(tenants.values_list("slug", flat=True)[:LIST_FEEDS]),
+                "since": timezone.now().isoformat(),
+                "filtered": bool(request.GET.keys() - {"o"}),
+                "change_url": reverse(
+                    f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                    args=["__id__"],
+                    current_app=self.admin_site.name,
+                ),
+            },
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, context)
 
     def _change_url(self, execution: Execution, action: str = "change") -> str:
         name = f"admin:{self.opts.app_label}_{self.opts.model_name}_{action}"
@@ -299,6 +423,11 @@ class ExecutionAdmin(TenantScopedAdmin):
                 "tenant": obj.tenant.slug,
                 "last_seq": last_event_seq(execution_id=obj.pk),
                 "states": STATE_AFTER_EVENT,
+                "live_url": self._change_url(obj, "live"),
+                "controls": [{"action": c.action, "label": c.label, "confirm": c.confirm} for c in CONTROLS.values()]
+                if self.has_operate_permission(request, obj)
+                else [],
+                "wording": LIVE_WORDING,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -383,6 +512,72 @@ class BlueprintAdmin(TenantScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # executions point at their versions; a blueprint is retired, not erased
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        blueprint = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if blueprint is not None:
+            context["blueprint_versions"] = blueprint_versions_context(blueprint, request.GET)
+        return super().change_view(request, object_id, form_url, context)
+
+
+def _version_number(value: Any, numbers: list[int], default: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number in numbers else default
+
+
+def definition_text(definition: Any) -> str:
+    """A definition as people read it: indented, keys in the order they were written."""
+    return json.dumps(definition, indent=2, ensure_ascii=False, default=str)
+
+
+def definition_diff(old: Any, new: Any, old_name: str, new_name: str) -> list[dict[str, str]]:
+    """A line diff of two definitions (keys sorted, so that moving a key is no change), each line
+    with its kind: "add", "del", "hunk", "file" or "same"."""
+
+    def lines(value: Any) -> list[str]:
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str).splitlines()
+
+    kinds = {"+": "add", "-": "del", "@": "hunk", " ": "same"}
+    diff = difflib.unified_diff(lines(old), lines(new), old_name, new_name, n=3, lineterm="")
+    out = []
+    for line in diff:
+        kind = "file" if line.startswith(("+++", "---")) else kinds.get(line[:1], "same")
+        out.append({"kind": kind, "text": line})
+    return out
+
+
+def blueprint_versions_context(blueprint: Blueprint, query: Any) -> dict[str, Any]:
+    """What the blueprint's page shows of its versions: one version's definition (``?version=``,
+    the latest by default) as indented JSON and as a picture, and the lines that changed between
+    two versions (``?from=`` and ``?to=``, the one before the latest and the latest by default)."""
+    versions = list(blueprint.versions.select_related("blueprint", "created_by").order_by("-version"))
+    if not versions:
+        return {"versions": []}
+    by_number = {v.version: v for v in versions}
+    numbers = list(by_number)
+    shown = by_number[_version_number(query.get("version"), numbers, numbers[0])]
+    to = by_number[_version_number(query.get("to"), numbers, numbers[0])]
+    before = numbers[1] if len(numbers) > 1 else numbers[0]
+    old = by_number[_version_number(query.get("from"), numbers, before)]
+    definition = shown.definition if isinstance(shown.definition, dict) else {"definition": shown.definition}
+    return {
+        "versions": versions,
+        "shown": shown,
+        "text": definition_text(shown.definition),
+        "sections": [{"key": key, "text": definition_text(value)} for key, value in definition.items()],
+        "outline": blueprint_version_outline(version=shown),
+        "from": old,
+        "to": to,
+        "diff": definition_diff(old.definition, to.definition, f"version {old.version}", f"version {to.version}")
+        if old.version != to.version
+        else None,
+    }
 
 
 @admin.register(ModelPrice)

@@ -184,3 +184,18 @@ def blueprint_versions(*, tenant: Tenant, name: str) -> list[int]:
         .order_by("version")
         .values_list("version", flat=True)
     )
+
+
+def blueprint_version_outline(*, version: BlueprintVersion) -> dict[str, Any]:
+    """A saved version's graph as a picture needs it (as ``execution_graph_outline`` draws a run's)."""
+    from executions.blueprints.definition import Resources, compile_definition
+
+    try:
+        graph = compile_definition(version.blueprint.name, version.definition, Resources())
+    except Exception:  # a version that no longer compiles: draw nothing rather than fail the page
+        return {"entry": None, "nodes": [], "edges": []}
+    edges = [{"from": src, "to": dst, "label": ""} for src, targets in graph.static.items() for dst in targets]
+    for src, conditional in graph.conditional.items():
+        edges += [{"from": src, "to": dst, "label": key} for key, dst in conditional.destinations.items()]
+    nodes = [{"name": node.name, "type": node.step_type.value} for node in graph.nodes.values()]
+    return {"entry": graph.entry_point, "nodes": nodes, "edges": edges}

@@ -13,4 +13,5 @@ urlpatterns = [
     path("usage/", views.usage_page, name="usage"),
     path("schedules/", views.schedules_page, name="schedules"),
     path("schedules/<str:schedule_id>/<str:action>/", views.schedule_control, name="schedule-control"),
+    path("webhooks/", views.webhooks_page, name="webhooks"),
 ]

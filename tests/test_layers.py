@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "executions.catalog",
             "executions.selectors",
+            "executions.stats",
             "executions.persistence",
             "executions.live",
             "executions.queue",

@@ -6,5 +6,6 @@ from executions.views.detail import execution_page
 from executions.views.listing import executions_page
 from executions.views.schedules import schedule_control, schedules_page
 from executions.views.usage import usage_page
+from executions.views.webhooks import webhooks_page
 
-__all__ = ["execution_page", "executions_page", "schedule_control", "schedules_page", "usage_page"]
+__all__ = ["execution_page", "executions_page", "schedule_control", "schedules_page", "usage_page", "webhooks_page"]

@@ -4,6 +4,7 @@
 import { localizeTimes } from "./dashboard/core.js";
 import { executionPage } from "./dashboard/execution.js";
 import { executionsPage } from "./dashboard/list.js";
+import { schedulesPage, usagePage, webhooksPage } from "./dashboard/usage.js";
 
 /* What every page does: times rendered by the server are written in the reader's time zone,
  * sizes given as data (bars, columns) become styles, and the tenant switcher submits on change. */
@@ -15,6 +16,7 @@ function start() {
     select.addEventListener("change", () => select.form.submit());
   }
   const pages = { executions: executionsPage, execution: executionPage };
+  Object.assign(pages, { usage: usagePage, schedules: schedulesPage, webhooks: webhooksPage });
   const run = pages[document.body.dataset.page];
   if (run) run();
 }

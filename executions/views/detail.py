@@ -1,18 +1,43 @@
-"""One execution's page."""
+"""One execution's page, and the JSON its script asks for about one step (the state a fork from
+that step starts from, and for a model's step the conversation it sent)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
 
-from enact_platform.errors import NotFound
+from enact_platform.errors import InvalidInput, NotFound
 from executions import selectors
+from executions.catalog import blueprint_lookup
+from executions.kernel.events import EventType
+from executions.kernel.persistence import Position
 from executions.live.groups import STATE_AFTER_EVENT
-from executions.models import Step
-from executions.views.common import no_tenant, render_page, seat_for
+from executions.models import Checkpoint, Execution, ExecutionEvent, PastCheckpoint, Step
+from executions.services.derive import FORKABLE_STATES, _lane_before
+from executions.views.common import Seat, no_tenant, render_page, seat_for
 from tenants.models import TenantLimits
+
+# How an execution came to be, said as a person would.
+STEP_END, STEP_FAILED = EventType.STEP_END.value, EventType.STEP_FAILED.value
+LLM_EVENTS = (
+    EventType.STEP_END,
+    EventType.STEP_FAILED,
+    EventType.TEXT_DELTA,
+    EventType.TOOL_INPUT_AVAILABLE,
+    EventType.TOOL_OUTPUT_AVAILABLE,
+    EventType.USAGE,
+)
+
+ORIGIN_WORDS = {
+    Execution.Origin.SUBMIT: "Submitted",
+    Execution.Origin.CHILD: "Started by a step of its parent",
+    Execution.Origin.SCHEDULE: "Started by a schedule",
+    Execution.Origin.RERUN: "A rerun",
+    Execution.Origin.FORK: "A fork",
+}
 
 
 @login_required
@@ -29,19 +54,30 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         raise Http404("execution not found") from None
     steps = list(selectors.execution_steps(tenant=seat.tenant, execution_id=execution.pk))
     limits = TenantLimits.objects.get(tenant=seat.tenant)
+    related = _related(execution)
+    failed_step = _failed_step(execution, steps)
     page = {
         "execution": {
             "id": execution.pk,
+            "blueprint": execution.blueprint,
+            "version": execution.blueprint_version,
             "state": execution.state,
             "wait_reason": execution.wait_reason,
             "wait_detail": execution.wait_detail,
             "usage": execution.usage,
+            "input": execution.input,
+            "output": execution.output,
+            "error": execution.error,
+            "created_at": execution.created_at,
             "started_at": execution.started_at,
             "ended_at": execution.ended_at,
+            "origin": execution.origin,
         },
         "last_seq": last_seq,
         "steps": [_step(step) for step in steps],
         "graph": selectors.execution_graph_outline(execution=execution),
+        # Where the run goes on from (its latest checkpoint): a paused run's next node.
+        "next_nodes": _next_nodes(execution),
         "limits": {
             "steps": limits.max_steps,
             "tokens": limits.max_tokens,
@@ -49,6 +85,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
             "wall_time_s": limits.max_wall_time_s,
         },
         "can_operate": seat.can_operate,
+        "forkable_states": [str(state) for state in FORKABLE_STATES],
         "tenant": seat.tenant.slug,
         "states": STATE_AFTER_EVENT,
     }
@@ -57,10 +94,152 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         "dashboard/execution.html",
         seat,
         execution=execution,
+        origin_words=ORIGIN_WORDS.get(execution.origin, execution.origin),
+        failed_step=failed_step,
         steps=steps,
         artifacts=list(selectors.execution_artifacts(tenant=seat.tenant, execution_id=execution.pk)),
         page=page,
+        **related,
     )
+
+
+@login_required
+@require_GET
+def execution_step_detail(request: HttpRequest, execution_id: str, step_id: str) -> JsonResponse:
+    """One step, as the page's fork form and model view need it: the state the step was given
+    (what a fork from it starts from, or why it cannot be forked from) and, for a model's step,
+    the messages it sent and the reply. The tenant's own executions only: 404 for any other."""
+    seat = seat_for(request)
+    if seat is None:
+        raise Http404("execution not found")
+    execution, step = _tenant_step(seat, execution_id, step_id)
+    body: dict[str, Any] = {"step": _step(step), "forkable": False, "reason": "", "state": None}
+    if step.parent_step_id:
+        body["reason"] = (
+            f"{step.name} ran inside a parallel branch, a map or a subgraph; fork from the step that started it."
+        )
+    elif execution.state not in FORKABLE_STATES:
+        body["reason"] = f"The execution is {execution.state}; fork it once it has ended, paused or waits."
+    try:
+        entry = blueprint_lookup(tenant=execution.tenant, name=execution.blueprint, version=execution.blueprint_version)
+        lane = _lane_before(execution, step, entry, entry.build(execution.input))
+    except (InvalidInput, NotFound) as refused:
+        body["reason"] = body["reason"] or refused.message
+    except (KeyError, TypeError, ValueError):
+        body["reason"] = body["reason"] or "No checkpoint of this execution was kept from before that step."
+    else:
+        body["state"] = lane.state
+        body["forkable"] = not body["reason"]
+    if step.step_type == "llm_node":
+        body["llm"] = _llm_exchange(execution, step)
+    return JsonResponse(body, json_dumps_params={"default": str})
+
+
+def _tenant_step(seat: Seat, execution_id: str, step_id: str) -> tuple[Execution, Step]:
+    try:
+        execution = selectors.execution_get(tenant=seat.tenant, execution_id=execution_id)
+    except NotFound:
+        raise Http404("execution not found") from None
+    step = Step.objects.filter(execution=execution, pk=step_id).first()
+    if step is None:
+        raise Http404("step not found")
+    return execution, step
+
+
+def _llm_exchange(execution: Execution, step: Step) -> dict[str, Any]:
+    """What a model's step sent and what came back, its tool calls and its tokens and cost. The
+    run's state after the step holds the node's conversation; the step's events hold the tool
+    calls, their results and the usage."""
+    events = list(
+        ExecutionEvent.objects.filter(execution=execution, step_id=step.pk)
+        .filter(type__in=[t.value for t in LLM_EVENTS])
+        .order_by("seq")
+        .values("seq", "type", "data")
+    )
+    ended = next((e["seq"] for e in events if e["type"] in (STEP_END, STEP_FAILED)), None)
+    state: Any = None
+    if ended is not None:
+        after = PastCheckpoint.objects.filter(execution=execution, seq__gte=ended).order_by("seq", "pk_id").first()
+        if after is not None:
+            lanes = Position.from_dict(after.data["position"]).lanes
+            state = lanes[0].state if len(lanes) == 1 else None
+        elif execution.is_terminal:
+            state = execution.output
+    mine = state.get(step.name) if isinstance(state, dict) else None
+    messages = mine.get("messages") if isinstance(mine, dict) else None
+    output = step.output if isinstance(step.output, dict) else {}
+    ran_tools = bool(output.get("awaiting_model"))
+    sent, reply = None, None
+    if isinstance(messages, list) and messages:
+        if ran_tools:  # the tools' results go to the model in the next round
+            sent = messages
+        else:
+            sent, reply = messages[:-1], messages[-1]
+    calls: dict[str, dict[str, Any]] = {}
+    usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    text = []
+    for event in events:
+        data = event["data"] or {}
+        if event["type"] == EventType.TOOL_INPUT_AVAILABLE.value:
+            calls.setdefault(data.get("tool_call_id", ""), {}).update(
+                {"id": data.get("tool_call_id"), "tool": data.get("tool_name"), "input": data.get("input")}
+            )
+        elif event["type"] == EventType.TOOL_OUTPUT_AVAILABLE.value:
+            calls.setdefault(data.get("tool_call_id", ""), {"id": data.get("tool_call_id")}).update(
+                {"tool": data.get("tool_name"), "output": data.get("output")}
+            )
+        elif event["type"] == EventType.USAGE.value:
+            delta = data.get("delta") or {}
+            for key in usage:
+                usage[key] += delta.get(key) or 0
+        elif event["type"] == EventType.TEXT_DELTA.value:
+            text.append(str(data.get("delta", "")))
+    return {
+        "sent": sent,
+        "reply": reply,
+        "text": output.get("text") if isinstance(output.get("text"), str) else "".join(text),
+        "requested_tools": output.get("pending") or [],
+        "tool_calls": list(calls.values()),
+        "usage": usage,
+        "model": output.get("model"),
+        "last_seq": events[-1]["seq"] if events else 0,
+    }
+
+
+def _related(execution: Execution) -> dict[str, Any]:
+    """Where it came from and what came of it: parent, children, reruns and forks."""
+    return {
+        "parent": execution.parent,
+        "source": execution.source,
+        "schedule": execution.schedule,
+        "started_by": execution.created_by.get_username() if execution.created_by else "",
+        "children": list(execution.children.order_by("created_at").only("id", "state", "blueprint", "created_at")),
+        "derived": list(
+            execution.derived.order_by("created_at").only("id", "state", "origin", "blueprint", "created_at")
+        ),
+    }
+
+
+def _failed_step(execution: Execution, steps: list[Step]) -> Step | None:
+    error = execution.error if isinstance(execution.error, dict) else {}
+    step_id = error.get("step_id")
+    if step_id:
+        found = next((s for s in steps if s.pk == step_id), None)
+        if found is not None:
+            return found
+    if execution.state == Execution.State.FAILED:
+        return next((s for s in reversed(steps) if s.state == "failed"), None)
+    return None
+
+
+def _next_nodes(execution: Execution) -> list[str]:
+    checkpoint = Checkpoint.objects.filter(execution=execution).only("data").first()
+    if checkpoint is None or execution.is_terminal:
+        return []
+    try:
+        return [lane.node for lane in Position.from_dict(checkpoint.data["position"]).lanes if lane.node]
+    except (KeyError, TypeError, ValueError):
+        return []
 
 
 def _step(step: Step) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import { artifactsPart } from "./artifacts.js";
 import { controlsPart } from "./controls.js";
 import { eventLogPart } from "./events.js";
 import { graphPart } from "./graph.js";
+import { llmPart } from "./llm.js";
 import { stepsPart } from "./steps.js";
 import { summaryPart } from "./summary.js";
 import { timelinePart } from "./timeline.js";
@@ -42,7 +43,7 @@ export function executionPage() {
   const send = (frame) => (socket ? socket.send(frame) : false);
   const parts = [
     summaryPart(view), controlsPart(view, send), graphPart(view), timelinePart(view), stepsPart(view),
-    artifactsPart(view), eventLogPart(view),
+    artifactsPart(view), eventLogPart(view), llmPart(view),
   ];
   const call = (method, ...args) => { for (const part of parts) if (part[method]) part[method](...args); };
 

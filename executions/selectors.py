@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import TruncHour
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast, Coalesce, TruncHour
 from django.utils import timezone
 
 from enact_platform.errors import NotFound
@@ -92,6 +93,58 @@ def execution_list(
     # The (execution, seq) unique index answers this with one backward index step per row.
     latest = ExecutionEvent.objects.filter(execution_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]
     return rows.annotate(last_seq=Subquery(latest)).order_by("-created_at", "-id")
+
+
+def execution_browse(
+    *,
+    tenants: QuerySet[Tenant] | list[Tenant],
+    state: str | None = None,
+    blueprint: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    q: str | None = None,
+    parent_id: str | None = None,
+    top_level: bool = False,
+    ids: list[str] | None = None,
+) -> QuerySet[Execution]:
+    """The dashboard's list: executions of ``tenants`` (named each time, so a page shows no
+    tenant it did not choose), newest first, each with ``child_count`` (its direct children)
+    and its tenant. ``q`` matches an id (or its start), a blueprint name, an idempotency key, or
+    text inside the input or metadata; ``top_level`` leaves children out (they are shown under
+    their parent), ``parent_id`` keeps only that execution's children."""
+    rows = Execution.objects.filter(tenant__in=tenants)
+    if state:
+        rows = rows.filter(state=state)
+    if blueprint:
+        rows = rows.filter(blueprint=blueprint)
+    if created_after:
+        rows = rows.filter(created_at__gte=created_after)
+    if created_before:
+        rows = rows.filter(created_at__lt=created_before)
+    if q:
+        rows = rows.annotate(input_text=Cast("input", TextField()), metadata_text=Cast("metadata", TextField()))
+        rows = rows.filter(_text_search(q))
+    if parent_id:
+        rows = rows.filter(parent_id=parent_id)
+    elif top_level:
+        rows = rows.filter(parent__isnull=True)
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    children = Execution.objects.filter(parent_id=OuterRef("pk")).order_by().values("parent_id").annotate(n=Count("pk"))
+    return (
+        rows.select_related("tenant")
+        .annotate(child_count=Coalesce(Subquery(children.values("n")[:1]), 0))
+        .order_by("-created_at", "-id")
+    )
+
+
+def _text_search(q: str) -> Q:
+    """Containment in the JSON's text. SQLite stores non-ASCII text as \\u escapes, PostgreSQL
+    prints it as it is: both spellings are looked for."""
+    match = Q(id__startswith=q) | Q(blueprint__icontains=q) | Q(idempotency_key=q)
+    for spelling in dict.fromkeys([q, json.dumps(q)[1:-1]]):
+        match |= Q(input_text__icontains=spelling) | Q(metadata_text__icontains=spelling)
+    return match
 
 
 def execution_steps(*, tenant: Tenant, execution_id: str) -> QuerySet[Step]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from executions import views
+from executions.views.operator import operator_executions_page
 
 app_name = "dashboard"
 urlpatterns = [
@@ -15,6 +16,7 @@ urlpatterns = [
         views.detail.execution_step_detail,
         name="execution-step",
     ),
+    path("operator/executions/", operator_executions_page, name="operator-executions"),
     path("usage/", views.usage_page, name="usage"),
     path("schedules/", views.schedules_page, name="schedules"),
     path("schedules/<str:schedule_id>/<str:action>/", views.schedule_control, name="schedule-control"),

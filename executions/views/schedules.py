@@ -26,7 +26,7 @@ OVERLAP_WORDS = {
 
 def _when(schedule: Schedule) -> str:
     if schedule.cron:
-        return f"cron times in {schedule.timezone}"
+        return ""  # the expression and its zone say it
     seconds = schedule.interval_seconds or 0
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
         if seconds % size == 0:

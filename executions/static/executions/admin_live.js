@@ -161,6 +161,7 @@
       if (!body) return;
       const columns = [...document.querySelectorAll("#steps-group thead th")];
       const rows = new Map();
+      const tail = body.querySelector("tr.add-row"); // the admin's own last row stays last
       for (const row of body.querySelectorAll("tr")) {
         if (!row.dataset.step) {
           const id = row.querySelector('td.original input[name$="-id"]');
@@ -177,9 +178,9 @@
           row = el("tr", { class: "live-step", "data-step": step.id });
           for (const th of columns) {
             const name = [...th.classList].find((c) => c.startsWith("column-"));
-            if (th.classList.contains("hidden")) continue;
-            if (!name) { row.append(el("td", { class: th.classList.contains("original") ? "original" : "" })); continue; }
-            row.append(el("td", { class: "field-" + name.slice("column-".length) }, el("p")));
+            if (!name) { row.append(el("td", { class: th.classList.contains("original") ? "original" : "delete" })); continue; }
+            const hidden = th.classList.contains("hidden") ? " hidden" : "";
+            row.append(el("td", { class: "field-" + name.slice("column-".length) + hidden }, el("p", { text: name === "column-id" ? step.id : "" })));
           }
         }
         for (const [name, text] of Object.entries(step.cells)) {
@@ -188,7 +189,7 @@
           const target = td.querySelector("p") || td;
           if (target.textContent !== text) target.textContent = text;
         }
-        body.append(row); // in order; moving an existing row keeps it one row
+        body.insertBefore(row, tail); // in order; moving an existing row keeps it one row
       }
     }
 

@@ -151,7 +151,11 @@ export function controlsPart(view, send) {
 
   return {
     frame(frame) {
-      if (frame.type === "control") say(outcome(frame.action, frame.execution && frame.execution.state));
+      if (frame.type === "control") {
+        // The event that ends it may have come first: what the page already saw wins.
+        const seen = TERMINAL.has(view.state) || (frame.action === "pause" && view.state === "paused") ? view.state : null;
+        say(outcome(frame.action, seen || (frame.execution && frame.execution.state)));
+      }
       else if (frame.type === "error") fail(frame.error && frame.error.message ? `That did not work: ${frame.error.message}.` : "That did not work.");
     },
     event(event) {

@@ -82,8 +82,8 @@ export function llmPart(view) {
       }
       for (const call of detail.tool_calls || []) {
         const shown = toolCall(c, call.id, call.tool);
-        if ("input" in call) shown.args.replaceChildren(jsonView(call.input, { open: 1, label: "Copy the arguments" }));
-        if ("output" in call) shown.out.replaceChildren(jsonView(call.output, { open: 1, label: "Copy the result" }));
+        if ("input" in call) shown.args.replaceChildren(jsonView(call.input, { open: 3, label: "Copy the arguments" }));
+        if ("output" in call) shown.out.replaceChildren(jsonView(call.output, { open: 3, label: "Copy the result" }));
       }
       c.tally = { ...detail.usage };
       writeUsage(c);
@@ -103,9 +103,9 @@ export function llmPart(view) {
         if (c.reply.firstElementChild) c.reply.textContent = "";
         c.reply.append(document.createTextNode(d.delta || ""));
       } else if (event.type === "data-tool-input-available") {
-        toolCall(c, d.tool_call_id, d.tool_name).args.replaceChildren(jsonView(d.input, { open: 1, label: "Copy the arguments" }));
+        toolCall(c, d.tool_call_id, d.tool_name).args.replaceChildren(jsonView(d.input, { open: 3, label: "Copy the arguments" }));
       } else if (event.type === "data-tool-output-available") {
-        toolCall(c, d.tool_call_id, d.tool_name).out.replaceChildren(jsonView(d.output, { open: 1, label: "Copy the result" }));
+        toolCall(c, d.tool_call_id, d.tool_name).out.replaceChildren(jsonView(d.output, { open: 3, label: "Copy the result" }));
       } else if (event.type === "data-usage" && d.delta) {
         for (const key of ["input_tokens", "output_tokens", "cost_usd"]) c.tally[key] += d.delta[key] || 0;
         writeUsage(c);

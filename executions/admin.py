@@ -435,8 +435,17 @@ class ExecutionAdmin(TenantScopedAdmin):
 # --- blueprints and model prices ------------------------------------------------------------------
 
 
+class IndentedJSONField(forms.JSONField):
+    """JSON in a textarea as people write it: indented, keys in their order."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
+
+
 class BlueprintForm(forms.ModelForm):
-    definition = forms.JSONField(
+    definition = IndentedJSONField(
         widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "class": "vLargeTextField", "spellcheck": "false"}),
         help_text="The JSON definition: entry, nodes (each with a kind and its config), edges, routes, "
         "input_schema. Saving makes a new version; executions keep the version they ran.",

@@ -180,6 +180,9 @@ def test_a_blueprint_page_shows_a_version_indented_its_outline_and_a_diff(
     assert sorted(n["name"] for n in outline["nodes"]) == ["count", "long", "short", "size"]
     assert {(e["from"], e["to"]) for e in outline["edges"]} >= {("count", "size"), ("size", "long"), ("size", "short")}
 
+    textarea = page[page.index('<textarea name="definition"') : page.index("</textarea>")]
+    assert "\n  &quot;entry&quot;: &quot;count&quot;,\n" in textarea  # the form's definition, indented too
+
     first = admin_client.get(change + "?version=1&from=1&to=1").content.decode()
     assert "Version 1</h3>" in first
     assert "Pick two different versions to compare." in first

@@ -50,7 +50,7 @@ def _execution(tenant: Tenant, *, at: datetime, state: str, blueprint: str = "de
 
 
 def test_usage_over_time_counts_outcomes_tokens_and_cost_per_utc_day_and_per_blueprint(
-    tenant_a: Tenant, tenant_b: Tenant
+    tenant_a: Tenant, tenant_b: Tenant, django_assert_num_queries: Any
 ) -> None:
     today, yesterday = NOW - timedelta(hours=2), NOW - timedelta(days=1)
     _execution(tenant_a, at=today, state="completed", input_tokens=100, output_tokens=20, cost_usd=0.5)
@@ -63,7 +63,8 @@ def test_usage_over_time_counts_outcomes_tokens_and_cost_per_utc_day_and_per_blu
     _execution(tenant_a, at=NOW.replace(hour=0, minute=0) - timedelta(days=6, seconds=1), state="completed")
     _execution(tenant_b, at=today, state="failed", input_tokens=999, cost_usd=99)  # another tenant's
 
-    usage = usage_over_time(tenant=tenant_a, days=6, now=NOW)
+    with django_assert_num_queries(1):  # one GROUP BY, whatever the number of executions
+        usage = usage_over_time(tenant=tenant_a, days=6, now=NOW)
 
     assert [d.day.isoformat() for d in usage.days] == [f"2026-11-{d}" for d in (30,)] + [
         f"2026-12-0{d}" for d in range(1, 6)

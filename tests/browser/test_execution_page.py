@@ -4,6 +4,7 @@ a big graph folded and zoomable, a model's step as it streams, and the page on a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -190,6 +191,14 @@ def test_fork_from_a_step_with_its_state_edited(live_server_url: str, page: Any,
     page.fill("#fork-state", "{not json")
     page.click("#fork-send")
     expect(page.locator("#control-error")).to_contain_text("not valid JSON")
+    # The API's refusal is told in words, and nothing is made.
+    tenant_set_limits(tenant=tenant_a, changes={"max_input_bytes": 100})
+    page.fill("#fork-state", json.dumps("x" * 200))
+    page.click("#fork-send")
+    expect(page.locator("#control-error")).to_have_text(
+        re.compile(r"^Could not fork: state is \d+ bytes; this tenant allows 100")
+    )
+    assert not Execution.objects.filter(source_id=done.pk).exists()
     page.fill("#fork-state", "40")
     page.click("#fork-send")
     page.wait_for_url(lambda url: re.search(r"/executions/exec_\w+/$", url) and done.pk not in url, timeout=SLOW)

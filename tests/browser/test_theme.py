@@ -63,7 +63,7 @@ def _luminance(page: Any, selector: str) -> float:
 
 
 def _badges(page: Any) -> dict[str, dict[str, Any]]:
-    page.evaluate("() => document.getElementById('badge-sample')?.remove()")
+    page.evaluate("() => document.querySelectorAll('#badge-sample').forEach((n) => n.remove())")
     page.evaluate(BADGES, STATES)
     return {s: page.locator(f"#badge-sample .state-{s}").evaluate(CONTRAST) for s in STATES}
 
@@ -124,6 +124,11 @@ def test_every_state_badge_reads_at_4_5_to_1_and_carries_a_glyph(
         real = page.locator(f'tr[data-id="{done.pk}"] .state').evaluate(CONTRAST)
         assert real["ratio"] >= 4.5
         assert real["glyph"] == glyphs["completed"]
+    # The webhooks' badges read too.
+    page.evaluate("() => document.querySelectorAll('#badge-sample').forEach((n) => n.remove())")
+    page.evaluate(BADGES, ["delivered", "active", "inactive"])
+    for state in ("delivered", "active", "inactive"):
+        assert page.locator(f"#badge-sample .state-{state}").evaluate(CONTRAST)["ratio"] >= 4.5, state
     # The two themes really differ.
     assert _badges(page)["completed"]["bg"] != "rgb(220, 250, 230)"
     print("contrast", measured)

@@ -1,40 +1,240 @@
-/* The timeline: one bar per step on a shared time axis.
- * createTimeline(box) returns { step(update), finish(endedAt), tick() }: `step` takes
- * { id, name, state, start, end } (times in ms since the epoch) for a new or changed step. */
-import { $, TERMINAL, el } from "./core.js";
+/* The timeline: one bar per step on a shared time axis, nested steps under their parent.
+ *
+ * Drawn incrementally: a step that starts or ends touches its own row only. A bar's place is CSS:
+ * each bar carries its start and duration (--s, --d, in ms) and the box the first moment and the
+ * span (--t0, --span), so when the axis grows (a run still going) one write to the box moves every
+ * bar. Only the rows in view are in the page (fixed row height, spacers above and below), so
+ * thousands of steps cost what a screenful costs.
+ *
+ * createTimeline(box) returns { update(steps), finish(endedAt), draw() }: `update` takes the new
+ * or changed steps ({ id, name, state, parent, start, end, duration_ms, attempt }, times in ms
+ * since the epoch); `draw` puts them on screen (at most once a frame: the page calls it from its
+ * render). */
+import { $, TERMINAL, el, formatDuration, localTime } from "./core.js";
 
-/* The part of the execution page: every step of `view` on the timeline. */
+const ROW = 22; // px: .tl-row in log.css
+const OVERSCAN = 8;
+const GLYPH = { running: "▶", completed: "✓", failed: "✕", cancelled: "⊘", waiting: "‖", paused: "‖", pending: "·", skipped: "–" };
+
 export function timelinePart(view) {
   const timeline = createTimeline($("#waterfall"));
+  const changed = new Set(view.steps.keys());
+  if (view.startedAt) timeline.origin(view.startedAt);
   return {
+    event(event) { if (event.step_id) changed.add(event.step_id); },
     render() {
-      for (const step of view.steps.values()) if (step.start) timeline.step({ ...step });
-      if (TERMINAL.has(view.state) && view.endedAt) timeline.finish(view.endedAt);
+      const steps = [];
+      for (const id of changed) { const step = view.steps.get(id); if (step && step.start) steps.push(step); }
+      changed.clear();
+      if (view.startedAt) timeline.origin(view.startedAt);
+      timeline.update(steps);
+      timeline.finish(TERMINAL.has(view.state) ? view.endedAt : null);
+      timeline.draw();
     },
-    tick() { timeline.tick(); },
+    tick() { timeline.draw(); },
   };
 }
 
+/** A round step for about `want` ticks over `span` ms: 1, 2 or 5 times a power of ten. */
+function tickStep(span, want) {
+  const raw = span / want;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * power >= raw) return m * power;
+  return 10 * power;
+}
+
+/** A tick's label: "+0 s", "+500 ms", "+2 s", "+1.5 s", "+2 min", "+1 h 5 min". */
+function tickLabel(ms, step) {
+  if (ms === 0) return "+0 s";
+  if (step < 1000 && ms < 1000) return `+${Math.round(ms)} ms`;
+  if (ms < 60_000) return `+${Math.round(ms / 100) / 10} s`;
+  return "+" + formatDuration(ms);
+}
+
 export function createTimeline(box) {
-  const steps = new Map();
+  const records = new Map(); // id → { step, depth, row?, dirty }
+  let order = []; // ids, parents before their children
+  let t0 = null; // the first moment (ms); bars are placed relative to it
+  let maxEnd = 0;
   let endedAt = null;
-  function render() {
-    const all = [...steps.values()];
-    if (!all.length) { box.textContent = "No steps yet."; return; }
-    const t0 = Math.min(...all.map((s) => s.start));
-    const now = endedAt || Date.now();
-    const t1 = Math.max(now, ...all.map((s) => s.end || now));
-    const span = Math.max(1, t1 - t0);
-    box.replaceChildren(...all.map((s) => {
-      const left = ((s.start - t0) / span) * 100;
-      const width = Math.max(0.5, (((s.end || now) - s.start) / span) * 100);
-      const bar = el("span", { class: "wf-bar state-" + s.state, style: { left: left + "%", width: width + "%" }, title: `${s.name}: ${(s.end || now) - s.start} ms` });
-      return el("div", { class: "wf-row" }, el("span", { class: "wf-label", text: s.name }), el("span", { class: "wf-track" }, bar));
-    }));
+  let orderChanged = true;
+  let range = [0, 0];
+  let axisKey = "";
+
+  const axis = el("div", { class: "tl-axis", "aria-hidden": "true" });
+  const scroller = el("div", { class: "tl-scroll", role: "list", "aria-label": "steps on the timeline" });
+  const padTop = el("div", { class: "tl-pad" });
+  const rows = el("div", { class: "tl-rows" });
+  const padBottom = el("div", { class: "tl-pad" });
+  const caption = el("p", { class: "tl-caption hint" });
+  // The axis stays at the top of the scroll box (sticky), so it is exactly as wide as the tracks.
+  scroller.append(axis, padTop, rows, padBottom);
+  box.replaceChildren(caption, scroller);
+  let scrolled = false;
+  scroller.addEventListener("scroll", () => {
+    if (scrolled) return;
+    scrolled = true;
+    requestAnimationFrame(() => { scrolled = false; drawRows(); });
+  }, { passive: true });
+
+  function depthOf(step) {
+    let depth = 0;
+    let parent = step.parent && records.get(step.parent);
+    while (parent && depth < 12) { depth += 1; parent = parent.step.parent && records.get(parent.step.parent); }
+    return depth;
   }
+
+  /** The order again from scratch: each step after its parent and the parent's earlier children. */
+  function reorder() {
+    const children = new Map();
+    const roots = [];
+    for (const [id, record] of records) {
+      const parent = record.step.parent;
+      if (parent && records.has(parent) && parent !== id) {
+        if (!children.has(parent)) children.set(parent, []);
+        children.get(parent).push(id);
+      } else roots.push(id);
+    }
+    order = [];
+    const stack = roots.reverse();
+    const seen = new Set();
+    while (stack.length) {
+      const id = stack.pop();
+      if (seen.has(id)) continue;
+      seen.add(id);
+      order.push(id);
+      const kids = children.get(id);
+      if (kids) for (let i = kids.length - 1; i >= 0; i--) stack.push(kids[i]);
+    }
+  }
+
+  /** One new step into the order: after its parent's last descendant, else at the end. */
+  function place(id) {
+    const record = records.get(id);
+    const parent = record.step.parent;
+    const at = parent ? order.indexOf(parent) : -1;
+    if (at < 0) { order.push(id); return; }
+    const parentDepth = records.get(parent).depth;
+    let i = at + 1;
+    while (i < order.length && records.get(order[i]).depth > parentDepth) i++;
+    order.splice(i, 0, id);
+  }
+
+  function update(steps) {
+    const added = [];
+    for (const step of steps) {
+      let record = records.get(step.id);
+      if (!record) {
+        record = { step: { ...step }, depth: 0, row: null, dirty: true };
+        records.set(step.id, record);
+        added.push(step.id);
+      } else {
+        Object.assign(record.step, step);
+        record.dirty = true;
+      }
+      if (t0 === null || step.start < t0) t0 = step.start;
+      if (step.end && step.end > maxEnd) maxEnd = step.end;
+    }
+    if (!added.length) return;
+    for (const id of added) records.get(id).depth = depthOf(records.get(id).step);
+    if (added.length > 32) reorder(); else for (const id of added) place(id);
+    orderChanged = true;
+  }
+
+  function now() { return endedAt || Math.max(Date.now(), maxEnd); }
+
+  function duration(step) {
+    if (step.end) return step.duration_ms ?? step.end - step.start;
+    return Math.max(0, now() - step.start);
+  }
+
+  function fill(record) {
+    const { step, depth } = record;
+    const state = step.state || "pending";
+    const ms = duration(step);
+    const text = `${step.name}: ${state}${step.attempt > 1 ? ", attempt " + step.attempt : ""}, ${formatDuration(ms)}`;
+    const row = record.row;
+    row.dataset.state = state;
+    row.title = text;
+    row.setAttribute("aria-label", text);
+    const [label, track] = row.children;
+    label.firstChild.textContent = GLYPH[state] || "·";
+    label.lastChild.textContent = step.name;
+    label.style.paddingLeft = Math.min(depth, 8) * 0.8 + "rem";
+    const bar = track.firstChild;
+    bar.dataset.state = state;
+    bar.style.setProperty("--s", String(step.start));
+    bar.style.setProperty("--d", String(step.end ? step.end - step.start : ms));
+    record.dirty = false;
+  }
+
+  function rowFor(id) {
+    const record = records.get(id);
+    if (!record.row) {
+      record.row = el("div", { class: "tl-row", role: "listitem", "data-step": id },
+        el("span", { class: "tl-label" }, el("span", { class: "tl-glyph", "aria-hidden": "true" }), el("span", { class: "tl-name" })),
+        el("span", { class: "tl-track" }, el("span", { class: "tl-bar" })));
+      record.dirty = true;
+    }
+    if (record.dirty || (!record.step.end && !endedAt)) fill(record);
+    return record.row;
+  }
+
+  function drawRows() {
+    // At least the box's most (its max-height): before the rows are in, it is only as tall as they.
+    const height = Math.max(scroller.clientHeight, 400);
+    const top = Math.max(0, scroller.scrollTop - axis.offsetHeight);
+    const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
+    const last = Math.min(order.length, Math.ceil((top + height) / ROW) + OVERSCAN);
+    if (orderChanged || first !== range[0] || last !== range[1]) {
+      padTop.style.height = first * ROW + "px";
+      padBottom.style.height = (order.length - last) * ROW + "px";
+      const list = [];
+      for (let i = first; i < last; i++) list.push(rowFor(order[i]));
+      rows.replaceChildren(...list);
+      range = [first, last];
+      orderChanged = false;
+    } else {
+      // The same rows: only those whose step changed (or is still running) are touched.
+      for (let i = first; i < last; i++) {
+        const record = records.get(order[i]);
+        if (record.dirty || (!record.step.end && !endedAt)) fill(record);
+      }
+    }
+  }
+
+  function drawAxis(span) {
+    const step = tickStep(span, box.clientWidth < 500 ? 4 : 8);
+    const key = span < 1 ? "" : `${step}:${Math.floor(span / step)}:${t0}`;
+    if (key === axisKey) return;
+    axisKey = key;
+    const ticks = [];
+    for (let t = 0; t <= span; t += step) {
+      ticks.push(el("span", { class: "tl-tick", title: localTime(new Date(t0 + t).toISOString()), style: { left: (100 * t) / span + "%" } },
+        el("span", { text: tickLabel(t, step) })));
+    }
+    axis.replaceChildren(...ticks);
+  }
+
+  function draw() {
+    if (!records.size) { caption.textContent = "No steps yet."; axis.replaceChildren(); return; }
+    const span = Math.max(1, now() - t0);
+    // The one write that places every bar (CSS does the arithmetic).
+    box.style.setProperty("--t0", String(t0));
+    box.style.setProperty("--span", String(span));
+    const count = records.size;
+    caption.textContent = `${count.toLocaleString()} ${count === 1 ? "step" : "steps"} over ${formatDuration(span)}` +
+      (endedAt ? "" : " so far") + `, from ${localTime(new Date(t0).toISOString())}.`;
+    drawAxis(span);
+    drawRows();
+  }
+
   return {
-    step(update) { steps.set(update.id, Object.assign(steps.get(update.id) || {}, update)); render(); },
-    finish(at) { endedAt = at; render(); },
-    tick() { if (!endedAt) render(); },
+    update,
+    origin(at) { if (t0 === null || at < t0) t0 = at; },
+    finish(at) { endedAt = at || null; if (at && at > maxEnd) maxEnd = at; },
+    draw,
+    /** The step ids in the order drawn (parents before their children). */
+    get order() { return order; },
   };
 }

@@ -10,7 +10,7 @@
 import { $, el, formatNumber } from "./core.js";
 
 export const GLYPHS = {
-  pending: "○", running: "▶", completed: "✓", failed: "✗", paused: "⏸", waiting: "⌛", cancelled: "⊘", skipped: "↷",
+  pending: "○", running: "▶", completed: "✓", failed: "✗", paused: "‖", waiting: "◷", cancelled: "⊘", skipped: "↷",
 };
 
 /** Graphs with more nodes than this start folded. */
@@ -156,7 +156,7 @@ export function drawGraph(box, outline) {
 
 /* The picture at a scale: its width in pixels is the graph's times the zoom, in a box that
  * scrolls. A small graph fits its box unless that would make it too small to read. */
-const MIN_READABLE = 0.6, MIN_ZOOM = 0.3, MAX_ZOOM = 3;
+const MIN_READABLE = 0.8, MIN_ZOOM = 0.3, MAX_ZOOM = 3;
 
 function zoomer(scroller, svg, width, height, big) {
   const tools = $("#graph-tools");

@@ -159,6 +159,9 @@ class ExecutionList {
   /* --- live --------------------------------------------------------------------------------- */
 
   follow() {
+    // What changed before a socket opened (or while it was down) no frame will say: look again.
+    new MutationObserver(() => { if (document.body.dataset.live === "on") this.resync(); })
+      .observe(document.body, { attributes: true, attributeFilter: ["data-live"] });
     for (const slug of this.page.tenants || []) {
       liveSocket(() => "/ws/executions/?tenant=" + encodeURIComponent(slug), (frame) => {
         if (frame.type !== "execution") return;
@@ -192,6 +195,27 @@ class ExecutionList {
     this.flushing = null;
     if (this.pending.size) this.flushing = setTimeout(() => this.flush(), FLUSH_MS);
     this.say();
+  }
+
+  /* The unfinished rows as the server has them now; those the filters no longer take leave. */
+  async resync() {
+    const rows = this.topRows().filter((row) => !TERMINAL.has(row.dataset.state));
+    if (!rows.length) return;
+    try {
+      const data = await getJSON(this.rowsUrl({ ids: rows.map((row) => row.dataset.id).join(",") }));
+      const fresh = new Map(rowsFrom(data.html).map((row) => [row.dataset.id, row.dataset]));
+      for (const row of rows) {
+        const now = fresh.get(row.dataset.id);
+        if (now) {
+          if (this.update(row, { state: now.state, wait_reason: now.wait, started_at: now.started, ended_at: now.ended })) this.count("changed");
+        } else if (this.filters.state) this.leave(row, {});
+      }
+      this.total = data.total;
+      this.paintRange();
+      this.say();
+    } catch (error) {
+      // The frames that follow still keep the rows.
+    }
   }
 
   /* Executions the page does not show: the server says which match the filters (and the total). */

@@ -1,0 +1,319 @@
+"""The executions list in Chromium against a running platform: filters read in the reader's zone,
+children opened under their parent, bulk cancel and rerun, rows that follow the feed (and leave a
+state filter), the start form's defaults and wording, the phone's width, and staff's list of
+every tenant."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import expect
+
+from executions.blueprints.schemas import validate_input
+from executions.models import Execution
+from executions.services.controls import execution_cancel
+from executions.services.submit import execution_submit
+from tenants.models import Membership, Tenant
+
+from ..conftest import wait_until
+from .test_live_pages import PASSWORD, _log_in, _screenshot, _user
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _state(execution_id: str) -> str:
+    return Execution.objects.values_list("state", flat=True).get(pk=execution_id)
+
+
+def _no_overflow(page: Any, width: int) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def _uncovered(page: Any, locator: Any) -> None:
+    """The element is on screen and is what a tap at its centre reaches."""
+    locator.scroll_into_view_if_needed()
+    expect(locator).to_be_in_viewport()
+    assert locator.evaluate(
+        """node => { const r = node.getBoundingClientRect();
+                     const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                     return hit === node || node.contains(hit); }"""
+    )
+
+
+def test_dates_are_read_in_the_readers_zone_and_times_written_in_it(
+    live_server_url: str, browser: Any, tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    made = [execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": i + 1})[0] for i in range(4)]
+    start = datetime(2026, 3, 1, 9, 58, tzinfo=UTC)  # 10:58 in Paris
+    for i, execution in enumerate(made):
+        Execution.objects.filter(pk=execution.pk).update(created_at=start + timedelta(minutes=i))
+    recent, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 9})
+    Execution.objects.filter(pk=recent.pk).update(created_at=datetime.now(UTC) - timedelta(minutes=3))
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="Europe/Paris")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        _log_in(page, live_server_url, "olga")
+        expect(page.locator("#zone")).to_have_text("Europe/Paris")
+        row = page.locator(f'tr[data-id="{recent.pk}"]')
+        expect(row.locator("td.created")).to_contain_text("3 minutes ago")
+        expect(row.locator("td.created time").first).to_have_attribute("title", re.compile("Europe/Paris"))
+
+        page.fill('#filters input[name="from"]', "2026-03-01T11:00")
+        page.fill('#filters input[name="to"]', "2026-03-01T11:01")
+        page.click('#filters button[type="submit"]')
+        page.wait_for_url(re.compile(r"tz=Europe%2FParis"))
+        shown = page.locator("#executions tbody tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
+        assert sorted(shown) == sorted([made[2].pk, made[3].pk])  # 10:00 and 10:01 UTC
+        expect(page.locator("#range")).to_have_text("1\N{EN DASH}2 of 2")
+    finally:
+        context.close()
+
+
+def test_children_open_under_their_parent(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    parent, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    kids = [
+        execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": i + 1}, parent=parent)[0]
+        for i in range(3)
+    ]
+    _log_in(page, live_server_url, "olga")
+    rows = page.locator("#executions tbody tr[data-id]")
+    expect(rows).to_have_count(1)
+    disclosure = page.locator(f'tr[data-id="{parent.pk}"] button.disclosure')
+    expect(disclosure).to_have_text("▸ 3 children")
+    disclosure.click()
+    expect(rows).to_have_count(4)
+    expect(disclosure).to_have_attribute("aria-expanded", "true")
+    children = page.locator(f'tr[data-under="{parent.pk}"]')
+    assert sorted(children.evaluate_all("rows => rows.map(r => r.dataset.id)")) == sorted(k.pk for k in kids)
+    indent = children.first.locator("td.id").evaluate("td => parseFloat(getComputedStyle(td).paddingLeft)")
+    top = page.locator(f'tr[data-id="{parent.pk}"] td.id').evaluate(
+        "td => parseFloat(getComputedStyle(td).paddingLeft)"
+    )
+    assert indent > top
+    expect(children.first.locator(".state")).to_have_text("completed", timeout=20_000)  # live, like any row
+    disclosure.click()
+    expect(rows).to_have_count(1)
+
+
+def test_operators_cancel_and_rerun_what_they_select(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    done, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    waiting = [execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})[0] for _ in range(2)]
+    assert wait_until(lambda: _state(done.pk) == "completed", timeout=20)
+    assert wait_until(lambda: all(_state(w.pk) == "waiting" for w in waiting), timeout=20)
+    _log_in(page, live_server_url, "olga")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    expect(page.locator(f'tr[data-id="{waiting[0].pk}"] .wait')).to_have_text("waits for approval")
+
+    page.check("#pick-all")
+    expect(page.locator("#picked")).to_have_text("3 executions selected.")
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    page.click("#bulk-cancel")
+    expect(page.locator("#bulk-result")).to_have_text("2 cancelled, 1 already finished.")
+    assert questions == ["Cancel 3 executions?"]
+    assert [_state(w.pk) for w in waiting] == ["cancelled", "cancelled"]
+    for w in waiting:
+        expect(page.locator(f'tr[data-id="{w.pk}"] .state')).to_have_text("cancelled")
+    expect(page.locator("#bulk-cancel")).to_be_disabled()
+
+    page.check(f'tr[data-id="{done.pk}"] input[name="pick"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#bulk-rerun")
+    expect(page.locator("#bulk-result")).to_have_text("Started 1 rerun.")
+    rerun = Execution.objects.get(source_id=done.pk, origin="rerun")
+    row = page.locator(f'tr[data-id="{rerun.pk}"]')
+    expect(row).to_be_visible()  # it arrived at the top by itself
+    expect(row.locator("td.origin")).to_contain_text("rerun of")
+    assert page.locator("#executions tbody tr[data-id]").first.get_attribute("data-id") == rerun.pk
+    expect(page.locator("#total")).to_have_text("4")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # said no: nothing happens
+    page.check(f'tr[data-id="{rerun.pk}"] input[name="pick"]')
+    page.click("#bulk-cancel")
+    page.wait_for_timeout(500)
+    expect(page.locator("#bulk-result")).to_have_text("Started 1 rerun.")
+    assert Execution.objects.filter(tenant=tenant_a).count() == 4
+
+
+def test_rows_follow_the_feed_and_leave_a_state_filter(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    first, _ = execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})
+    assert wait_until(lambda: _state(first.pk) == "waiting", timeout=20)
+    _log_in(page, live_server_url, "olga")
+    page.goto(f"{live_server_url}/?state=waiting")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    expect(page.locator("#range")).to_have_text("1\N{EN DASH}1 of 1")
+    page.wait_for_timeout(300)
+
+    second, _ = execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})
+    arrived = page.locator(f'tr[data-id="{second.pk}"]')
+    expect(arrived).to_be_visible(timeout=20_000)  # once it waits, it matches
+    expect(arrived.locator(".wait")).to_have_text("waits for approval")
+    expect(page.locator("#range")).to_have_text("1\N{EN DASH}2 of 2")
+    assert page.locator("#executions tbody tr[data-id]").first.get_attribute("data-id") == second.pk
+
+    execution_cancel(tenant=tenant_a, execution_id=first.pk, reason="from a test")
+    gone = page.locator(f'tr[data-id="{first.pk}"]')
+    expect(gone).to_have_class(re.compile("leaving"))  # marked first
+    expect(gone.locator(".state")).to_have_text("cancelled")
+    expect(gone).to_have_count(0, timeout=10_000)
+    expect(page.locator("#range")).to_have_text("1\N{EN DASH}1 of 1")
+    expect(page.locator("#announcer")).to_contain_text(re.compile(r"changed|no longer"))
+
+    # Unfiltered, a running row's duration runs.
+    slow, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 30, "seconds": 0.3})
+    page.goto(f"{live_server_url}/")
+    row = page.locator(f'tr[data-id="{slow.pk}"]')
+    expect(row.locator("td.duration.live")).to_be_visible(timeout=20_000)
+    before = row.locator("td.duration").inner_text()
+    page.wait_for_timeout(2200)
+    assert row.locator("td.duration").inner_text() != before
+    execution_cancel(tenant=tenant_a, execution_id=slow.pk, reason="from a test")
+    expect(row.locator(".state")).to_have_text("cancelled")
+    expect(row.locator("td.ended time")).to_have_count(1)
+    expect(row.locator("td.duration.live")).to_have_count(0)
+
+
+SHAPES = {
+    "description": "Takes an input built from its schema alone",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "mode": {"enum": ["fast", "careful"]},
+            "count": {"type": "integer", "minimum": 2, "maximum": 9},
+            "ratio": {"type": "number", "default": 0.5},
+            "tags": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 3}},
+            "owner": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "minLength": 1}, "vip": {"type": "boolean"}},
+                "required": ["name", "vip"],
+            },
+        },
+        "required": ["mode", "count", "tags", "owner"],
+        "additionalProperties": False,
+    },
+    "entry": "done",
+    "nodes": {"done": {"kind": "template", "config": {"template": "{{ input.mode }}"}}},
+    "edges": [{"from": "done", "to": "end"}],
+}
+
+
+def test_the_start_form_fills_an_input_each_blueprint_takes(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    from executions.catalog import blueprint_catalog
+    from executions.services.blueprints import blueprint_save, blueprints_install_demo
+
+    blueprints_install_demo(tenant=tenant_a)
+    blueprint_save(tenant=tenant_a, name="shapes", definition=SHAPES)
+    schemas = {entry.name: entry.input_schema for entry in blueprint_catalog(tenant=tenant_a)}
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    _log_in(page, live_server_url, "olga")
+
+    names = page.locator("#start-blueprint option").evaluate_all("options => options.map(o => o.value)")
+    assert set(names) == set(schemas)
+    for name in names:
+        page.select_option("#start-blueprint", name)
+        validate_input(schemas[name], json.loads(page.input_value("#start-input")))  # raises if refused
+
+    page.select_option("#start-blueprint", "shapes")
+    wrong = {
+        json.dumps({"mode": "fast", "count": "3", "tags": ["abc"], "owner": {"name": "a", "vip": True}}): (
+            "input.count must be an integer"
+        ),
+        json.dumps({"mode": "fast", "count": 3, "tags": {}, "owner": {"name": "a", "vip": True}}): (
+            "input.tags must be an array"
+        ),
+        json.dumps({"mode": "fast", "count": 3, "tags": ["abc"], "owner": []}): "input.owner must be an object",
+        json.dumps({"mode": "slow", "count": 3, "tags": ["abc"], "owner": {"name": "a", "vip": True}}): (
+            'input.mode must be one of "fast", "careful"'
+        ),
+    }
+    for text, message in wrong.items():
+        page.fill("#start-input", text)
+        page.click("#start-form button[type=submit]")
+        expect(page.locator("#start-error")).to_have_text(message)
+
+    # The first blueprint with the input it offers starts as it is.
+    page.reload()
+    first = page.locator("#start-blueprint option").first.get_attribute("value")
+    assert page.input_value("#start-blueprint") == first
+    page.click("#start-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/executions/exec_\w+/$"), timeout=20_000)
+    execution_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    assert Execution.objects.get(pk=execution_id).blueprint == first
+
+
+def test_on_a_phone_the_table_has_the_width_and_the_form_waits_under_a_button(
+    live_server_url: str, page: Any, tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    for i in range(3):
+        execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": f"text {i}"})
+    page.set_viewport_size({"width": 390, "height": 844})
+    _log_in(page, live_server_url, "olga")
+    toggle = page.locator("#start-toggle")
+    expect(toggle).to_be_visible()
+    expect(page.locator("#start-form")).to_be_hidden()
+    _no_overflow(page, 390)
+    first_cell = page.locator("#executions tbody tr[data-id]").first.locator("td.id")
+    _uncovered(page, first_cell)
+    table_width = page.locator("#executions").evaluate("t => t.getBoundingClientRect().width")
+    card_width = page.locator("#list").evaluate("c => c.clientWidth")
+    assert table_width >= card_width * 0.85  # the table has the card's width, not a share of it
+    _screenshot(page, "executions-phone.png")
+
+    toggle.click()
+    expect(page.locator("#start-form")).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    _no_overflow(page, 390)
+    _uncovered(page, page.locator("#start-form button[type=submit]"))
+    _uncovered(page, first_cell)  # the form pushes the table down; it does not lie over it
+    toggle.click()
+    expect(page.locator("#start-form")).to_be_hidden()
+
+    page.set_viewport_size({"width": 1400, "height": 900})  # wide: the form beside the table, no button
+    expect(toggle).to_be_hidden()
+    expect(page.locator("#start-form")).to_be_visible()
+
+
+def test_staff_follow_every_tenant_and_others_see_only_theirs(
+    live_server_url: str, page: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    User.objects.create_superuser("root", password=PASSWORD)
+    _user(tenant_a, "vic", Membership.Role.VIEWER)
+    mine, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    theirs, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 2})
+
+    _log_in(page, live_server_url, "root")
+    page.click("text=All tenants")
+    expect(page.locator("h1")).to_contain_text("of all tenants")
+    expect(page.locator(f'tr[data-id="{theirs.pk}"] td.tenant')).to_have_text("Globex")
+    expect(page.locator(f'tr[data-id="{mine.pk}"] td.tenant')).to_have_text("Acme")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    page.wait_for_timeout(500)
+    later, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 3})
+    expect(page.locator(f'tr[data-id="{later.pk}"]')).to_be_visible(timeout=20_000)
+    page.select_option('#filters select[name="tenant"]', "acme")
+    page.click('#filters button[type="submit"]')
+    expect(page.locator(f'tr[data-id="{theirs.pk}"]')).to_have_count(0)
+    expect(page.locator(f'tr[data-id="{mine.pk}"]')).to_have_count(1)
+
+    page.context.clear_cookies()
+    _log_in(page, live_server_url, "vic")
+    expect(page.locator("text=All tenants")).to_have_count(0)
+    expect(page.locator('input[name="pick"]')).to_have_count(0)  # a viewer selects nothing
+    response = page.goto(f"{live_server_url}/operator/executions/")
+    assert response is not None
+    assert response.status == 403
+    page.goto(f"{live_server_url}/?tenant=*")
+    expect(page.locator(f'tr[data-id="{mine.pk}"]')).to_have_count(1)
+    expect(page.locator(f'tr[data-id="{theirs.pk}"]')).to_have_count(0)

@@ -11,6 +11,7 @@ const OVERSCAN = 12; // rows drawn beyond each edge of the view
 const WHOLE = 250; // up to this many rows the log is drawn whole
 const FIRST_PAGE = 200; // a small first page draws the log soon; the rest come 1,000 at a time
 const PAGE = 1000;
+const SCAN = 5000; // events searched between pauses
 
 const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hour12: false });
 
@@ -82,6 +83,8 @@ export function createEventLog(box, options = {}) {
   let selected = null;
   let drawing = false;
   let countDirty = true;
+  let generation = 0; // of the filter and search: a scan stops when a newer one starts
+  let scanning = false; // a scan is under way: it takes the new events in itself, in order
   let tell = false; // read the count out (after the reader changed the filter or the search)
 
   const text = (event) => (event._text ??= `${event.type} ${stepName(event)} ${JSON.stringify(event.data)}`.toLowerCase());
@@ -131,12 +134,27 @@ export function createEventLog(box, options = {}) {
     const n = formatNumber(all.length);
     const verb = shown.length === 1 ? "matches" : "match";
     if (!filtering()) count.textContent = partial ? `${n} of ${formatNumber(options.expected)} events loaded…` : `${n} ${all.length === 1 ? "event" : "events"}`;
+    else if (scanning) count.textContent = `Searching… ${formatNumber(shown.length)} found so far`;
     else if (partial) count.textContent = `${formatNumber(shown.length)} of the ${n} events loaded so far ${verb}…`;
     else count.textContent = `${formatNumber(shown.length)} of ${n} ${all.length === 1 ? "event" : "events"} ${verb}`;
   }
 
-  function refilter() {
-    shown = filtering() ? all.filter(matches) : all;
+  /* The filter and search again over the whole log, a slice at a time with a pause between (a
+   * search over 100,000 events must not freeze the page); a newer change stops an older scan. */
+  async function refilter() {
+    const mine = ++generation;
+    if (!filtering()) { scanning = false; shown = all; countDirty = tell = true; schedule(); return; }
+    const found = [];
+    shown = found;
+    scanning = true;
+    for (let i = 0; i < all.length;) {
+      const end = Math.min(all.length, i + SCAN);
+      for (; i < end; i++) if (matches(all[i])) found.push(all[i]);
+      countDirty = true;
+      schedule();
+      if (i < all.length) { await nextTask(); if (mine !== generation) return; }
+    }
+    scanning = false;
     countDirty = tell = true;
     schedule();
   }
@@ -144,7 +162,7 @@ export function createEventLog(box, options = {}) {
   function addType(name) {
     if (types.has(name)) return;
     types.add(name);
-    const option = el("option", { value: name, text: name.replace(/^data-/, "") });
+    const option = el("option", { value: name, text: name });
     const after = [...typeSelect.options].slice(1).find((o) => o.value > name);
     typeSelect.insertBefore(option, after || null);
   }
@@ -154,7 +172,7 @@ export function createEventLog(box, options = {}) {
     for (const event of events) {
       all.push(event);
       addType(event.type);
-      if (shown !== all && matches(event)) shown.push(event);
+      if (shown !== all && !scanning && matches(event)) shown.push(event);
     }
     countDirty = true;
     schedule();

@@ -30,6 +30,9 @@ export function executionsPage() {
 
 /* The reader's zone: times are written in it, and the date filters are read in it. */
 function zone(page) {
+  const box = $("#filter-box");
+  const used = ["state", "blueprint", "q", "from", "to", "tenant"].some((key) => page.filters[key]);
+  if (box && !used && window.matchMedia("(max-width: 600px)").matches) box.open = false; // the rows first
   $("#zone").textContent = timeZone;
   const tz = $('#filters input[name="tz"]');
   const typed = page.filters.from || page.filters.to;
@@ -69,7 +72,7 @@ class ExecutionList {
       if (button) this.toggleChildren(button);
     });
     setInterval(() => this.tick(), 1000);
-    setInterval(() => localizeTimes(this.table), 30_000); // "3 minutes ago" moves on
+    setInterval(() => { localizeTimes(this.table); compactTimes(this.table); }, 30_000); // "3 minutes ago" moves on
     this.bulk = new BulkActions(this);
   }
 
@@ -79,6 +82,7 @@ class ExecutionList {
       slot.replaceWith(copyButton(slot.dataset.copy, "Copy the id"));
     }
     localizeTimes(root);
+    compactTimes(root);
     const rows = root.matches && root.matches("tr") ? [root] : root.querySelectorAll("tr[data-id]");
     const now = Date.now();
     for (const row of rows) paintDuration(row, now);
@@ -299,6 +303,7 @@ class ExecutionList {
     if (ended) {
       cell.append(el("time", { datetime: ended }));
       localizeTimes(cell);
+      compactTimes(cell);
     }
     paintDuration(row, Date.now());
     row.classList.add("flash");
@@ -360,6 +365,20 @@ class ExecutionList {
     announce(parts.join(", ") + ".");
     this.unannounced = { changed: 0, added: 0, left: 0 };
     this.announcing = setTimeout(() => { this.announcing = null; this.say(); }, ANNOUNCE_MS);
+  }
+}
+
+const clockToday = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const clockOther = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+
+/* In the table a time is short (its title keeps it whole, with the zone the page names):
+ * today's as a clock, older ones with their day. */
+function compactTimes(root) {
+  const today = new Date().toDateString();
+  for (const node of root.querySelectorAll("td.created time:not([data-relative]), td.ended time")) {
+    const at = new Date(node.getAttribute("datetime"));
+    if (Number.isNaN(at.getTime())) continue;
+    node.textContent = (at.toDateString() === today ? clockToday : clockOther).format(at);
   }
 }
 

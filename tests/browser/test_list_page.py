@@ -103,6 +103,11 @@ def test_children_open_under_their_parent(live_server_url: str, page: Any, tenan
     disclosure.click()
     expect(rows).to_have_count(1)
 
+    disclosure.click()
+    page.locator(f'tr[data-id="{kids[0].pk}"] td.id a').first.click()
+    page.wait_for_url(f"**/executions/{kids[0].pk}/")
+    expect(page.locator('a[data-link="parent"]')).to_have_attribute("href", f"/executions/{parent.pk}/")
+
 
 def test_operators_cancel_and_rerun_what_they_select(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
@@ -169,6 +174,21 @@ def test_rows_follow_the_feed_and_leave_a_state_filter(live_server_url: str, pag
     expect(gone).to_have_count(0, timeout=10_000)
     expect(page.locator("#range")).to_have_text("1\N{EN DASH}1 of 1")
     expect(page.locator("#announcer")).to_contain_text(re.compile(r"changed|no longer"))
+
+    # On a later page new executions are counted, not shown there.
+    Execution.objects.bulk_create(
+        [Execution(tenant=tenant_a, blueprint="demo.chain", input={"n": 1}, state="completed") for _ in range(30)]
+    )
+    page.goto(f"{live_server_url}/?size=25&page=2")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    total = int(page.locator("#total").inner_text())
+    shown = page.locator("#executions tbody tr[data-id]").count()
+    page.wait_for_timeout(300)
+    later, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    expect(page.locator("#list-news")).to_contain_text("1 new execution since this page was loaded.")
+    expect(page.locator("#total")).to_have_text(str(total + 1))
+    expect(page.locator(f'tr[data-id="{later.pk}"]')).to_have_count(0)
+    assert page.locator("#executions tbody tr[data-id]").count() == shown
 
     # Unfiltered, a running row's duration runs.
     slow, _ = execution_submit(tenant=tenant_a, blueprint="demo.slow", input={"steps": 30, "seconds": 0.3})

@@ -172,7 +172,8 @@ def partial_rows(request: HttpRequest, filters: ListFilters, tenants: Any, table
     if children_of:
         every = browse(ListFilters(tz=filters.tz, parent=children_of), tenants)
         rows = list(every[:CHILDREN_INLINE])
-        level = max(0, min(int(request.GET.get("level") or 1), 6))
+        level = int(request.GET["level"]) if request.GET.get("level", "").isdigit() else 1
+        level = max(1, min(level, 6))
         total = every.count() if len(rows) == CHILDREN_INLINE else len(rows)
         return JsonResponse(
             {

@@ -63,7 +63,6 @@ class ExecutionList {
     this.total = page.total;
     this.pending = new Map();
     this.flushing = null;
-    this.news = { changed: 0, added: 0, left: 0 };
     this.unannounced = { changed: 0, added: 0, left: 0 };
     this.announcing = null;
     this.missed = 0; // new executions that belong on the first page while this is another
@@ -332,15 +331,10 @@ class ExecutionList {
 
   paintRange() {
     const shown = this.topRows().length;
-    const start = Number($("#range-start").textContent.replace(/\D/g, "")) || (shown ? 1 : 0);
+    const range = $("#range-shown");
+    const start = Math.max(Number(range.dataset.start) || 1, 1);
+    range.textContent = shown ? `${formatNumber(start)}–${formatNumber(start + shown - 1)}` : "0";
     $("#total").textContent = formatNumber(this.total);
-    const end = $("#range-end");
-    if (shown) {
-      if (start === 0) $("#range-start").textContent = "1";
-      end.hidden = false;
-      end.textContent = formatNumber(Math.max(start, 1) + shown - 1);
-      if (!end.previousSibling || end.previousSibling.textContent !== "–") end.before("–");
-    }
   }
 
   showMissed() {

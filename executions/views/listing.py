@@ -104,7 +104,7 @@ def read_filters(query: QueryDict) -> ListFilters:
     except ValueError:
         size = DEFAULT_PAGE_SIZE
     return ListFilters(
-        state=query.get("state") if query.get("state") in STATES else "",
+        state=state if (state := query.get("state") or "") in STATES else "",
         blueprint=(query.get("blueprint") or "").strip()[:200],
         q=(query.get("q") or "").strip()[:200],
         created_from=_typed_moment(query.get("from")),

@@ -26,6 +26,18 @@ from .test_live_pages import PASSWORD, _log_in, _screenshot, _user
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture
+def problems(page: Any) -> list[str]:
+    """What went wrong in the page: script errors, and anything the Content Security Policy refused."""
+    found: list[str] = []
+    page.on("pageerror", lambda error: found.append(f"error: {error}"))
+    page.on(
+        "console",
+        lambda message: found.append("csp: " + message.text) if "Content Security Policy" in message.text else None,
+    )
+    return found
+
+
 def _state(execution_id: str) -> str:
     return Execution.objects.values_list("state", flat=True).get(pk=execution_id)
 
@@ -77,7 +89,9 @@ def test_dates_are_read_in_the_readers_zone_and_times_written_in_it(
         context.close()
 
 
-def test_children_open_under_their_parent(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+def test_children_open_under_their_parent(
+    live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant
+) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
     parent, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     kids = [
@@ -104,12 +118,16 @@ def test_children_open_under_their_parent(live_server_url: str, page: Any, tenan
     expect(rows).to_have_count(1)
 
     disclosure.click()
+    expect(rows).to_have_count(4)
+    assert problems == []  # on the list (the child's page is its own)
     page.locator(f'tr[data-id="{kids[0].pk}"] td.id a').first.click()
     page.wait_for_url(f"**/executions/{kids[0].pk}/")
     expect(page.locator('a[data-link="parent"]')).to_have_attribute("href", f"/executions/{parent.pk}/")
 
 
-def test_operators_cancel_and_rerun_what_they_select(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+def test_operators_cancel_and_rerun_what_they_select(
+    live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant
+) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
     done, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
     waiting = [execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})[0] for _ in range(2)]
@@ -148,9 +166,12 @@ def test_operators_cancel_and_rerun_what_they_select(live_server_url: str, page:
     page.wait_for_timeout(500)
     expect(page.locator("#bulk-result")).to_have_text("Started 1 rerun.")
     assert Execution.objects.filter(tenant=tenant_a).count() == 4
+    assert problems == []
 
 
-def test_rows_follow_the_feed_and_leave_a_state_filter(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+def test_rows_follow_the_feed_and_leave_a_state_filter(
+    live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant
+) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
     first, _ = execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})
     assert wait_until(lambda: _state(first.pk) == "waiting", timeout=20)
@@ -202,6 +223,7 @@ def test_rows_follow_the_feed_and_leave_a_state_filter(live_server_url: str, pag
     expect(row.locator(".state")).to_have_text("cancelled")
     expect(row.locator("td.ended time")).to_have_count(1)
     expect(row.locator("td.duration.live")).to_have_count(0)
+    assert problems == []
 
 
 SHAPES = {

@@ -329,17 +329,23 @@ def main() -> int:
                     state = login.storage_state()
                     login.close()
                     for size, execution_id in executions.items():
-                        runs = []
+                        url = f"{base}/executions/{execution_id}/"
+                        first: list[dict[str, Any]] = []
+                        again: list[dict[str, Any]] = []
                         for n in range(args.runs + 1):  # the first load warms the server: not counted
+                            # A first visit (a fresh browser profile: the page's script and style
+                            # sheets fetched too), then the same page again (they come from the cache).
                             context = browser.new_context(viewport={"width": 1400, "height": 900}, storage_state=state)
                             context.add_init_script(LONG_TASKS_SCRIPT)
                             tab = context.new_page()
-                            figures = time_to_interactive(tab, f"{base}/executions/{execution_id}/")
+                            figures = time_to_interactive(tab, url), time_to_interactive(tab, url)
                             context.close()
                             if n:
-                                runs.append(figures)
-                                print(f"  {size:,} events, run {n}: {figures}", flush=True)
-                        results[str(size)] = _summary(runs)
+                                first.append(figures[0])
+                                again.append(figures[1])
+                                print(f"  {size:,} events, run {n}, first visit: {figures[0]}", flush=True)
+                                print(f"  {size:,} events, run {n}, again: {figures[1]}", flush=True)
+                        results[str(size)] = {"first_visit": _summary(first), "again": _summary(again)}
                 finally:
                     browser.close()
         finally:
@@ -347,6 +353,7 @@ def main() -> int:
     rows = [
         [
             f"{int(size):,}",
+            visit.replace("_", " "),
             f"{r['interactive_ms_median']:.0f}",
             f"{r['interactive_ms_max']:.0f}",
             f"{r['log_loaded_ms_median']:.0f}",
@@ -354,13 +361,15 @@ def main() -> int:
             f"{r['longest_task_ms_max']:.0f}",
             str(r["log_rows_in_dom"]),
         ]
-        for size, r in results.items()
+        for size, by_visit in results.items()
+        for visit, r in by_visit.items()
     ]
     print()
     print(
         markdown_table(
             [
                 "events",
+                "visit",
                 "interactive p50 ms",
                 "interactive max ms",
                 "whole log p50 ms",
@@ -371,11 +380,11 @@ def main() -> int:
             rows,
         )
     )
-    ten = results.get("10000")
-    if ten:
-        met = ten["interactive_ms_median"] <= TARGET_INTERACTIVE_S * 1000
+    for visit, r in results.get("10000", {}).items():
+        met = r["interactive_ms_median"] <= TARGET_INTERACTIVE_S * 1000
         print(
-            f"\ntarget: interactive within {TARGET_INTERACTIVE_S:.0f} s at 10,000 events: {'met' if met else 'NOT met'}"
+            f"target: interactive within {TARGET_INTERACTIVE_S:.0f} s at 10,000 events, "
+            f"{visit.replace('_', ' ')}: {'met' if met else 'NOT met'} ({r['interactive_ms_median']:.0f} ms)"
         )
     if not args.tiny:
         write_json(

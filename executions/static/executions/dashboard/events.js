@@ -1,8 +1,8 @@
 /* The event log: every event of the execution in one array, the stored ones read through the API a
  * page at a time in the background, then the live ones appended. Only the rows in view are in the
  * page once the log is long (rows of a fixed height; spacers above and below give the full scroll
- * height), so a log of 100,000 events costs what 40 rows cost. A filter by type and a search over type, step and data
- * narrow it; a click on a row shows the event's data in the JSON viewer. */
+ * height), so a log of 100,000 events costs what 40 rows cost. A filter by type and a search over
+ * type, step and data narrow it; a click on a row shows the event's data in the JSON viewer. */
 import { $, TERMINAL, announce, api, el, formatNumber, short } from "./core.js";
 import { jsonView } from "./json.js";
 
@@ -85,7 +85,8 @@ export function createEventLog(box, options = {}) {
   let countDirty = true;
   let generation = 0; // of the filter and search: a scan stops when a newer one starts
   let scanning = false; // a scan is under way: it takes the new events in itself, in order
-  let tell = false; // read the count out (after the reader changed the filter or the search)
+  let tell = false;
+  let failure = ""; // why the stored events could not all be read // read the count out (after the reader changed the filter or the search)
 
   const text = (event) => (event._text ??= `${event.type} ${stepName(event)} ${JSON.stringify(event.data)}`.toLowerCase());
   const matches = (event) => (!type || event.type === type) && words.every((w) => text(event).includes(w));
@@ -137,6 +138,7 @@ export function createEventLog(box, options = {}) {
     else if (scanning) count.textContent = `Searching… ${formatNumber(shown.length)} found so far`;
     else if (partial) count.textContent = `${formatNumber(shown.length)} of the ${n} events loaded so far ${verb}…`;
     else count.textContent = `${formatNumber(shown.length)} of ${n} ${all.length === 1 ? "event" : "events"} ${verb}`;
+    if (failure) count.textContent += ". " + failure;
   }
 
   /* The filter and search again over the whole log, a slice at a time with a pause between (a
@@ -220,7 +222,7 @@ export function createEventLog(box, options = {}) {
       countDirty = true;
       schedule();
     },
-    failed(error) { count.textContent = "The log could not be read: " + error.message; },
+    failed(error) { failure = `The rest of the log could not be read (${error.message}); reload the page to try again.`; countDirty = true; schedule(); },
     get events() { return all; },
   };
 }

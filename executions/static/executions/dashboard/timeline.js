@@ -43,11 +43,13 @@ function tickStep(span, want) {
   return 10 * power;
 }
 
-/** A tick's label: "+0 s", "+500 ms", "+2 s", "+1.5 s", "+2 min", "+1 h 5 min". */
+/** A tick's label: "+0 s", "+500 ms", "+2 s", "+1.5 s", "+2 min", "+1 min 20 s", "+1 h". */
 function tickLabel(ms, step) {
   if (ms === 0) return "+0 s";
   if (step < 1000 && ms < 1000) return `+${Math.round(ms)} ms`;
   if (ms < 60_000) return `+${Math.round(ms / 100) / 10} s`;
+  if (ms % 3_600_000 === 0) return `+${ms / 3_600_000} h`;
+  if (ms % 60_000 === 0 && ms < 3_600_000) return `+${ms / 60_000} min`;
   return "+" + formatDuration(ms);
 }
 
@@ -209,7 +211,8 @@ export function createTimeline(box) {
     if (key === axisKey) return;
     axisKey = key;
     const ticks = [];
-    for (let t = 0; t <= span; t += step) {
+    // No tick within half a step of the end: its label would run into the one before.
+    for (let t = 0; t === 0 || t <= span - step / 2; t += step) {
       ticks.push(el("span", { class: "tl-tick", title: localTime(new Date(t0 + t).toISOString()), style: { left: (100 * t) / span + "%" } },
         el("span", { text: tickLabel(t, step) })));
     }

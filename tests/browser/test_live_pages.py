@@ -85,7 +85,7 @@ def test_start_watch_and_cancel_from_the_dashboard(live_server_url: str, page: A
     assert _state(execution_id) == "cancelled"
 
     page.goto(f"{live_server_url}/usage/")
-    expect(page.locator(".bar-row").first).to_contain_text("Running now")
+    expect(page.locator(".meter-row").first).to_contain_text("Running now")
     _screenshot(page, "usage.png")
 
 
@@ -119,7 +119,7 @@ def test_cancel_from_the_admin_change_page_and_the_list_follows(
     page.once("dialog", lambda dialog: dialog.accept())  # "Cancel this execution?"
     page.click("form.execution-control button[value=cancel]")
     expect(page.locator(".field-state .readonly")).to_have_text("Cancelled", timeout=5_000)
-    expect(page.locator("ul.messagelist")).to_contain_text("cancel: done")
+    expect(page.locator("ul.messagelist")).to_contain_text("Cancelled.")
     assert page.url.endswith("/change/")  # no reload: the socket carried the control
     assert _state(execution.pk) == "cancelled"
 

@@ -143,11 +143,11 @@ export const timeZone = zone;
 
 /** A button that copies `text` and says so. */
 export function copyButton(text, label = "Copy") {
-  const button = el("button", { type: "button", class: "copy", "aria-label": label + ": " + short(text, 60), title: "Copy to the clipboard", text: "⧉" });
+  const button = el("button", { type: "button", class: "copy", "aria-label": label + ": " + short(text, 60), title: "Copy to the clipboard", text: "Copy" });
   button.addEventListener("click", async () => {
-    try { await navigator.clipboard.writeText(text); button.textContent = "✓"; announce("Copied."); }
-    catch (e) { button.textContent = "✗"; }
-    setTimeout(() => { button.textContent = "⧉"; }, 1200);
+    try { await navigator.clipboard.writeText(text); button.textContent = "Copied"; announce("Copied."); }
+    catch (e) { button.textContent = "Not copied"; }
+    setTimeout(() => { button.textContent = "Copy"; }, 1200);
   });
   return button;
 }

@@ -216,6 +216,11 @@ def test_live_events_come_in_and_the_log_follows_only_at_its_bottom(
     assert wait_until(lambda: Execution.objects.get(pk=slow.pk).state == "running", timeout=20)
     page.goto(f"{live_server_url}/executions/{slow.pk}/")
     expect(page.locator("#state")).to_have_text("running")
+    # While it runs the axis grows with the clock (one value on the box: the bars follow by CSS).
+    span = "() => Number(getComputedStyle(document.querySelector('#waterfall')).getPropertyValue('--span'))"
+    before = page.evaluate(span)
+    page.wait_for_timeout(1_200)
+    assert page.evaluate(span) > before > 0
     box = page.locator("#event-log .log-scroll")
     page.wait_for_function(f"() => {TIMELINE_STEPS} >= 128", timeout=30_000)
     newest = page.evaluate(
@@ -226,10 +231,20 @@ def test_live_events_come_in_and_the_log_follows_only_at_its_bottom(
     assert newest >= 256
     # Past 250 events only the rows in view (and a few beyond) are in the page.
     assert page.locator("#events tbody tr").count() < 100
+    # The timeline draws step by step: steps that start and end below the rows in view (its top,
+    # steps long finished) change nothing in those rows.
+    page.evaluate(
+        """() => {
+          window.__rowChanges = 0;
+          new MutationObserver((list) => { window.__rowChanges += list.length; })
+            .observe(document.querySelector('#waterfall .tl-rows'), { subtree: true, childList: true, attributes: true, characterData: true });
+        }"""
+    )
     # The reader scrolls up: new events no longer move the view.
     box.evaluate("(n) => { n.scrollTop = 0; }")
     page.wait_for_function(f"() => {TIMELINE_STEPS} >= 134", timeout=30_000)
     assert box.evaluate("(n) => n.scrollTop") == 0
+    assert page.evaluate("window.__rowChanges") == 0
     expect(page.locator("#events tbody tr").first).to_contain_text("execution-start")
     # Back at the bottom it follows again.
     box.evaluate("(n) => { n.scrollTop = n.scrollHeight; }")

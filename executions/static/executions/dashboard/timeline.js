@@ -61,6 +61,7 @@ export function createTimeline(box) {
   let endedAt = null;
   let orderChanged = true;
   let range = [0, 0];
+  let drawn = []; // the ids of the rows in the page, in order
   let axisKey = "";
 
   const axis = el("div", { class: "tl-axis", "aria-hidden": "true" });
@@ -191,9 +192,12 @@ export function createTimeline(box) {
     if (orderChanged || first !== range[0] || last !== range[1]) {
       padTop.style.height = first * ROW + "px";
       padBottom.style.height = (order.length - last) * ROW + "px";
-      const list = [];
-      for (let i = first; i < last; i++) list.push(rowFor(order[i]));
-      rows.replaceChildren(...list);
+      const ids = order.slice(first, last);
+      // A step added out of view leaves the rows in view as they are (only a spacer grows).
+      const same = ids.length === drawn.length && ids.every((id, i) => id === drawn[i]);
+      if (same) for (const id of ids) rowFor(id);
+      else rows.replaceChildren(...ids.map(rowFor));
+      drawn = ids;
       range = [first, last];
       orderChanged = false;
     } else {

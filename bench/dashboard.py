@@ -2,13 +2,15 @@
 
 One finished execution of 10,000 events (about 3,300 steps: each a start, a usage report and an
 end; some nested under a parent step; one step fails and so does the run) is written straight
-into the platform's tables, as the runtime stores them. A web process (daphne, as deployed)
-serves it, and Debian's Chromium opens ``/executions/<id>/``. Time to interactive is from the
-navigation's start until the page is usable: the state badge says "failed", the timeline and the
-event log are drawn, and a choice in the log's type filter has been answered (the filtered count
-shown). Also measured: when the whole log is in memory (read through the API in the background),
-and the page's long tasks (PerformanceObserver), the longest of which is what a reader feels as
-a frozen tab.
+into the platform's tables (a SQLite database of the benchmark's own), as the runtime stores
+them. ``manage.py runserver`` serves it (as the browser tests start it: it serves the page's
+script and style sheets too) and Debian's Chromium opens ``/executions/<id>/``, first in a fresh
+profile, then again with its cache. Time to interactive is from the navigation's start until the
+page is usable: the state badge says "failed", the timeline and the event log are drawn, and a
+choice in the log's type filter has been answered (the count of matches shown). Also measured:
+when the whole log is in memory (read through the API behind the page), a search over it, and
+the page's long tasks (PerformanceObserver), the longest of which is what a reader feels as a
+frozen tab.
 
     .venv/bin/python -m bench.dashboard                # 10,000 and 100,000 events
     .venv/bin/python -m bench.dashboard --tiny         # 1,000 events: a CI smoke check, no JSON

@@ -146,13 +146,13 @@ def test_a_10000_event_execution_is_usable_at_once(live_server_url: str, page: A
     assert indent[1] > indent[0]
     expect(first.locator(".tl-glyph")).to_have_text("✓")
     assert "fan-out-0: completed," in (first.get_attribute("title") or "")
-    # Scrolling the timeline to the failed step shows it failed (✕), its bar patterned.
+    # Scrolling the timeline to the failed step shows it failed (✗), its bar patterned.
     position = list(Step.objects.filter(execution=execution).order_by("position").values_list("id", flat=True)).index(
         failed.pk
     )
     page.evaluate("(y) => { document.querySelector('#waterfall .tl-scroll').scrollTop = y; }", position * 22)
     bad = page.locator(f'#waterfall .tl-row[data-step="{failed.pk}"]')
-    expect(bad.locator(".tl-glyph")).to_have_text("✕")
+    expect(bad.locator(".tl-glyph")).to_have_text("✗")
     assert "failed" in (bad.get_attribute("title") or "")
     assert "gradient" in bad.locator(".tl-bar").evaluate("(n) => getComputedStyle(n).backgroundImage")
 

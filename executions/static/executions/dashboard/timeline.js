@@ -14,7 +14,8 @@ import { $, TERMINAL, el, formatDuration, localTime } from "./core.js";
 
 const ROW = 22; // px: .tl-row in log.css
 const OVERSCAN = 8;
-const GLYPH = { running: "▶", completed: "✓", failed: "✕", cancelled: "⊘", waiting: "‖", paused: "‖", pending: "·", skipped: "–" };
+// The same signs as the graph's (graph.js) and its legend.
+const GLYPH = { pending: "○", running: "▶", completed: "✓", failed: "✗", paused: "‖", waiting: "◷", cancelled: "⊘", skipped: "↷" };
 
 export function timelinePart(view) {
   const timeline = createTimeline($("#waterfall"));
@@ -161,7 +162,7 @@ export function createTimeline(box) {
     row.title = text;
     row.setAttribute("aria-label", text);
     const [label, track] = row.children;
-    label.firstChild.textContent = GLYPH[state] || "·";
+    label.firstChild.textContent = GLYPH[state] || "○";
     label.lastChild.textContent = step.name;
     label.style.paddingLeft = Math.min(depth, 8) * 0.8 + "rem";
     const bar = track.firstChild;

@@ -181,3 +181,26 @@ def test_a_big_graph_and_its_next_node_are_in_the_page(tenant_a: Tenant, enqueue
     page = _page_json(client.get(f"/executions/{waiting.pk}/").content.decode())
     assert page["next_nodes"] == ["approve"]  # asked, and runs again with the answer
     assert page["steps"][-1]["output"]["interrupted"] == "approval"
+
+
+def test_a_big_step_output_stays_out_of_the_page_and_is_read_whole_on_request(
+    tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    client, _ = _login(tenant_a, Membership.Role.VIEWER)
+    execution = _ran(tenant_a, "demo.pipeline", {"text": "hello hello world"})
+    small, big = execution.steps.order_by("position")[:2]
+    reply = {"text": "x" * 50_000}
+    big.output = reply
+    big.save(update_fields=["output"])
+
+    html = client.get(f"/executions/{execution.pk}/").content.decode()
+    assert "x" * 3000 not in html
+    steps = {s["id"]: s for s in _page_json(html)["steps"]}
+    assert steps[big.pk]["output"] is None
+    assert steps[big.pk]["output_cut"] is True
+    assert steps[big.pk]["output_preview"].startswith('{"text":"xxx')
+    assert steps[small.pk]["output"] == small.output  # a small one comes whole
+    assert "output_cut" not in steps[small.pk]
+
+    whole = client.get(f"/executions/{execution.pk}/steps/{big.pk}.json").json()
+    assert whole["step"]["output"] == reply

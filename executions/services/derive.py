@@ -99,7 +99,7 @@ def execution_fork(
     if state is not KEEP:
         _check_state(tenant, state)
     graph = entry.build(source.input)
-    lane = _lane_before(source, step, entry, graph)
+    lane = lane_before(source, step, entry, graph)
     if state is not KEEP:
         lane = Lane(lane.key, lane.node, state)
     with transaction.atomic():
@@ -169,7 +169,7 @@ def _check_state(tenant: Tenant, state: Any) -> None:
         )
 
 
-def _lane_before(source: Execution, step: Step, entry: CatalogEntry, graph: Any) -> Lane:
+def lane_before(source: Execution, step: Step, entry: CatalogEntry, graph: Any) -> Lane:
     """Where ``step`` started: its node, and the state it was given."""
     started = (
         ExecutionEvent.objects.filter(execution=source, step_id=step.pk, type=EventType.STEP_START.value)

@@ -3,6 +3,7 @@ that step starts from, and for a model's step the conversation it sent)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -16,7 +17,7 @@ from executions.kernel.events import EventType
 from executions.kernel.persistence import Position
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Checkpoint, Execution, ExecutionEvent, PastCheckpoint, Step
-from executions.services.derive import FORKABLE_STATES, _lane_before
+from executions.services.derive import FORKABLE_STATES, lane_before
 from executions.views.common import Seat, no_tenant, render_page, seat_for
 from tenants.models import TenantLimits
 
@@ -74,7 +75,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
             "origin": execution.origin,
         },
         "last_seq": last_seq,
-        "steps": [_step(step) for step in steps],
+        "steps": [_step_outline(step) for step in steps],
         "graph": selectors.execution_graph_outline(execution=execution),
         # Where the run goes on from (its latest checkpoint): a paused run's next node.
         "next_nodes": _next_nodes(execution),
@@ -122,7 +123,7 @@ def execution_step_detail(request: HttpRequest, execution_id: str, step_id: str)
         body["reason"] = f"The execution is {execution.state}; fork it once it has ended, paused or waits."
     try:
         entry = blueprint_lookup(tenant=execution.tenant, name=execution.blueprint, version=execution.blueprint_version)
-        lane = _lane_before(execution, step, entry, entry.build(execution.input))
+        lane = lane_before(execution, step, entry, entry.build(execution.input))
     except (InvalidInput, NotFound) as refused:
         body["reason"] = body["reason"] or refused.message
     except (KeyError, TypeError, ValueError):
@@ -240,6 +241,26 @@ def _next_nodes(execution: Execution) -> list[str]:
         return [lane.node for lane in Position.from_dict(checkpoint.data["position"]).lanes if lane.node]
     except (KeyError, TypeError, ValueError):
         return []
+
+
+# A step's output is put in the page up to this many bytes of JSON; a bigger one is shown by its
+# start and read whole when the reader opens it (a run of thousands of model steps would
+# otherwise put megabytes of replies into the page before anything is drawn).
+PAGE_OUTPUT_BYTES = 2000
+
+
+def _step_outline(step: Step) -> dict[str, Any]:
+    """A step as the page starts from: everything but an output too big to send up front."""
+    outline = _step(step)
+    if step.output is None:
+        return outline
+    text = json.dumps(step.output, default=str, separators=(",", ":"))
+    if len(text.encode()) > PAGE_OUTPUT_BYTES:
+        outline["output"] = None
+        outline["output_cut"] = True
+        outline["output_preview"] = text[:200]
+        outline["interrupted"] = isinstance(step.output, dict) and bool(step.output.get("interrupted"))
+    return outline
 
 
 def _step(step: Step) -> dict[str, Any]:

@@ -36,6 +36,7 @@ export function executionPage() {
       id: s.id, name: s.name, type: s.step_type, state: s.state, attempt: s.attempt, parent: s.parent_step_id || "",
       start: s.started_at ? Date.parse(s.started_at) : null, end: s.ended_at ? Date.parse(s.ended_at) : null,
       duration_ms: s.duration_ms, output: s.output, error: s.error,
+      output_cut: s.output_cut || false, output_preview: s.output_preview, interrupted: s.interrupted || false,
     }])),
   };
 
@@ -70,7 +71,7 @@ export function executionPage() {
       step.end = Date.parse(event.timestamp);
       step.state = event.type === "data-step-end" ? "completed" : d.error && d.error.category === "cancelled" ? "cancelled" : "failed";
       if (d.duration_ms !== undefined) step.duration_ms = d.duration_ms;
-      if (event.type === "data-step-end") step.output = d.output; else step.error = d.error;
+      if (event.type === "data-step-end") { step.output = d.output; step.output_cut = false; } else step.error = d.error;
       view.steps.set(event.step_id, step);
     }
     if (page.states[event.type]) {

@@ -21,7 +21,7 @@ export const BIG_GRAPH = 60;
 export function shownState(step, view) {
   if (!step) return "pending";
   if (step.state === "failed" && step.error && step.error.category === "cancelled") return "cancelled";
-  if (step.state === "completed" && step.output && typeof step.output === "object" && step.output.interrupted) {
+  if (step.state === "completed" && (step.interrupted || (step.output && typeof step.output === "object" && step.output.interrupted))) {
     if (view.state === "waiting") return "waiting";
     if (view.state === "cancelled" || view.state === "failed") return "cancelled";
   }

@@ -2,6 +2,7 @@
  * filter by state; durations written as people read them; a step's output (or error) shown whole
  * in the JSON viewer on a click. */
 import { $, el, formatDuration, formatNumber, short, stateBadge } from "./core.js";
+import { shownState } from "./graph.js";
 import { jsonView } from "./json.js";
 
 export const STEPS_PER_PAGE = 50;
@@ -27,8 +28,16 @@ export function stepsPart(view) {
     return null;
   }
 
-  function open(step, index) {
-    const value = step.state === "failed" || step.state === "cancelled" ? step.error : step.output;
+  async function open(step, index) {
+    let value = step.state === "failed" || step.state === "cancelled" ? step.error : step.output;
+    if (step.output_cut && value === step.output) {
+      // A big output is not in the page: read the step whole.
+      try {
+        const response = await fetch(`/executions/${view.id}/steps/${step.id}.json`, { credentials: "same-origin" });
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        value = (await response.json()).step.output;
+      } catch (e) { value = `The output could not be read (${e.message}).`; }
+    }
     detail.hidden = false;
     detail.replaceChildren(
       el("div", { class: "log-detail-head" },
@@ -41,10 +50,10 @@ export function stepsPart(view) {
 
   function row(step, index) {
     const failed = step.state === "failed" || step.state === "cancelled";
-    const value = failed ? step.error && (step.error.message ?? step.error) : step.output;
+    const value = failed ? step.error && (step.error.message ?? step.error) : step.output_cut ? step.output_preview : step.output;
     const preview = value === undefined || value === null ? "" : short(value, 80);
     const badge = el("span", {});
-    stateBadge(badge, step.state || "pending");
+    stateBadge(badge, shownState(step, view));
     const button = preview ? el("button", { type: "button", class: "output-open", text: preview, title: "Show it whole", "aria-label": `${step.name}: show the ${failed ? "error" : "output"}` }) : null;
     if (button) button.addEventListener("click", () => open(step, index));
     return el("tr", { "data-step": step.id },
@@ -55,7 +64,7 @@ export function stepsPart(view) {
   function draw() {
     changed = false;
     const all = [...view.steps.values()];
-    list = state ? all.map((s, i) => [s, i + 1]).filter(([s]) => (s.state || "pending") === state) : all.map((s, i) => [s, i + 1]);
+    list = state ? all.map((s, i) => [s, i + 1]).filter(([s]) => shownState(s, view) === state) : all.map((s, i) => [s, i + 1]);
     const pages = Math.max(1, Math.ceil(list.length / STEPS_PER_PAGE));
     if (stayOnLast) page = pages - 1;
     page = Math.min(page, pages - 1);
@@ -79,7 +88,8 @@ export function stepsPart(view) {
   stateSelect.addEventListener("change", () => { state = stateSelect.value; page = 0; stayOnLast = false; draw(); });
 
   return {
-    event(event) { if (event.step_id) changed = true; },
+    // A step's shown state can follow the execution's (a wait, a cancel): redraw on those too.
+    event(event) { if (event.step_id || view.page.states[event.type]) changed = true; },
     render() { if (changed) draw(); },
     tick() {
       // Running steps' durations grow with the clock: only the rows on this page.

@@ -11,6 +11,7 @@
  * since the epoch); `draw` puts them on screen (at most once a frame: the page calls it from its
  * render). */
 import { $, TERMINAL, el, formatDuration, localTime } from "./core.js";
+import { shownState } from "./graph.js";
 
 const ROW = 22; // px: .tl-row in log.css
 const OVERSCAN = 8;
@@ -21,11 +22,20 @@ export function timelinePart(view) {
   const timeline = createTimeline($("#waterfall"));
   const changed = new Set(view.steps.keys());
   if (view.startedAt) timeline.origin(view.startedAt);
+  let executionState = view.state;
   return {
     event(event) { if (event.step_id) changed.add(event.step_id); },
     render() {
+      if (view.state !== executionState) {
+        // A step's shown state can follow the execution's (a wait, a cancel): look at those again.
+        executionState = view.state;
+        for (const step of view.steps.values()) if (step.state === "running" || step.interrupted || (step.output && step.output.interrupted)) changed.add(step.id);
+      }
       const steps = [];
-      for (const id of changed) { const step = view.steps.get(id); if (step && step.start) steps.push(step); }
+      for (const id of changed) {
+        const step = view.steps.get(id);
+        if (step && step.start) steps.push({ ...step, state: shownState(step, view) });
+      }
       changed.clear();
       if (view.startedAt) timeline.origin(view.startedAt);
       timeline.update(steps);

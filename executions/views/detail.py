@@ -76,6 +76,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         },
         "last_seq": last_seq,
         "steps": [_step_outline(step) for step in steps],
+        "child_runs": [_child_run(child) for child in related["children"]],
         "graph": selectors.execution_graph_outline(execution=execution),
         # Where the run goes on from (its latest checkpoint): a paused run's next node.
         "next_nodes": _next_nodes(execution),
@@ -207,6 +208,25 @@ def _llm_exchange(execution: Execution, step: Step) -> dict[str, Any]:
     }
 
 
+# Children listed and drawn on the page; the list at ?parent= has them all.
+CHILDREN_SHOWN = 200
+
+
+def _child_run(child: Execution) -> dict[str, Any]:
+    """A child execution as the timeline draws it, under the step of the node that started it
+    (the node's name is the last part of the child's idempotency key: ``child:<parent>:<visit>:<node>``)."""
+    key = child.idempotency_key or ""
+    return {
+        "id": child.pk,
+        "blueprint": child.blueprint,
+        "state": child.state,
+        "created_at": child.created_at,
+        "started_at": child.started_at,
+        "ended_at": child.ended_at,
+        "node": key.split(":", 3)[3] if key.startswith("child:") and key.count(":") >= 3 else "",
+    }
+
+
 def _related(execution: Execution) -> dict[str, Any]:
     """Where it came from and what came of it: parent, children, reruns and forks."""
     return {
@@ -214,7 +234,12 @@ def _related(execution: Execution) -> dict[str, Any]:
         "source": execution.source,
         "schedule": execution.schedule,
         "started_by": execution.created_by.get_username() if execution.created_by else "",
-        "children": list(execution.children.order_by("created_at").only("id", "state", "blueprint", "created_at")),
+        "children": list(
+            execution.children.order_by("created_at").only(
+                "id", "state", "blueprint", "created_at", "started_at", "ended_at", "idempotency_key"
+            )[:CHILDREN_SHOWN]
+        ),
+        "children_count": execution.children.count(),
         "derived": list(
             execution.derived.order_by("created_at").only("id", "state", "origin", "blueprint", "created_at")
         ),

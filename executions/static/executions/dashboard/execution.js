@@ -9,6 +9,7 @@
  * is not finished (for what grows with the clock: durations, wall time). */
 import { $, TERMINAL, liveSocket } from "./core.js";
 import { artifactsPart } from "./artifacts.js";
+import { childrenPart } from "./children.js";
 import { controlsPart } from "./controls.js";
 import { eventLogPart } from "./events.js";
 import { graphPart } from "./graph.js";
@@ -43,12 +44,15 @@ export function executionPage() {
   let socket = null;
   const send = (frame) => (socket ? socket.send(frame) : false);
   const parts = [
-    summaryPart(view), controlsPart(view, send), graphPart(view), timelinePart(view), stepsPart(view),
+    childrenPart(view), summaryPart(view), controlsPart(view, send), graphPart(view), timelinePart(view), stepsPart(view),
     artifactsPart(view), eventLogPart(view), llmPart(view),
   ];
   const call = (method, ...args) => { for (const part of parts) if (part[method]) part[method](...args); };
 
   let drawing = false;
+  // A part that learns something other than through the execution's events (the tenant feed's
+  // news of a child) asks for a frame with view.invalidate().
+  view.invalidate = () => scheduleRender();
   function scheduleRender() {
     if (drawing) return;
     drawing = true;

@@ -37,12 +37,30 @@ export function timelinePart(view) {
         if (step && step.start) steps.push({ ...step, state: shownState(step, view) });
       }
       changed.clear();
+      for (const id of view.childrenChanged || []) {
+        const child = view.childRuns.get(id);
+        if (child && child.start) steps.push(childRow(child, view));
+      }
+      if (view.childrenChanged) view.childrenChanged.clear();
       if (view.startedAt) timeline.origin(view.startedAt);
       timeline.update(steps);
       timeline.finish(TERMINAL.has(view.state) ? view.endedAt : null);
       timeline.draw();
     },
     tick() { timeline.draw(); },
+  };
+}
+
+/** A child execution as a row of the timeline: under the last step of the node that started it
+ * before it was created, linked to its own page. */
+function childRow(child, view) {
+  let parent = "";
+  for (const step of view.steps.values()) {
+    if (step.name === child.node && step.start && step.start <= child.start) parent = step.id;
+  }
+  return {
+    id: "child:" + child.id, name: `child ${child.id} (${child.blueprint})`, state: child.state,
+    start: child.start, end: child.end, parent, href: `/executions/${child.id}/`,
   };
 }
 
@@ -186,7 +204,8 @@ export function createTimeline(box) {
     const record = records.get(id);
     if (!record.row) {
       record.row = el("div", { class: "tl-row", role: "listitem", "data-step": id },
-        el("span", { class: "tl-label" }, el("span", { class: "tl-glyph", "aria-hidden": "true" }), el("span", { class: "tl-name" })),
+        el("span", { class: "tl-label" }, el("span", { class: "tl-glyph", "aria-hidden": "true" }),
+          record.step.href ? el("a", { class: "tl-name", href: record.step.href }) : el("span", { class: "tl-name" })),
         el("span", { class: "tl-track" }, el("span", { class: "tl-bar" })));
       record.dirty = true;
     }

@@ -338,3 +338,63 @@ def test_an_operator_rotates_a_secret_once_a_viewer_cannot_and_another_tenants_i
     assert operator.post("/webhooks/", {"action": "rotate-secret", "webhook": theirs.pk}).status_code == 404
     assert decrypt(WebhookEndpoint.objects.get(pk=theirs.pk).secret_ciphertext) == "s1"
     assert operator.post("/webhooks/", {"action": "explode", "webhook": mine.pk}).status_code == 404
+
+
+# --- the number of queries of the schedules and webhooks pages ------------------------------------
+
+
+def _queries(client: Client, path: str) -> tuple[int, str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(path)
+    assert response.status_code == 200
+    return len(queries), response.content.decode()
+
+
+def test_the_schedules_page_reads_the_recent_runs_of_all_schedules_at_once(tenant_a: Tenant) -> None:
+    client = _login(tenant_a, Membership.Role.VIEWER)
+    counts, newest = [], {}
+    for total in (2, 20):
+        while Schedule.objects.filter(tenant=tenant_a).count() < total:
+            n = Schedule.objects.filter(tenant=tenant_a).count()
+            schedule = schedule_create(
+                tenant=tenant_a, name=f"every-{n}", blueprint="demo.chain", input={"n": 1}, interval_seconds=60 + n
+            )
+            runs = []
+            for minutes in range(7, 0, -1):  # seven runs, the five newest shown
+                execution = _execution(tenant_a, at=timezone.now() - timedelta(minutes=minutes + n), state="completed")
+                Execution.objects.filter(pk=execution.pk).update(schedule=schedule)
+                runs.append(execution.pk)
+            newest[schedule.pk] = runs[::-1][:5]
+        count, html = _queries(client, "/schedules/")
+        counts.append(count)
+    assert counts[0] == counts[1], counts  # not one more query per schedule
+    for schedule_id, runs in newest.items():
+        row = _section(html, f'data-schedule="{schedule_id}"')
+        recent = row[row.index('class="recent"') :]
+        assert list(re.findall(r'href="/executions/(\w+)/"', recent)) == runs
+
+
+def test_the_webhooks_page_reads_the_deliveries_of_all_webhooks_at_once(tenant_a: Tenant) -> None:
+    client = _login(tenant_a, Membership.Role.VIEWER)
+    run = _execution(tenant_a, at=timezone.now(), state="failed")
+    _delivery(None, run, state="failed", attempts=1)
+    counts, newest = [], {}
+    for total in (2, 20):
+        while WebhookEndpoint.objects.filter(tenant=tenant_a).count() < total:
+            n = WebhookEndpoint.objects.filter(tenant=tenant_a).count()
+            endpoint = _endpoint(tenant_a, f"https://hooks.example.com/{n}")
+            made = [_delivery(endpoint, run, attempts=1) for _ in range(12)]  # twelve, the ten newest shown
+            for age, delivery in enumerate(made[::-1]):
+                WebhookDelivery.objects.filter(pk=delivery.pk).update(
+                    created_at=timezone.now() - timedelta(minutes=n, seconds=age)
+                )
+            newest[endpoint.pk] = [d.pk for d in made[::-1][:10]]
+        count, html = _queries(client, "/webhooks/")
+        counts.append(count)
+    assert counts[0] == counts[1], counts  # not one more query per webhook
+    for endpoint_id, deliveries in newest.items():
+        section = _section(html, f'data-webhook="{endpoint_id}"').split('id="submission-deliveries"')[0]
+        assert list(re.findall(r'data-delivery="(\w+)"', section)) == deliveries

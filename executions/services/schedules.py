@@ -20,7 +20,8 @@ from typing import Any
 
 from croniter import CroniterError, croniter
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from enact_platform.errors import Conflict, InvalidInput, NotFound, PlatformError
@@ -112,6 +113,29 @@ def next_runs(schedule: Schedule, count: int = 5, *, after: datetime | None = No
 
 def schedule_list(*, tenant: Tenant) -> QuerySet[Schedule]:
     return Schedule.objects.filter(tenant=tenant)
+
+
+def schedules_recent_executions(
+    *, tenant: Tenant, schedule_ids: list[str], limit: int = 5
+) -> dict[str, list[Execution]]:
+    """The executions each schedule's last firings started, newest first, keyed by schedule id:
+    one query however many schedules (each schedule's rows numbered, the first ``limit`` kept)."""
+    rows = (
+        Execution.objects.for_tenant(tenant)
+        .filter(schedule_id__in=schedule_ids)
+        .only("id", "state", "created_at", "ended_at", "schedule_id", "tenant_id")
+        .annotate(
+            recent_rank=Window(
+                RowNumber(), partition_by=[F("schedule_id")], order_by=[F("created_at").desc(), F("id").desc()]
+            )
+        )
+        .filter(recent_rank__lte=limit)
+        .order_by("schedule_id", "-created_at", "-id")
+    )
+    found: dict[str, list[Execution]] = {schedule_id: [] for schedule_id in schedule_ids}
+    for execution in rows:
+        found[execution.schedule_id].append(execution)
+    return found
 
 
 def schedule_get(*, tenant: Tenant, schedule_id: Any) -> Schedule:

@@ -47,7 +47,8 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from enact_platform.errors import InvalidInput, NotFound
@@ -253,6 +254,27 @@ def webhook_rotate_secret(*, tenant: Tenant, webhook_id: Any) -> tuple[WebhookEn
 def webhook_deliveries(*, tenant: Tenant, webhook_id: Any) -> QuerySet[WebhookDelivery]:
     endpoint = webhook_get(tenant=tenant, webhook_id=webhook_id)
     return WebhookDelivery.objects.filter(tenant=tenant, endpoint=endpoint).prefetch_related("attempt_log")
+
+
+def webhooks_recent_deliveries(
+    *, tenant: Tenant, webhook_ids: list[str], limit: int = 10
+) -> dict[str, list[WebhookDelivery]]:
+    """Each endpoint's latest deliveries, newest first, keyed by endpoint id: one query however
+    many endpoints (each endpoint's rows numbered, the first ``limit`` kept), no attempts."""
+    rows = (
+        WebhookDelivery.objects.filter(tenant=tenant, endpoint_id__in=webhook_ids)
+        .annotate(
+            recent_rank=Window(
+                RowNumber(), partition_by=[F("endpoint_id")], order_by=[F("created_at").desc(), F("id").desc()]
+            )
+        )
+        .filter(recent_rank__lte=limit)
+        .order_by("endpoint_id", "-created_at", "-id")
+    )
+    found: dict[str, list[WebhookDelivery]] = {webhook_id: [] for webhook_id in webhook_ids}
+    for delivery in rows:
+        found[delivery.endpoint_id].append(delivery)
+    return found
 
 
 def deliveries_list(

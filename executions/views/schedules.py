@@ -11,9 +11,8 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from enact_platform.errors import NotFound
-from executions.models import Schedule
+from executions.models import Execution, Schedule
 from executions.services import schedules
-from executions.stats import schedule_recent_executions
 from executions.views.common import no_tenant, render_page, seat_for
 
 RECENT = 5
@@ -35,8 +34,7 @@ def _when(schedule: Schedule) -> str:
     return f"every {seconds} s"
 
 
-def _row(seat_tenant: Any, schedule: Schedule) -> dict[str, Any]:
-    recent = list(schedule_recent_executions(tenant=seat_tenant, schedule=schedule, limit=RECENT))
+def _row(schedule: Schedule, recent: list[Execution]) -> dict[str, Any]:
     last = recent[0] if recent else None
     # The last firing started `last` unless it came later (it was skipped, or refused).
     # A firing reads the clock, then submits: its execution is created at or just after it.
@@ -60,7 +58,11 @@ def schedules_page(request: HttpRequest) -> HttpResponse:
     seat = seat_for(request)
     if seat is None:
         return no_tenant(request)
-    rows = [_row(seat.tenant, schedule) for schedule in schedules.schedule_list(tenant=seat.tenant)]
+    listed = list(schedules.schedule_list(tenant=seat.tenant))
+    recent = schedules.schedules_recent_executions(
+        tenant=seat.tenant, schedule_ids=[s.pk for s in listed], limit=RECENT
+    )
+    rows = [_row(schedule, recent[schedule.pk]) for schedule in listed]
     return render_page(request, "dashboard/schedules.html", seat, rows=rows)
 
 

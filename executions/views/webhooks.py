@@ -33,8 +33,7 @@ def _delivery(delivery: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-def _endpoint(seat: Seat, endpoint: WebhookEndpoint) -> dict[str, Any]:
-    recent = webhooks.webhook_deliveries(tenant=seat.tenant, webhook_id=endpoint.pk)[:RECENT]
+def _endpoint(endpoint: WebhookEndpoint, recent: list[WebhookDelivery]) -> dict[str, Any]:
     return {
         "endpoint": endpoint,
         "events": [(event, EVENT_WORDS.get(event, event)) for event in endpoint.events or ()],
@@ -43,8 +42,11 @@ def _endpoint(seat: Seat, endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 
 def _page(request: HttpRequest, seat: Seat, *, new_secret: tuple[str, str] | None = None) -> HttpResponse:
-    endpoints = [_endpoint(seat, e) for e in webhooks.webhook_list(tenant=seat.tenant)]
-    own = webhooks.deliveries_list(tenant=seat.tenant).filter(endpoint__isnull=True)[:RECENT]
+    listed = list(webhooks.webhook_list(tenant=seat.tenant))
+    recent = webhooks.webhooks_recent_deliveries(tenant=seat.tenant, webhook_ids=[e.pk for e in listed], limit=RECENT)
+    endpoints = [_endpoint(e, recent[e.pk]) for e in listed]
+    # The page shows no attempts: none read.
+    own = webhooks.deliveries_list(tenant=seat.tenant).filter(endpoint__isnull=True).prefetch_related(None)[:RECENT]
     return render_page(
         request,
         "dashboard/webhooks.html",

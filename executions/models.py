@@ -171,6 +171,9 @@ class ExecutionEvent(models.Model):
     class Meta:
         ordering = ["execution", "seq"]
         constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="one_event_per_seq")]
+        # One step's events (a fork's starting point, a model step's exchange) without reading
+        # the whole execution's log.
+        indexes = [models.Index(fields=["execution", "step_id", "seq"], name="event_by_step")]
 
     def __str__(self) -> str:
         return f"{self.execution_id}#{self.seq} {self.type}"

@@ -10,14 +10,18 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-from executions.models import Execution
+from executions.kernel.ids import new_step_id
+from executions.models import Execution, ExecutionEvent, Step
 from executions.runtime.run import execution_run
 from executions.services.blueprints import blueprint_save
 from executions.services.derive import execution_fork, execution_rerun
 from executions.services.schedules import schedule_create
 from executions.services.submit import execution_submit
+from executions.views import detail
 from tenants.models import Membership, Tenant
 from tenants.services import membership_set
 
@@ -204,3 +208,79 @@ def test_a_big_step_output_stays_out_of_the_page_and_is_read_whole_on_request(
 
     whole = client.get(f"/executions/{execution.pk}/steps/{big.pk}.json").json()
     assert whole["step"]["output"] == reply
+
+
+def _model_step(execution: Execution, position: int, text: str) -> Step:
+    """A model's step added to a finished execution, as the runtime stores one that ended."""
+    return Step.objects.create(
+        id=new_step_id(),
+        execution=execution,
+        position=position,
+        name=f"ask_{position}",
+        step_type="llm_node",
+        state="completed",
+        output={"text": text, "model": "test-model"},
+    )
+
+
+def test_the_model_view_s_step_json_skips_the_fork_state(
+    tenant_a: Tenant, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = _login(tenant_a, Membership.Role.VIEWER)
+    execution = _ran(tenant_a, "demo.pipeline", {"text": "hello hello world"})
+    step = _model_step(execution, 50, "Ships within a day.")
+    url = f"/executions/{execution.pk}/steps/{step.pk}.json"
+    with CaptureQueriesContext(connection) as whole:
+        assert client.get(url).json()["llm"]["text"] == "Ships within a day."
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model view does not need the fork state")
+
+    monkeypatch.setattr(detail, "lane_before", refused)
+    monkeypatch.setattr(detail, "blueprint_lookup", refused)
+    with CaptureQueriesContext(connection) as light:
+        body = client.get(url + "?llm=1").json()
+    assert body["llm"]["text"] == "Ships within a day."
+    assert body["step"]["id"] == step.pk
+    assert len(light.captured_queries) < len(whole.captured_queries)
+
+
+def test_malformed_ids_are_not_found_before_any_query_about_them(tenant_a: Tenant, enqueued: list[str]) -> None:
+    client, _ = _login(tenant_a, Membership.Role.VIEWER)
+    execution = _ran(tenant_a, "demo.pipeline", {"text": "hello"})
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/executions/exec_%00/").status_code == 404
+        assert client.get(f"/executions/{execution.pk}/steps/ab%00c.json").status_code == 404
+        assert client.get(f"/executions/{execution.pk}/steps/ab%00c.json?llm=1").status_code == 404
+    touched = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "executions_executionevent" not in touched
+    assert "executions_step" not in touched
+
+
+def test_reruns_and_forks_listed_are_bounded_and_counted(
+    tenant_a: Tenant, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = _login(tenant_a, Membership.Role.VIEWER)
+    first = _ran(tenant_a, "demo.pipeline", {"text": "hello"})
+    for _ in range(3):
+        execution_rerun(tenant=tenant_a, execution_id=first.pk)
+    monkeypatch.setattr(detail, "DERIVED_SHOWN", 2)
+    html = client.get(f"/executions/{first.pk}/").content.decode()
+    listed = re.search(r'<ul class="related" id="derived">(.*?)</ul>', html, re.S)
+    assert listed is not None
+    assert listed.group(1).count("<li>") == 2
+    assert "The first 2 of 3 reruns and forks are listed." in html
+
+
+def test_a_step_s_events_are_read_through_their_index(tenant_a: Tenant, enqueued: list[str]) -> None:
+    execution = _ran(tenant_a, "demo.pipeline", {"text": "hello"})
+    step = execution.steps.order_by("position").first()
+    assert step is not None
+    events = ExecutionEvent.objects.filter(execution=execution, step_id=step.pk).order_by("seq").values("seq")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        sql, params = events.query.sql_with_params()
+        cursor.execute(("EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN ") + sql, params)
+        plan = " ".join(str(part) for row in cursor.fetchall() for part in row)
+    assert "event_by_step" in plan, plan

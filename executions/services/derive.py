@@ -173,6 +173,7 @@ def lane_before(source: Execution, step: Step, entry: CatalogEntry, graph: Any) 
     """Where ``step`` started: its node, and the state it was given."""
     started = (
         ExecutionEvent.objects.filter(execution=source, step_id=step.pk, type=EventType.STEP_START.value)
+        .order_by("seq")  # through the (execution, step_id, seq) index, not the execution's ordering
         .values_list("seq", flat=True)
         .first()
     )

@@ -14,6 +14,7 @@ from enact_platform.errors import InvalidInput, NotFound
 from executions import selectors
 from executions.catalog import blueprint_lookup
 from executions.kernel.events import EventType
+from executions.kernel.ids import IdKind, is_valid_id
 from executions.kernel.persistence import Position
 from executions.live.groups import STATE_AFTER_EVENT
 from executions.models import Checkpoint, Execution, ExecutionEvent, PastCheckpoint, Step
@@ -46,6 +47,8 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
     seat = seat_for(request)
     if seat is None:
         return no_tenant(request)
+    if not is_valid_id(execution_id, IdKind.EXECUTION):  # before any query: a NUL is refused by PostgreSQL
+        raise Http404("execution not found")
     # The seq first, then what is stored: the page follows the events after that seq, so anything
     # that happens while the page is put together arrives again over the socket, never goes missing.
     last_seq = selectors.last_event_seq(execution_id=execution_id)
@@ -110,11 +113,17 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
 def execution_step_detail(request: HttpRequest, execution_id: str, step_id: str) -> JsonResponse:
     """One step, as the page's fork form and model view need it: the state the step was given
     (what a fork from it starts from, or why it cannot be forked from) and, for a model's step,
-    the messages it sent and the reply. The tenant's own executions only: 404 for any other."""
+    the messages it sent and the reply. The tenant's own executions only: 404 for any other.
+
+    With ``?llm=1`` (the model view's request) only the step and its model exchange: the fork
+    state needs the blueprint compiled and the checkpoints read, which that view does not show."""
     seat = seat_for(request)
     if seat is None:
         raise Http404("execution not found")
     execution, step = _tenant_step(seat, execution_id, step_id)
+    if request.GET.get("llm") == "1":
+        llm = _llm_exchange(execution, step) if step.step_type == "llm_node" else None
+        return JsonResponse({"step": _step(step), "llm": llm}, json_dumps_params={"default": str})
     body: dict[str, Any] = {"step": _step(step), "forkable": False, "reason": "", "state": None}
     if step.parent_step_id:
         body["reason"] = (
@@ -142,6 +151,8 @@ def _tenant_step(seat: Seat, execution_id: str, step_id: str) -> tuple[Execution
         execution = selectors.execution_get(tenant=seat.tenant, execution_id=execution_id)
     except NotFound:
         raise Http404("execution not found") from None
+    if not is_valid_id(step_id, IdKind.STEP):
+        raise Http404("step not found")
     step = Step.objects.filter(execution=execution, pk=step_id).first()
     if step is None:
         raise Http404("step not found")
@@ -208,8 +219,10 @@ def _llm_exchange(execution: Execution, step: Step) -> dict[str, Any]:
     }
 
 
-# Children listed and drawn on the page; the list at ?parent= has them all.
+# Children listed and drawn on the page; the list at ?parent= has them all. Reruns and forks of
+# it: as many listed, and how many there are in all.
 CHILDREN_SHOWN = 200
+DERIVED_SHOWN = CHILDREN_SHOWN
 
 
 def _child_run(child: Execution) -> dict[str, Any]:
@@ -241,8 +254,11 @@ def _related(execution: Execution) -> dict[str, Any]:
         ),
         "children_count": execution.children.count(),
         "derived": list(
-            execution.derived.order_by("created_at").only("id", "state", "origin", "blueprint", "created_at")
+            execution.derived.order_by("created_at").only("id", "state", "origin", "blueprint", "created_at")[
+                :DERIVED_SHOWN
+            ]
         ),
+        "derived_count": execution.derived.count(),
     }
 
 

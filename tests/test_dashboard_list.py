@@ -226,3 +226,74 @@ def test_others_never_see_another_tenants_rows(tenant_a: Tenant, tenant_b: Tenan
     assert client.get("/", {"partial": "rows", "ids": theirs[0]}).json()["ids"] == []
     assert _ids(client.get("/", {"q": theirs[0]}).content.decode()) == []
     assert "All tenants" not in starred.content.decode()
+
+
+def test_a_whole_page_of_rows_is_looked_at_and_the_answer_says_which(tenant_a: Tenant) -> None:
+    running = _many(tenant_a, 150, state="running")
+    client = _login(tenant_a)
+    asked = ",".join([*running, "not-an-id", running[0]])
+    data = client.get("/", {"partial": "rows", "ids": asked, "state": "running", "size": 200}).json()
+    assert sorted(data["ids"]) == sorted(running)  # none dropped: the cap is a whole page
+    assert data["asked"] == running  # what was looked at, once each, the malformed left out
+    assert data["total"] == 150
+
+
+def test_rows_created_after_the_newest_shown_are_given_on_a_resync(tenant_a: Tenant) -> None:
+    ids = _many(tenant_a, 5)
+    newest_shown = Execution.objects.get(pk=ids[2]).created_at
+    data = _login(tenant_a).get("/", {"partial": "rows", "ids": "", "newer": newest_shown.isoformat()}).json()
+    assert sorted(data["ids"]) == sorted(ids[3:])
+    assert data["asked"] == []
+
+
+BAD_QUERIES = [
+    {"to": "9999-12-31"},
+    {"to": "9999-12-31T23:59"},
+    {"to": "9999-12-31T23:59:59"},
+    {"to": "9999-12-31T23:59:59.999999"},
+    {"to": "9999-12-31", "partial": "rows"},
+    {"to": "9999-12-31T23:59:59.999999", "partial": "rows", "ids": "x"},
+    {"from": "0001-01-01T00:00", "tz": "Asia/Tokyo"},
+    {"from": "0001-01-01T00:00", "tz": "Asia/Tokyo", "partial": "rows"},
+    {"tz": "America"},
+    {"tz": "x" * 300},
+    {"tz": "../../etc/passwd"},
+    {"partial": "rows", "children": "exec_00000000000000000000000000", "level": "²"},
+    {"partial": "rows", "children": "exec_00000000000000000000000000", "level": "٣"},
+    {"q": "a\x00b"},
+    {"blueprint": "demo\x00"},
+    {"parent": "exec_\x00"},
+    {"partial": "rows", "ids": "exec_\x00,exec_x"},
+    {"partial": "rows", "children": "exec_\x00"},
+    {"partial": "rows", "newer": "9999-12-31T23:59:59\x00"},
+    {"tenant": "acme\x00"},
+]
+
+
+@pytest.mark.parametrize("path", ["/", "/operator/executions/"])
+@pytest.mark.parametrize("query", BAD_QUERIES, ids=lambda q: ",".join(f"{k}={v[:20]!r}" for k, v in q.items()))
+def test_a_bad_query_gets_a_default_or_a_400_never_a_500(tenant_a: Tenant, path: str, query: dict[str, str]) -> None:
+    ids = _many(tenant_a, 2)
+    client = _login(tenant_a, username="root", is_staff=True, is_superuser=True)
+    client.raise_request_exception = True  # a 500 fails the test with its error
+    response = client.get(path, query)
+    assert response.status_code in (200, 400), response.status_code
+    if response.status_code == 200 and query.get("partial") != "rows" and set(query) & {"to", "from", "tz"}:
+        assert set(_ids(response.content.decode())) == set(ids)  # no bound the database could not hold
+
+
+def test_a_superuser_who_belongs_to_a_tenant_opens_another_tenants_rows(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    parent, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 1})
+    child, _ = execution_submit(tenant=tenant_b, blueprint="demo.chain", input={"n": 2}, parent=parent)
+    Execution.objects.filter(pk=child.pk).update(origin="child")
+    root = _login(tenant_a, Membership.Role.VIEWER, "root", is_staff=True, is_superuser=True)
+    found = root.get("/operator/executions/", {"q": child.pk}).content.decode()
+    row = found[found.index(f'<tr data-id="{child.pk}"') :]
+    row = row[: row.index("</tr>")]
+    links = re.findall(r'href="(/executions/[^"]+)"', row)
+    assert links == [f"/executions/{child.pk}/?tenant=globex", f"/executions/{parent.pk}/?tenant=globex"]
+    for link in links:
+        assert root.get(link).status_code == 200
+    # A member who is not a superuser still cannot.
+    member = _login(tenant_a, Membership.Role.ADMIN, "ann", is_staff=True)
+    assert member.get(f"/executions/{parent.pk}/?tenant=globex").status_code == 404

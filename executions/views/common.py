@@ -33,6 +33,7 @@ def seat_for(request: HttpRequest) -> Seat | None:
     if not tenants:
         return None
     wanted = request.GET.get("tenant") or request.session.get("tenant")
+    tenants = _with_any_for_superusers(user, tenants, wanted)
     tenant = next((t for t in tenants if t.slug == wanted), tenants[0])
     request.session["tenant"] = tenant.slug
     membership = tenant_membership(user=user, tenant=tenant)  # type: ignore[arg-type]
@@ -47,3 +48,12 @@ def render_page(request: HttpRequest, template: str, seat: Seat, **context: Any)
 
 def no_tenant(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/no_tenant.html", status=403)
+
+
+def _with_any_for_superusers(user: Any, tenants: list[Tenant], wanted: str | None) -> list[Tenant]:
+    """A superuser may open any tenant (as in the admin), members of some or not: the one asked
+    for joins the tenants offered."""
+    if not user.is_superuser or not wanted or "\x00" in wanted or any(t.slug == wanted for t in tenants):
+        return tenants
+    asked = Tenant.objects.filter(slug=wanted[:100]).first()
+    return [*tenants, asked] if asked else tenants

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -17,17 +18,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from executions import selectors
 from executions.catalog import blueprint_catalog
+from executions.kernel.ids import IdKind, is_valid_id
 from executions.models import Execution
 from executions.views.common import STATES, no_tenant, render_page, seat_for
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 CHILDREN_INLINE = 50  # children shown under their parent; the rest on the parent's own list
-ROWS_ASKED_AT_ONCE = 100
+ROWS_ASKED_AT_ONCE = max(PAGE_SIZES)  # a whole page's rows in one look
 
 WAIT_WORDS = {
     "approval": "waits for approval",
@@ -72,8 +75,13 @@ class ListFilters:
         typed = re.match(r"[^T]*(T\d\d:\d\d(:\d\d)?(\.\d+)?)?", self.created_to)
         assert typed is not None
         if typed[3]:
-            return moment + timedelta(microseconds=1)
-        return moment + (timedelta(seconds=1) if typed[2] else timedelta(minutes=1) if typed[1] else timedelta(days=1))
+            step = timedelta(microseconds=1)
+        else:
+            step = timedelta(seconds=1) if typed[2] else timedelta(minutes=1) if typed[1] else timedelta(days=1)
+        try:
+            return _in_range(moment + step)
+        except OverflowError:
+            return None  # to the end of time: no upper bound
 
     @property
     def any(self) -> bool:
@@ -93,11 +101,19 @@ class ListFilters:
         }
 
 
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _text(query: QueryDict, key: str, limit: int) -> str:
+    """A parameter as text the database takes (no NUL byte), trimmed and cut to ``limit``."""
+    return (query.get(key) or "").replace("\x00", "").strip()[:limit]
+
+
 def read_filters(query: QueryDict) -> ListFilters:
-    tz = (query.get("tz") or "UTC").strip()
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    tz = _text(query, "tz", 100) or "UTC"
+    if tz not in _zones():
         tz = "UTC"
     try:
         size = int(query.get("size") or DEFAULT_PAGE_SIZE)
@@ -105,13 +121,13 @@ def read_filters(query: QueryDict) -> ListFilters:
         size = DEFAULT_PAGE_SIZE
     return ListFilters(
         state=state if (state := query.get("state") or "") in STATES else "",
-        blueprint=(query.get("blueprint") or "").strip()[:200],
-        q=(query.get("q") or "").strip()[:200],
+        blueprint=_text(query, "blueprint", 200),
+        q=_text(query, "q", 200),
         created_from=_typed_moment(query.get("from")),
         created_to=_typed_moment(query.get("to")),
         tz=tz,
-        parent=(query.get("parent") or "").strip()[:40],
-        tenant=(query.get("tenant") or "").strip()[:100],
+        parent=_text(query, "parent", 40),
+        tenant=_text(query, "tenant", 100),
         size=size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE,
     )
 
@@ -132,7 +148,17 @@ def _moment(value: str, zone: ZoneInfo) -> datetime | None:
     moment = parse_datetime(value if "T" in value else value + "T00:00")
     if moment is None:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+    try:
+        return _in_range(moment)
+    except OverflowError:
+        return None  # before the first year or after the last the database can hold: no bound
+
+
+def _in_range(moment: datetime) -> datetime:
+    """``moment`` if it is still a moment in UTC (the database keeps UTC); OverflowError if not."""
+    moment.astimezone(ZoneInfo("UTC"))
+    return moment
 
 
 def browse(filters: ListFilters, tenants: Any, *, ids: list[str] | None = None) -> QuerySet[Execution]:
@@ -170,9 +196,12 @@ def partial_rows(request: HttpRequest, filters: ListFilters, tenants: Any, table
     children_of = request.GET.get("children", "")[:40]
     level = 0
     if children_of:
+        if not is_valid_id(children_of, IdKind.EXECUTION):
+            return JsonResponse({"error": "children must name an execution by its id."}, status=400)
         every = browse(ListFilters(tz=filters.tz, parent=children_of), tenants)
         rows = list(every[:CHILDREN_INLINE])
-        level = int(request.GET["level"]) if request.GET.get("level", "").isdigit() else 1
+        typed = request.GET.get("level", "")
+        level = int(typed) if typed.isascii() and typed.isdecimal() else 1
         level = max(1, min(level, 6))
         total = every.count() if len(rows) == CHILDREN_INLINE else len(rows)
         return JsonResponse(
@@ -183,12 +212,23 @@ def partial_rows(request: HttpRequest, filters: ListFilters, tenants: Any, table
                 "more": f"{request.path}?parent={children_of}" if total > len(rows) else None,
             }
         )
-    asked = [i for i in request.GET.get("ids", "").split(",") if i][:ROWS_ASKED_AT_ONCE]
+    # ``asked``: the ids looked at (well-formed ones, up to a page's worth): a row the script
+    # asked about that is not among them was not looked at, so it may still match.
+    named = [i for i in request.GET.get("ids", "").split(",") if i]
+    asked = list(dict.fromkeys(i for i in named if is_valid_id(i, IdKind.EXECUTION)))[:ROWS_ASKED_AT_ONCE]
     rows = list(browse(filters, tenants, ids=asked)) if asked else []
+    # ``newer``: the newest row's creation the page shows; what matches and came after it (while
+    # no socket was open) is given too, a page's worth at most.
+    newer = _moment(_typed_moment(request.GET.get("newer")), ZoneInfo("UTC"))
+    if newer is not None:
+        known = {r.pk for r in rows}
+        fresh = browse(filters, tenants).filter(created_at__gt=newer)[: filters.size]
+        rows += [r for r in fresh if r.pk not in known]
     return JsonResponse(
         {
             "html": rows_html(request, rows, table, level),
             "ids": [r.pk for r in rows],
+            "asked": asked,
             "total": browse(filters, tenants).count(),
         }
     )
@@ -212,6 +252,7 @@ def list_context(request: HttpRequest, filters: ListFilters, tenants: Any) -> di
             "first": page.number == 1,
             "pages": paginator.num_pages,
             "total": paginator.count,
+            "loaded_at": timezone.now().isoformat(),
             "start": page.start_index(),
             "end": page.end_index(),
         },

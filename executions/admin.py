@@ -41,7 +41,9 @@ from tenants.models import Tenant
 EVENT_LOG_LIMIT = 1000
 EVENT_DATA_CHARS = 1000
 STEP_ROWS_LIVE = 1000  # step rows the change page keeps current
-LIST_FEEDS = 20  # tenants whose new executions the list follows
+# Tenants whose new executions the list follows: one socket each, counted against the user's
+# ENACT_MAX_LIVE_CONNECTIONS, so a few, leaving the rest for the user's other pages.
+LIST_FEEDS = 5
 
 
 # --- controls ---------------------------------------------------------------------------------
@@ -329,7 +331,10 @@ class ExecutionAdmin(TenantScopedAdmin):
 
         step_field = {f.name: f for f in Step._meta.get_fields() if hasattr(f, "attname")}
         steps = []
-        for step in Step.objects.filter(execution=execution).order_by("position")[:STEP_ROWS_LIVE]:
+        # The latest steps (those still changing), in their order; the page keeps its rows of
+        # earlier ones where they are.
+        latest = Step.objects.filter(execution=execution).order_by("-position")[:STEP_ROWS_LIVE]
+        for step in reversed(list(latest)):
             steps.append(
                 {
                     "id": step.pk,
@@ -395,6 +400,15 @@ class ExecutionAdmin(TenantScopedAdmin):
         }
         return super().changelist_view(request, context)
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The last event's seq, read before the execution itself: the page's socket sends the
+        # events after it, so one stored while the page is made reaches it rather than being lost
+        # between the two reads.
+        request.execution_last_seq = last_event_seq(execution_id=unquote(object_id))  # type: ignore[attr-defined]
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def _change_url(self, execution: Execution, action: str = "change") -> str:
         name = f"admin:{self.opts.app_label}_{self.opts.model_name}_{action}"
         return reverse(name, args=[quote(execution.pk)], current_app=self.admin_site.name)
@@ -417,11 +431,12 @@ class ExecutionAdmin(TenantScopedAdmin):
             ]
         context["execution_controls"] = controls
         if obj is not None:
+            seq = getattr(request, "execution_last_seq", None)  # read before obj (change_view)
             # What the page's script needs to follow the execution live (static/executions/admin_live.js).
             context["execution_live"] = {
                 "id": obj.pk,
                 "tenant": obj.tenant.slug,
-                "last_seq": last_event_seq(execution_id=obj.pk),
+                "last_seq": last_event_seq(execution_id=obj.pk) if seq is None else seq,
                 "states": STATE_AFTER_EVENT,
                 "live_url": self._change_url(obj, "live"),
                 "controls": [{"action": c.action, "label": c.label, "confirm": c.confirm} for c in CONTROLS.values()]

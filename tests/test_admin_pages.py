@@ -196,3 +196,68 @@ def test_the_diff_is_of_lines_with_their_kinds() -> None:
     assert kinds[0] == ("file", "--- version 1")
     assert kinds[2][0] == "hunk"
     assert definition_diff({"a": 1, "b": 2}, {"b": 2, "a": 1}, "x", "y") == []  # key order is no change
+
+
+# --- what the change page's script starts from --------------------------------------------------
+
+
+def test_the_page_reads_the_last_seq_before_the_execution(
+    admin_client: Client, tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event stored between the two reads is one the socket still sends (after=last_seq): the
+    page's last_seq is never newer than the execution it shows."""
+    from django.utils import timezone
+
+    from executions.admin import ExecutionAdmin
+    from executions.models import ExecutionEvent
+
+    execution = new_execution(tenant_a, state=Execution.State.RUNNING)
+
+    def event(seq: int, kind: str) -> None:
+        ExecutionEvent.objects.create(
+            id=f"evt_{execution.pk}_{seq}",
+            execution=execution,
+            tenant=tenant_a,
+            seq=seq,
+            type=kind,
+            timestamp=timezone.now(),
+        )
+
+    event(1, "data-execution-start")
+    read = ExecutionAdmin.get_object
+
+    def read_then_pause(self: Any, request: Any, object_id: str, from_field: Any = None) -> Any:
+        found = read(self, request, object_id, from_field)
+        event(2, "data-execution-paused")  # lands after the execution was read
+        Execution.objects.filter(pk=execution.pk).update(state=Execution.State.PAUSED)
+        return found
+
+    monkeypatch.setattr(ExecutionAdmin, "get_object", read_then_pause)
+    page = admin_client.get(url("executions_execution_change", execution.pk)).content.decode()
+    start = page.index('id="execution-live"')
+    config = json.loads(page[page.index(">", start) + 1 : page.index("</script>", start)])
+    assert config["last_seq"] == 1  # the socket sends event 2, which the page has not shown
+    assert 'data-action="pause"' in page  # the page shows the execution as it was read: running
+
+
+def test_the_live_view_gives_the_latest_steps_in_order(admin_client: Client, tenant_a: Tenant) -> None:
+    from executions.admin import STEP_ROWS_LIVE
+
+    execution = new_execution(tenant_a, state=Execution.State.RUNNING)
+    total = STEP_ROWS_LIVE + 100
+    Step.objects.bulk_create(
+        Step(execution=execution, id=f"step_{n:05d}", name=f"s{n}", step_type="task", state="completed", position=n)
+        for n in range(1, total + 1)
+    )
+    steps = live(admin_client, execution)["steps"]
+    assert [s["id"] for s in steps] == [f"step_{n:05d}" for n in range(total - STEP_ROWS_LIVE + 1, total + 1)]
+
+
+def test_the_list_follows_a_few_feeds_leaving_the_users_other_pages_theirs(admin_client: Client, settings: Any) -> None:
+    for n in range(12):
+        Tenant.objects.create(slug=f"t{n:02d}", name=f"Tenant {n}")
+    page = admin_client.get(url("executions_execution_changelist")).content.decode()
+    start = page.index('id="executions-live"')
+    feeds = json.loads(page[page.index(">", start) + 1 : page.index("</script>", start)])["tenants"]
+    assert 0 < len(feeds) <= 5
+    assert len(feeds) <= settings.ENACT_MAX_LIVE_CONNECTIONS // 4

@@ -5,10 +5,12 @@ and a diff."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from executions.models import Blueprint, Execution, Step
@@ -228,4 +230,99 @@ def test_a_blueprints_versions_as_json_a_picture_and_a_diff(
     page.click("#blueprint-diff form button")
     expect(page.locator("#blueprint-diff .diff-none")).to_have_text("Pick two different versions to compare.")
     expect(page.locator("#definition-heading")).to_have_text("Version 1")  # the shown version stays
+    assert violations == []
+
+
+def _paused(tenant: Tenant) -> Execution:
+    """An execution the worker leaves alone while the test changes it under the page."""
+    return Execution.objects.create(tenant=tenant, blueprint="demo.chain", input={"n": 1}, state="paused")
+
+
+def _changed_after_rendering(page: Any, change: Callable[[], None]) -> None:
+    """``change`` runs once the change page was made, as its socket opens: a change whose event
+    the page never gets (as if it landed between the page's reads)."""
+    done: list[bool] = []
+
+    def handle(socket: Any) -> None:
+        if not done:
+            change()
+            done.append(True)
+        socket.connect_to_server()
+
+    page.route_web_socket(lambda url: "/ws/executions/" in url, handle)
+
+
+def test_the_change_page_starts_from_the_execution_as_it_is_when_its_socket_opens(
+    live_server_url: str,
+    watched: tuple[Any, list[str]],  # noqa: F811
+    tenant_a: Tenant,
+) -> None:
+    page, violations = watched
+    execution = _paused(tenant_a)
+    _admin_log_in(page, live_server_url)
+    _changed_after_rendering(
+        page,
+        lambda: Execution.objects.filter(pk=execution.pk).update(state="cancelled", ended_at=timezone.now()),
+    )
+    page.goto(_change(live_server_url, execution.pk))
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    # Rendered paused (cancel and resume); no event comes, yet the page shows it cancelled.
+    expect(page.locator(".field-state .readonly")).to_have_text("Cancelled", timeout=15_000)
+    expect(page.locator("form.execution-control")).to_have_count(0)
+    expect(page.locator(".field-ended_at .readonly")).not_to_have_text("-")
+    assert violations == []
+
+
+def test_the_change_page_keeps_step_rows_in_order_past_the_live_rows(
+    live_server_url: str,
+    watched: tuple[Any, list[str]],  # noqa: F811
+    tenant_a: Tenant,
+) -> None:
+    from executions.admin import STEP_ROWS_LIVE
+
+    page, violations = watched
+    execution = _paused(tenant_a)
+    total = STEP_ROWS_LIVE + 100
+    Step.objects.bulk_create(
+        Step(execution=execution, id=f"step_{n:05d}", name=f"s{n}", step_type="task", state="running", position=n)
+        for n in range(1, total + 1)
+    )
+    _admin_log_in(page, live_server_url)
+    last = f"step_{total:05d}"
+    _changed_after_rendering(page, lambda: Step.objects.filter(pk=last).update(state="completed"))
+    page.goto(_change(live_server_url, execution.pk), timeout=30_000)
+    expect(page.locator("body[data-live=on]")).to_have_count(1, timeout=20_000)
+    row = page.locator(f'#steps-group tbody tr[data-step="{last}"]')
+    expect(row.locator(".field-state")).to_have_text("completed", timeout=15_000)  # the last step follows
+    rows = page.locator("#steps-group tbody tr[data-step]")
+    ids = rows.evaluate_all("rs => rs.map(r => r.dataset.step)")
+    assert ids == [f"step_{n:05d}" for n in range(1, total + 1)]  # one row per step, in order
+    assert violations == []
+
+
+def test_a_change_page_refused_for_too_many_connections_tries_again(
+    live_server_url: str,
+    watched: tuple[Any, list[str]],  # noqa: F811
+    tenant_a: Tenant,
+) -> None:
+    page, violations = watched
+    execution = _paused(tenant_a)
+    _admin_log_in(page, live_server_url)
+    attempts: list[str] = []
+
+    def refuse_first(socket: Any) -> None:
+        attempts.append(socket.url)
+        if len(attempts) == 1:
+            socket.close(code=4429, reason="too many live connections")
+        else:
+            socket.connect_to_server()
+
+    page.route_web_socket(lambda url: "/ws/executions/" in url, refuse_first)
+    page.goto(_change(live_server_url, execution.pk))
+    for _ in range(40):  # the browser's handlers run while it waits, not while Python sleeps
+        if len(attempts) >= 2:
+            break
+        page.wait_for_timeout(500)
+    assert len(attempts) == 2  # asked again, a few seconds later, and only once
+    expect(page.locator("body[data-live=on]")).to_have_count(1, timeout=15_000)
     assert violations == []

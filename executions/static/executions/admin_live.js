@@ -9,16 +9,20 @@
 (() => {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
 
-  function live(path, onMessage) {
-    let delay = 250;
+  // A socket that opens again when it closes: soon after a dropped connection, later (from 5 s,
+  // up to a minute) when the server refused it for holding too many of the user's connections
+  // (4429: another page may close one), never after another refusal. onOpen runs at each opening.
+  function live(path, onMessage, onOpen) {
+    let delay = 250, busy = 5000;
     let socket;
     (function open() {
       socket = new WebSocket(scheme + location.host + path());
-      socket.onopen = () => { delay = 250; document.body.dataset.live = "on"; };
+      socket.onopen = () => { delay = 250; document.body.dataset.live = "on"; if (onOpen) onOpen(); };
       socket.onmessage = (m) => onMessage(JSON.parse(m.data));
       socket.onclose = (e) => {
         document.body.dataset.live = "off";
-        if (e.code < 4400) { setTimeout(open, delay); delay = Math.min(delay * 2, 5000); }
+        if (e.code === 4429) { setTimeout(open, busy * (0.75 + Math.random() / 2)); busy = Math.min(busy * 2, 60000); }
+        else if (e.code < 4400) { busy = 5000; setTimeout(open, delay); delay = Math.min(delay * 2, 5000); }
       };
     })();
     return { send: (frame) => socket.readyState === WebSocket.OPEN && (socket.send(JSON.stringify(frame)), true) };
@@ -172,6 +176,7 @@
           else rows.set(row.dataset.step, row);
         }
       }
+      let prev = null;
       for (const step of steps) {
         let row = rows.get(step.id);
         if (!row) {
@@ -189,7 +194,12 @@
           const target = td.querySelector("p") || td;
           if (target.textContent !== text) target.textContent = text;
         }
-        body.insertBefore(row, tail); // in order; moving an existing row keeps it one row
+        // In order after the step before it; a row already in its place is not moved (the
+        // server sends the latest steps: the rows of earlier ones stay where they are).
+        if (prev ? prev.nextElementSibling !== row : !row.parentNode) {
+          if (prev) prev.after(row); else body.insertBefore(row, tail);
+        }
+        prev = row;
       }
     }
 
@@ -224,7 +234,7 @@
         message(frame.error.message, "error");
         refresh();
       }
-    });
+    }, refresh); // at each opening, the page as it is now: what changed before the socket was there
 
     for (const form of document.querySelectorAll("form.execution-control")) wire(form);
   }

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Count, FloatField, QuerySet, Sum
+from django.db.models import Count, FloatField, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
-from executions.models import Execution, Schedule
+from executions.models import Execution
 from tenants.models import Tenant
 
 PERIODS = (7, 30, 90)
@@ -105,13 +105,3 @@ def usage_over_time(*, tenant: Tenant, days: int = 30, now: datetime | None = No
         total.add(*figures)
     blueprints = sorted(per_blueprint.values(), key=lambda b: (-b.executions, -b.cost_usd, b.blueprint))
     return UsageOverTime(first, last, list(per_day.values()), blueprints, total)
-
-
-def schedule_recent_executions(*, tenant: Tenant, schedule: Schedule, limit: int = 5) -> QuerySet[Execution]:
-    """The executions the schedule's last firings started, newest first."""
-    return (
-        Execution.objects.for_tenant(tenant)
-        .filter(schedule=schedule)
-        .only("id", "state", "created_at", "ended_at", "schedule_id", "tenant_id")
-        .order_by("-created_at", "-id")[:limit]
-    )

@@ -39,16 +39,25 @@ export function stateBadge(node, state) {
 export function liveSocket(url, onMessage) {
   const banner = $("#connection");
   let delay = 250;
+  let busy = 0; // the wait after a refusal for too many connections, growing to a minute
   let socket = null;
   let closedByUs = false;
   function open() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + url());
-    socket.onopen = () => { delay = 250; banner.hidden = true; document.body.dataset.live = "on"; };
+    socket.onopen = () => { delay = 250; busy = 0; banner.hidden = true; document.body.dataset.live = "on"; };
     socket.onmessage = (message) => onMessage(JSON.parse(message.data));
     socket.onclose = (event) => {
       document.body.dataset.live = "off";
-      if (closedByUs || event.code >= 4400) return; // refused: reconnecting would not help
+      if (closedByUs) return;
+      if (event.code === 4429) {
+        // Too many live connections for this user just now (other tabs): try again later, less often.
+        banner.hidden = false;
+        busy = Math.min(busy ? busy * 2 : 5000, 60000);
+        setTimeout(open, busy * (0.75 + Math.random() / 2));
+        return;
+      }
+      if (event.code >= 4400) return; // refused: reconnecting would not help
       banner.hidden = false;
       setTimeout(open, delay);
       delay = Math.min(delay * 2, 5000);

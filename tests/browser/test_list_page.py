@@ -359,3 +359,128 @@ def test_staff_follow_every_tenant_and_others_see_only_theirs(
     page.goto(f"{live_server_url}/?tenant=*")
     expect(page.locator(f'tr[data-id="{mine.pk}"]')).to_have_count(1)
     expect(page.locator(f'tr[data-id="{theirs.pk}"]')).to_have_count(0)
+
+
+def _held(tenant: Tenant, n: int, start: datetime, **fields: Any) -> list[Execution]:
+    """``n`` executions a second apart (the newest last), held by a worker elsewhere: nothing
+    here runs them, and their state stays as written."""
+    rows = Execution.objects.bulk_create(
+        [
+            Execution(
+                tenant=tenant,
+                blueprint="demo.chain",
+                input={"n": i},
+                lease_owner="elsewhere",
+                lease_expires_at=datetime.now(UTC) + timedelta(days=1),
+                **fields,
+            )
+            for i in range(n)
+        ]
+    )
+    for i, row in enumerate(rows):
+        Execution.objects.filter(pk=row.pk).update(created_at=start + timedelta(seconds=i))
+    return [Execution.objects.get(pk=row.pk) for row in rows]
+
+
+def _frame(execution: Execution) -> str:
+    """The tenant feed's frame for ``execution``, as the server writes it."""
+    from executions.serializers import ExecutionSummarySerializer
+
+    summary = dict(ExecutionSummarySerializer(Execution.objects.get(pk=execution.pk)).data)
+    return json.dumps({"type": "execution", "execution": summary})
+
+
+def test_a_full_page_of_unfinished_rows_stays_when_the_socket_opens_and_reopens(
+    live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant
+) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    _held(tenant_a, 150, an_hour_ago, state="running", started_at=an_hour_ago)
+    sockets: list[Any] = []
+    page.route_web_socket(re.compile(r"/ws/executions/"), lambda ws: sockets.append(ws))  # the feed says nothing
+    looks: list[str] = []
+    page.on("request", lambda request: looks.append(request.url) if "partial=rows" in request.url else None)
+    _log_in(page, live_server_url, "olga")
+    page.goto(f"{live_server_url}/?state=running&size=200")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    rows = page.locator("#executions tbody tr[data-id]")
+    expect(rows).to_have_count(150)
+    page.wait_for_timeout(3000)  # the look at the server once the socket is open, and its answer
+    assert looks, "no look at the server when the socket opened"
+    assert all(len(re.search(r"ids=([^&]*)", url)[1].split("%2C")) <= 100 for url in looks)
+    expect(page.locator("tr.leaving")).to_have_count(0)
+    expect(rows).to_have_count(150)
+    expect(page.locator("#range")).to_have_text("1\N{EN DASH}150 of 150")
+
+    # While the socket is down an execution starts and no frame tells of it: the look on
+    # reopening finds it, and still none of the others leaves.
+    (late,) = _held(tenant_a, 1, datetime.now(UTC), state="running", started_at=datetime.now(UTC))
+    sockets[-1].close()
+    expect(page.locator(f'tr[data-id="{late.pk}"]')).to_be_visible(timeout=20_000)
+    assert rows.first.get_attribute("data-id") == late.pk
+    expect(page.locator("#range")).to_have_text("1\N{EN DASH}151 of 151")
+    page.wait_for_timeout(1500)
+    expect(page.locator("tr.leaving")).to_have_count(0)
+    expect(rows).to_have_count(151)
+    assert len(sockets) >= 2
+    assert problems == []
+
+
+def test_the_operators_list_looks_once_and_later_pages_say_new_from_now_matching(
+    live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    User.objects.create_superuser("root", password=PASSWORD)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    (running,) = _held(tenant_a, 1, an_hour_ago, state="running", started_at=an_hour_ago)
+    _held(tenant_b, 1, an_hour_ago + timedelta(minutes=1), state="running", started_at=an_hour_ago)
+    (done,) = _held(
+        tenant_b, 1, an_hour_ago + timedelta(minutes=2), state="completed", started_at=an_hour_ago, ended_at=an_hour_ago
+    )
+    sockets: list[Any] = []
+    page.route_web_socket(re.compile(r"/ws/executions/"), lambda ws: sockets.append(ws))
+    looks: list[str] = []
+    page.on("request", lambda request: looks.append(request.url) if "partial=rows" in request.url else None)
+    _log_in(page, live_server_url, "root")
+    page.goto(f"{live_server_url}/usage/")  # a page with no feed: what follows counts the list's alone
+    sockets.clear()
+    looks.clear()
+    page.goto(f"{live_server_url}/operator/executions/")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    page.wait_for_timeout(3000)
+    assert len(sockets) == 2, [ws.url for ws in sockets]  # one feed a tenant
+    assert len(looks) == 1  # both opened at once: one look at the server
+
+    # A frame that repeats what the row says (its end written "Z", the row's "+00:00") changes nothing.
+    row = page.locator(f'tr[data-id="{done.pk}"]')
+    ended = row.get_attribute("data-ended")
+    assert ended
+    assert ended.endswith("+00:00")
+    frame = _frame(done)
+    assert json.loads(frame)["execution"]["ended_at"].endswith("Z")
+    next(ws for ws in sockets if "globex" in ws.url).send(frame)
+    page.wait_for_timeout(2500)
+    assert row.get_attribute("data-ended") == ended
+    expect(page.locator("#announcer", has_text="changed")).to_have_count(0)
+
+    # On a later page, an older execution that comes to match is not called new.
+    _held(tenant_a, 30, an_hour_ago + timedelta(minutes=10), state="waiting", wait_reason="approval")
+    page.set_viewport_size({"width": 390, "height": 844})
+    sockets.clear()
+    page.goto(f"{live_server_url}/?tenant=acme&state=waiting&size=25&page=2")
+    expect(page.locator("body[data-live=on]")).to_have_count(1)
+    expect(page.locator("#range")).to_have_text("26\N{EN DASH}30 of 30")
+    page.wait_for_timeout(1500)
+    Execution.objects.filter(pk=running.pk).update(state="waiting", wait_reason="approval")
+    sockets[-1].send(_frame(running))
+    news = page.locator("#list-news")
+    expect(news).to_contain_text("1 execution that now matches the filters since this page was loaded.")
+    expect(news).not_to_contain_text("new execution")
+    (fresh,) = _held(tenant_a, 1, datetime.now(UTC), state="waiting", wait_reason="approval")
+    sockets[-1].send(_frame(fresh))
+    expect(news).to_contain_text(
+        "1 new execution and 1 execution that now matches the filters since this page was loaded."
+    )
+    expect(page.locator("#total")).to_have_text("32")
+    _no_overflow(page, 390)
+    _uncovered(page, news.locator("a"))
+    assert problems == []

@@ -15,6 +15,8 @@ const WAIT_WORDS = {
 const FLUSH_MS = 1000; // frames are taken in batches: one look at the server a second at most
 const ANNOUNCE_MS = 5000; // and screen readers hear a summary now and then, not every frame
 const LEAVE_MS = 4000; // how long a row that no longer matches stays, marked, before it goes
+const ASK_AT_ONCE = 100; // ids named in one look at the server (the server says which it looked at)
+const RESYNC_MS = 1000; // sockets that open within this share one look at the server
 
 export function executionsPage() {
   const table = $("#executions");
@@ -65,7 +67,10 @@ class ExecutionList {
     this.flushing = null;
     this.unannounced = { changed: 0, added: 0, left: 0 };
     this.announcing = null;
-    this.missed = 0; // new executions that belong on the first page while this is another
+    // Executions that belong on the first page while this is another: new ones (created since
+    // the page was loaded), and, as the total grew beyond them, older ones that now match.
+    this.missedNew = new Set();
+    this.resyncing = null;
     this.body.addEventListener("click", (event) => {
       const button = event.target.closest("button.disclosure");
       if (button) this.toggleChildren(button);
@@ -163,8 +168,12 @@ class ExecutionList {
 
   follow() {
     // What changed before a socket opened (or while it was down) no frame will say: look again.
-    new MutationObserver(() => { if (document.body.dataset.live === "on") this.resync(); })
-      .observe(document.body, { attributes: true, attributeFilter: ["data-live"] });
+    // Several sockets (the operators' page follows up to five tenants) open at about the same
+    // time: one look serves them all.
+    new MutationObserver(() => {
+      if (document.body.dataset.live !== "on" || this.resyncing) return;
+      this.resyncing = setTimeout(() => { this.resyncing = null; this.resync(); }, RESYNC_MS);
+    }).observe(document.body, { attributes: true, attributeFilter: ["data-live"] });
     for (const slug of this.page.tenants || []) {
       liveSocket(() => "/ws/executions/?tenant=" + encodeURIComponent(slug), (frame) => {
         if (frame.type !== "execution") return;
@@ -200,20 +209,40 @@ class ExecutionList {
     this.say();
   }
 
-  /* The unfinished rows as the server has them now; those the filters no longer take leave. */
+  /* Ask the server about ``ids``, a hundred at a time: {rows (its <tr>s for those that match),
+   * asked (the ids it looked at), total}. With no ids, one look for the total. */
+  async lookUp(ids, extra = {}) {
+    const found = { rows: [], asked: new Set(), total: this.total };
+    let start = 0;
+    do {
+      const data = await getJSON(this.rowsUrl({ ids: ids.slice(start, start + ASK_AT_ONCE).join(","), ...(start ? {} : extra) }));
+      found.rows.push(...rowsFrom(data.html));
+      for (const id of data.asked || []) found.asked.add(id);
+      found.total = data.total;
+      start += ASK_AT_ONCE;
+    } while (start < ids.length);
+    return found;
+  }
+
+  /* The unfinished rows as the server has them now (those the filters no longer take leave),
+   * and on the first page the executions that came while no socket was open. */
   async resync() {
     const rows = this.topRows().filter((row) => !TERMINAL.has(row.dataset.state));
-    if (!rows.length) return;
+    if (!rows.length && !this.page.first) return;
     try {
-      const data = await getJSON(this.rowsUrl({ ids: rows.map((row) => row.dataset.id).join(",") }));
-      const fresh = new Map(rowsFrom(data.html).map((row) => [row.dataset.id, row.dataset]));
+      const newest = this.topRows()[0];
+      const extra = this.page.first && newest ? { newer: newest.dataset.created } : {};
+      const data = await this.lookUp(rows.map((row) => row.dataset.id), extra);
+      const fresh = new Map(data.rows.map((row) => [row.dataset.id, row]));
       for (const row of rows) {
         const now = fresh.get(row.dataset.id);
         if (now) {
-          if (this.update(row, { state: now.state, wait_reason: now.wait, started_at: now.started, ended_at: now.ended })) this.count("changed");
-        } else if (this.filters.state) this.leave(row, {});
+          const at = now.dataset;
+          if (this.update(row, { state: at.state, wait_reason: at.wait, started_at: at.started, ended_at: at.ended })) this.count("changed");
+        } else if (this.filters.state && data.asked.has(row.dataset.id)) this.leave(row, {});
       }
       this.total = data.total;
+      if (this.page.first) this.add(data.rows);
       this.paintRange();
       this.say();
     } catch (error) {
@@ -224,24 +253,33 @@ class ExecutionList {
   /* Executions the page does not show: the server says which match the filters (and the total). */
   async arrive(unseen) {
     const candidates = this.page.first ? unseen.filter((e) => this.mayFit(e)) : unseen;
-    const data = await getJSON(this.rowsUrl({ ids: candidates.map((e) => e.id).join(",") }));
-    const grew = data.total - this.total;
+    const data = await this.lookUp(candidates.map((e) => e.id));
     this.total = data.total;
     if (!this.page.first) {
-      if (grew > 0) this.missed += grew;
+      const created = new Map(candidates.map((e) => [e.id, Date.parse(e.created_at)]));
+      const loaded = Date.parse(this.page.loaded_at);
+      for (const row of data.rows) {
+        if (created.get(row.dataset.id) > loaded) this.missedNew.add(row.dataset.id);
+      }
       this.showMissed();
     } else {
-      for (const row of rowsFrom(data.html)) {
-        if (this.body.querySelector(`tr[data-id="${row.dataset.id}"]`)) continue;
-        this.place(row);
-        this.prepare(row);
-        row.classList.add("flash");
-        setTimeout(() => row.classList.remove("flash"), 800);
-        this.count("added");
-      }
-      this.trim();
+      this.add(data.rows);
     }
     this.paintRange();
+  }
+
+  /* Rows the server gave that the page does not show yet, each in its place. */
+  add(rows) {
+    for (const row of rows) {
+      if (this.body.querySelector(`tr[data-id="${row.dataset.id}"]`)) continue;
+      if (!this.mayFit({ created_at: row.dataset.created })) continue;
+      this.place(row);
+      this.prepare(row);
+      row.classList.add("flash");
+      setTimeout(() => row.classList.remove("flash"), 800);
+      this.count("added");
+    }
+    this.trim();
   }
 
   /* A row older than the page's last, on a full page, belongs to the next page. */
@@ -288,7 +326,9 @@ class ExecutionList {
   update(row, e) {
     const ended = e.ended_at || "";
     const wait = e.wait_reason || "";
-    if (row.dataset.state === e.state && row.dataset.wait === wait && row.dataset.ended === ended) return false;
+    // The same moment is written "+00:00" by the server's rows and "Z" by the feed.
+    const sameEnd = ended === row.dataset.ended || Date.parse(ended) === Date.parse(row.dataset.ended);
+    if (row.dataset.state === e.state && row.dataset.wait === wait && sameEnd) return false;
     row.dataset.state = e.state;
     row.dataset.wait = wait;
     row.dataset.started = e.started_at || "";
@@ -338,8 +378,13 @@ class ExecutionList {
   }
 
   showMissed() {
-    if (!this.missed) return;
-    $("#list-news-text").textContent = `${plural(this.missed, "new execution", "new executions")} since this page was loaded.`;
+    const fresh = this.missedNew.size;
+    const matching = Math.max(0, this.total - this.page.total - fresh);
+    if (!fresh && !matching) return;
+    const parts = [];
+    if (fresh) parts.push(plural(fresh, "new execution", "new executions"));
+    if (matching) parts.push(`${plural(matching, "execution", "executions")} that now ${matching === 1 ? "matches" : "match"} the filters`);
+    $("#list-news-text").textContent = `${parts.join(" and ")} since this page was loaded.`;
     $("#list-news").hidden = false;
   }
 

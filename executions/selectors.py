@@ -12,6 +12,7 @@ from django.db.models.functions import Cast, Coalesce, TruncHour
 from django.utils import timezone
 
 from enact_platform.errors import NotFound
+from executions.blueprints.definition import Resources, compile_definition
 from executions.catalog import blueprint_lookup
 from executions.kernel.events import EventType
 from executions.kernel.ids import IdKind, is_valid_id
@@ -241,8 +242,6 @@ def blueprint_versions(*, tenant: Tenant, name: str) -> list[int]:
 
 def blueprint_version_outline(*, version: BlueprintVersion) -> dict[str, Any]:
     """A saved version's graph as a picture needs it (as ``execution_graph_outline`` draws a run's)."""
-    from executions.blueprints.definition import Resources, compile_definition
-
     try:
         graph = compile_definition(version.blueprint.name, version.definition, Resources())
     except Exception:  # a version that no longer compiles: draw nothing rather than fail the page

@@ -4,8 +4,10 @@ a big graph folded and zoomable, a model's step as it streams, and the page on a
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -13,7 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from executions.models import Execution, ModelPrice
+from executions.kernel.ids import new_step_id
+from executions.models import Execution, ExecutionEvent, ModelPrice, Step
 from executions.services.blueprints import blueprint_save
 from executions.services.submit import execution_submit
 from tenants.models import Membership, Tenant
@@ -299,8 +302,12 @@ def test_a_model_step_streams_its_reply_and_shows_its_tool_call(
     calls = section.locator("li[data-call=call_1]")
     expect(calls.first.locator(".llm-args")).to_contain_text('"shipping"')
     expect(calls.first.locator(".llm-result")).to_contain_text("Orders ship within 24 hours")
-    # What was sent: the system and user messages, for the first model call.
+    # What was sent: the system and user messages, for the first model call (folded once the
+    # second call started; read when opened).
     first = section.locator(".llm-step").first
+    expect(last).to_have_attribute("open", "")
+    expect(first).not_to_have_attribute("open", "")
+    first.locator("summary").click()
     expect(first.locator(".llm-sent")).to_contain_text("Be brief.")
     expect(first.locator(".llm-sent")).to_contain_text("When do you ship?")
     expect(first.locator(".llm-usage")).to_contain_text("25 tokens (20 in, 5 out)")
@@ -311,9 +318,124 @@ def test_a_model_step_streams_its_reply_and_shows_its_tool_call(
     # Opened afterwards, the page shows the same from what is stored.
     page.reload()
     expect(section.locator(".llm-step").last.locator(".llm-reply")).to_have_text("Ships within a day, as promised.")
+    folded = section.locator(".llm-step:not([open]) > summary")  # the earlier calls
+    while folded.count():
+        folded.first.click()
     expect(section.locator(".llm-step").first.locator(".llm-sent")).to_contain_text("When do you ship?")
     expect(section.locator("li[data-call=call_1] .llm-result").first).to_contain_text("Orders ship within 24 hours")
     expect(section.locator(".llm-step").last.locator(".llm-usage")).to_contain_text("46 tokens")
+
+
+def _ask_blueprint(tenant: Tenant, chat: OpenAIServer) -> None:
+    tenant_secret_set(tenant=tenant, name="MODEL_KEY", value="sk-test-abcdef0123456789")
+    blueprint_save(
+        tenant=tenant,
+        name="ask",
+        definition={
+            "entry": "ask",
+            "nodes": {
+                "ask": {
+                    "kind": "llm",
+                    "config": {
+                        "provider": "openai",
+                        "base_url": chat.url,
+                        "model": "test-model",
+                        "api_key_secret": "MODEL_KEY",
+                        "prompt": "{{ input.q }}",
+                    },
+                }
+            },
+            "edges": [{"from": "ask", "to": "end"}],
+        },
+    )
+
+
+def test_thirty_model_steps_are_read_only_when_opened(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    _user(tenant_a, "olga", Membership.Role.VIEWER)
+    done, _ = execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": "hello hello world"})
+    assert wait_until(lambda: _state(done.pk) == "completed", timeout=30)
+    for n in range(30):
+        Step.objects.create(
+            id=new_step_id(),
+            execution_id=done.pk,
+            position=100 + n,
+            name=f"ask_{n}",
+            step_type="llm_node",
+            state="completed",
+            output={"text": f"Reply number {n}.", "model": "test-model"},
+        )
+    _log_in(page, live_server_url, "olga")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/steps/" in request.url else None)
+    page.goto(f"{live_server_url}/executions/{done.pk}/")
+    cards = page.locator("#llm .llm-step")
+    expect(cards).to_have_count(30, timeout=SLOW)
+    # The latest card opens and is read; the other 29 stay folded and unread.
+    expect(cards.last).to_have_attribute("open", "")
+    expect(cards.last.locator(".llm-reply")).to_have_text("Reply number 29.", timeout=SLOW)
+    page.wait_for_timeout(1000)
+    assert len(asked) == 1, asked
+    assert asked[0].endswith("?llm=1")
+    assert page.locator("#llm .llm-step[open]").count() == 1
+    # Opening one reads it, once.
+    cards.nth(3).locator("summary").click()
+    expect(cards.nth(3).locator(".llm-reply")).to_have_text("Reply number 3.", timeout=SLOW)
+    cards.nth(3).locator("summary").click()
+    cards.nth(3).locator("summary").click()
+    page.wait_for_timeout(500)
+    assert len(asked) == 2, asked
+    # Opening many at once: every one is read, two at a time.
+    for n in range(10, 20):
+        cards.nth(n).locator("summary").click()
+    for n in range(10, 20):
+        expect(cards.nth(n).locator(".llm-reply")).to_have_text(f"Reply number {n}.", timeout=SLOW)
+    assert len(asked) == 12, asked
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    expect(cards.nth(3).locator("summary")).to_be_visible()
+
+
+def test_a_reply_read_while_it_streams_never_loses_text(
+    live_server_url: str, page: Any, tenant_a: Tenant, chat: OpenAIServer
+) -> None:
+    """The step's JSON is answered with what was stored when it was asked, and delivered late
+    (held in the browser): the reply's live pieces that came meanwhile are neither lost nor doubled."""
+    _ask_blueprint(tenant_a, chat)
+    tenant_set_limits(tenant=tenant_a, changes={"tool_allowed_domains": [chat.url.split("/")[2]]})
+    chunks = ["One ", "two ", "three ", "four ", "five ", "six ", "seven."]
+    chat.script(text_stream(chunks, usage=(30, 7), delay_s=0.8))
+    _user(tenant_a, "olga", Membership.Role.VIEWER)
+    _log_in(page, live_server_url, "olga")
+    execution, _ = execution_submit(tenant=tenant_a, blueprint="ask", input={"q": "Count."})
+    deltas = ExecutionEvent.objects.filter(execution_id=execution.pk, type="data-text-delta")
+    assert wait_until(lambda: deltas.exists(), timeout=30)
+
+    held: list[str] = []
+
+    def late(route: Any) -> None:
+        response = route.fetch()  # answered now, with the reply so far
+        held.append(route.request.url)
+        time.sleep(2.5)  # the socket's next pieces reach the page first
+        route.fulfill(response=response)
+
+    page.route("**/steps/**", late)
+    # What the reply shows, every 50 ms, from the page's start.
+    page.add_init_script(
+        "window.__replies = []; setInterval(() => { const r = document.querySelector('#llm .llm-step:last-child .llm-reply');"
+        " if (r && r.textContent !== window.__replies[window.__replies.length - 1]) window.__replies.push(r.textContent); }, 50);"
+    )
+    page.goto(f"{live_server_url}/executions/{execution.pk}/")
+    reply = page.locator("#llm .llm-step").last.locator(".llm-reply")
+    expect(page.locator("#state")).to_have_text("completed", timeout=SLOW)
+    whole = "".join(chunks)
+    expect(reply).to_have_text(whole, timeout=SLOW)
+    expect(page.locator("#llm .llm-step").last.locator(".llm-usage")).to_contain_text("37 tokens (30 in, 7 out)")
+    assert held
+    seen = [text for text in page.evaluate("window.__replies") if text]
+    assert seen[-1] == whole
+    for before, after in itertools.pairwise(seen):
+        assert after.startswith(before), seen
 
 
 def test_the_page_on_a_phone(live_server_url: str, page: Any, tenant_a: Tenant) -> None:

@@ -438,6 +438,42 @@ def test_a_reply_read_while_it_streams_never_loses_text(
         assert after.startswith(before), seen
 
 
+def test_a_live_step_end_replaces_what_the_page_knew_of_an_interrupted_step(
+    live_server_url: str, page: Any, tenant_a: Tenant
+) -> None:
+    """A step put in the page as interrupted, its output too big to send, is shown by what its
+    step-end event says once one arrives (here handed to the page on its socket)."""
+    _user(tenant_a, "olga", Membership.Role.VIEWER)
+    waiting, _ = execution_submit(tenant=tenant_a, blueprint="demo.approval", input={})
+    assert wait_until(lambda: _state(waiting.pk) == "waiting", timeout=30)
+    asked = Step.objects.filter(execution_id=waiting.pk).order_by("position").last()
+    assert asked is not None
+    Step.objects.filter(pk=asked.pk).update(output={"interrupted": "approval", "pad": "x" * 5000})
+    last_seq = ExecutionEvent.objects.filter(execution_id=waiting.pk).order_by("-seq").values_list("seq", flat=True)[0]
+    sockets: list[Any] = []
+
+    def through(ws: Any) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(f"**/ws/executions/{waiting.pk}/**", through)
+    _log_in(page, live_server_url, "olga")
+    page.goto(f"{live_server_url}/executions/{waiting.pk}/")
+    node = _node(page, asked.name)
+    expect(node).to_have_attribute("data-state", "waiting", timeout=SLOW)
+    assert wait_until(lambda: bool(sockets), timeout=10)
+    event = {
+        "id": "evt_test",
+        "seq": last_seq + 1,
+        "type": "data-step-end",
+        "step_id": asked.pk,
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "data": {"name": asked.name, "output": {"approved": True}, "duration_ms": 5},
+    }
+    sockets[-1].send(json.dumps({"type": "event", "event": event}))
+    expect(node).to_have_attribute("data-state", "completed", timeout=SLOW)
+
+
 def test_the_page_on_a_phone(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
     _user(tenant_a, "olga", Membership.Role.OPERATOR)
     done, _ = execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": "hello hello world"})

@@ -75,7 +75,11 @@ export function executionPage() {
       step.end = Date.parse(event.timestamp);
       step.state = event.type === "data-step-end" ? "completed" : d.error && d.error.category === "cancelled" ? "cancelled" : "failed";
       if (d.duration_ms !== undefined) step.duration_ms = d.duration_ms;
-      if (event.type === "data-step-end") { step.output = d.output; step.output_cut = false; } else step.error = d.error;
+      if (event.type === "data-step-end") {
+        step.output = d.output;
+        step.output_cut = false;
+        if (d.output !== undefined) step.interrupted = Boolean(d.output && typeof d.output === "object" && d.output.interrupted);
+      } else step.error = d.error;
       view.steps.set(event.step_id, step);
     }
     if (page.states[event.type]) {

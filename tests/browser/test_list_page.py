@@ -261,7 +261,10 @@ def test_the_start_form_fills_an_input_each_blueprint_takes(live_server_url: str
     _log_in(page, live_server_url, "olga")
 
     names = page.locator("#start-blueprint option").evaluate_all("options => options.map(o => o.value)")
-    assert set(names) == set(schemas)
+    # The server offers the tenant's blueprints and its own process's code graphs; this process may
+    # have registered more (other tests' graphs), so the offer is within the catalog seen here.
+    assert set(names) <= set(schemas)
+    assert {"shapes", "demo-triage", "demo-summarize", "demo.pipeline"} <= set(names)
     for name in names:
         page.select_option("#start-blueprint", name)
         validate_input(schemas[name], json.loads(page.input_value("#start-input")))  # raises if refused

@@ -436,6 +436,9 @@ def test_a_reply_read_while_it_streams_never_loses_text(
     assert seen[-1] == whole
     for before, after in itertools.pairwise(seen):
         assert after.startswith(before), seen
+    # A step JSON still held when the test ends (a later card's) is let go of, not answered after
+    # the page has gone (Playwright then fails the teardown).
+    page.unroute_all(behavior="ignoreErrors")
 
 
 def test_a_live_step_end_replaces_what_the_page_knew_of_an_interrupted_step(

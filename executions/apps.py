@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
 from django.db import close_old_connections, connections
@@ -53,7 +54,13 @@ class ExecutionsConfig(AppConfig):
 
 def _worker_process_started(sender: object, proc_name: str = "", **kwargs: object) -> None:
     """In each django-q2 worker process, as it starts: its monitor (cancels, leases, reaping) and
-    its slots, and a graceful stop on SIGTERM (``runtime/slots.py``)."""
+    its slots, and a graceful stop on SIGTERM (``runtime/slots.py``).
+
+    Not in a process that runs a task inline (``ENACT_QUEUE_SYNC``): django-q2 sends the signal
+    there too, and slots started in a script would race its inline run for the execution and go
+    on running it in the background after the script thought it done."""
+    if settings.Q_CLUSTER.get("sync"):
+        return
     # Imported here, in the worker process only: web processes never load the runtime.
     from executions.ops import tracing  # beside the import above
     from executions.runtime.scheduler import ticker  # beside the import above

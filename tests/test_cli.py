@@ -578,6 +578,37 @@ def test_program_submit_and_watch_a_run_exits_0(cli: Callable[..., subprocess.Co
 
 
 @pytest.mark.slow
+def test_program_queue_sync_runs_inline_and_starts_no_worker_runtime(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    # django-q2 runs an inline task through its worker function, which sends the signal a worker
+    # process starts its slots on: slots started here would race the inline run for the
+    # execution (it then stays queued for the caller) and run it behind the script's back.
+    script = (
+        "import threading\n"
+        "from executions.services.submit import execution_submit\n"
+        "from tenants.models import Tenant\n"
+        "execution, _ = execution_submit(tenant=Tenant.objects.get(slug='acme'), blueprint='demo.chain', "
+        "input={'n': 3})\n"
+        "execution.refresh_from_db()\n"
+        "print(execution.state, execution.output)\n"
+        # (its monitor runs: an inline run renews its lease and hears a cancel as any other)
+        "runtime = ('enact-dispatch', 'enact-schedules', 'enact-webhooks')\n"
+        "print(sorted({t.name for t in threading.enumerate() if t.name in runtime}))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", script],
+        cwd=ROOT,
+        env={**cli.env, "ENACT_QUEUE_SYNC": "1"},  # type: ignore[attr-defined]
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["completed 3", "[]"]
+
+
+@pytest.mark.slow
 def test_program_errors_are_one_line_on_stderr(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     unknown = cli("watch", "exec_0VbeUolx5NsfPSuqlD00FUV0uFq")
     assert (unknown.returncode, unknown.stdout) == (1, "")

@@ -3,7 +3,7 @@
 Four kinds of news:
 
 - work is ready (a submission, a resume, an answer, a freed slot, a lease handed back): every
-  worker process with a free slot looks for it (``runtime/dispatch.py`` picks fairly);
+  worker process with a free slot looks for it (``runtime/leases.py`` picks fairly);
 - an execution has news (a cancel, a pause, an inbox message): the worker that holds it acts on
   it at once, instead of finding it on its next look at the database;
 - events were committed (the embedded default only): the web process's relay reads the log now,

@@ -76,15 +76,9 @@ def execution_list(
     """The tenant's executions, newest first, each with ``last_seq``. ``q`` matches an id
     (or its start), a blueprint name, or an idempotency key; ``source``, the execution a rerun
     or fork came from."""
-    rows = Execution.objects.for_tenant(tenant)
-    if state:
-        rows = rows.filter(state=state)
-    if blueprint:
-        rows = rows.filter(blueprint=blueprint)
-    if created_after:
+    rows = _narrowed(Execution.objects.for_tenant(tenant), state=state, blueprint=blueprint, before=created_before)
+    if created_after:  # the API's bound: after it, as a cursor reads
         rows = rows.filter(created_at__gt=created_after)
-    if created_before:
-        rows = rows.filter(created_at__lt=created_before)
     if q:
         rows = rows.filter(Q(id__startswith=q) | Q(blueprint__icontains=q) | Q(idempotency_key=q))
     if origin:
@@ -113,15 +107,11 @@ def execution_browse(
     and its tenant. ``q`` matches an id (or its start), a blueprint name, an idempotency key, or
     text inside the input or metadata; ``top_level`` leaves children out (they are shown under
     their parent), ``parent_id`` keeps only that execution's children."""
-    rows = Execution.objects.filter(tenant__in=tenants)
-    if state:
-        rows = rows.filter(state=state)
-    if blueprint:
-        rows = rows.filter(blueprint=blueprint)
-    if created_after:
+    rows = _narrowed(
+        Execution.objects.filter(tenant__in=tenants), state=state, blueprint=blueprint, before=created_before
+    )
+    if created_after:  # the page's "from": a day's list starts at its first moment
         rows = rows.filter(created_at__gte=created_after)
-    if created_before:
-        rows = rows.filter(created_at__lt=created_before)
     if q:
         rows = rows.annotate(input_text=Cast("input", TextField()), metadata_text=Cast("metadata", TextField()))
         rows = rows.filter(_text_search(q))
@@ -137,6 +127,19 @@ def execution_browse(
         .annotate(child_count=Coalesce(Subquery(children.values("n")[:1]), 0))
         .order_by("-created_at", "-id")
     )
+
+
+def _narrowed(
+    rows: QuerySet[Execution], *, state: str | None, blueprint: str | None, before: datetime | None
+) -> QuerySet[Execution]:
+    """The filters the API's list and the dashboard's share."""
+    if state:
+        rows = rows.filter(state=state)
+    if blueprint:
+        rows = rows.filter(blueprint=blueprint)
+    if before:
+        rows = rows.filter(created_at__lt=before)
+    return rows
 
 
 def _text_search(q: str) -> Q:

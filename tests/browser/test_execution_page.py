@@ -82,6 +82,38 @@ def test_the_summary_of_a_finished_execution(live_server_url: str, page: Any, te
     expect(page.locator(f'#derived a[href="/executions/{rerun_id}/"]')).to_be_visible()
 
 
+def test_json_folds_and_a_folded_branch_is_built_when_opened(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    done, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    assert wait_until(lambda: _state(done.pk) == "completed", timeout=30)
+    deep = {"outer": {"inner": {"items": [1, 2, {"leaf": "deep-leaf-value"}]}}, "flat": True}
+    Execution.objects.filter(pk=done.pk).update(output=deep)
+    _log_in(page, live_server_url, "olga")
+    page.goto(f"{live_server_url}/executions/{done.pk}/")
+
+    view = page.locator("#output-view .json")
+    branch = view.locator("details.json-branch")
+    # Two levels open at first: the document and "outer"; "inner" is folded and not built yet.
+    expect(branch).to_have_count(3)
+    expect(view.locator("summary", has_text='"outer"')).to_contain_text("1 keys")
+    inner = branch.filter(has=page.locator("> summary", has_text='"inner"'))
+    expect(inner).not_to_have_attribute("open", "")
+    assert "deep-leaf-value" not in (view.text_content() or "")  # not hidden: not there at all
+    inner.locator("> summary").click()
+    items = inner.locator("details.json-branch").filter(has=page.locator("> summary", has_text='"items"'))
+    expect(items.locator("> summary")).to_contain_text("3 items")
+    items.locator("> summary").click()
+    leaf = items.locator("details.json-branch").last
+    leaf.locator("> summary").click()
+    expect(view.locator(".json-string", has_text="deep-leaf-value")).to_be_visible()
+    # Folding again hides what was opened, and opening keeps what was built.
+    inner.locator("> summary").click()
+    expect(view.locator(".json-string", has_text="deep-leaf-value")).to_be_hidden()
+    inner.locator("> summary").click()
+    expect(view.locator(".json-string", has_text="deep-leaf-value")).to_be_visible()
+    expect(view.locator(".json-string", has_text="deep-leaf-value")).to_have_count(1)
+
+
 def test_a_failure_in_words_with_a_link_to_its_step(live_server_url: str, page: Any, tenant_a: Tenant) -> None:
     _user(tenant_a, "vic", Membership.Role.VIEWER)
     blueprint_save(

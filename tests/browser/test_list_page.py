@@ -89,6 +89,35 @@ def test_dates_are_read_in_the_readers_zone_and_times_written_in_it(
         context.close()
 
 
+def test_search_finds_text_inside_input_and_metadata(
+    live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant, enqueued: list[str]
+) -> None:
+    _user(tenant_a, "olga", Membership.Role.OPERATOR)
+    report, _ = execution_submit(tenant=tenant_a, blueprint="demo.pipeline", input={"text": "the Quarterly report"})
+    keyed, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 2}, idempotency_key="order-4411")
+    tagged, _ = execution_submit(
+        tenant=tenant_a, blueprint="demo.chain", input={"n": 1}, metadata={"customer": "Zoë Café"}
+    )
+    _log_in(page, live_server_url, "olga")
+    rows = page.locator("#executions tbody tr[data-id]")
+    expect(rows).to_have_count(3)
+
+    def search(text: str) -> list[str]:
+        page.fill('#filters input[name="q"]', text)
+        page.click('#filters button[type="submit"]')
+        page.wait_for_url(re.compile(r"[?&]q="))
+        page.wait_for_load_state("domcontentloaded")
+        return page.locator("#executions tbody tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
+
+    assert search("quarterly") == [report.pk]  # inside the input, any case
+    expect(page.locator('#filters input[name="q"]')).to_have_value("quarterly")  # the box keeps what was asked
+    assert search("café") == [tagged.pk]  # inside the metadata, beyond ASCII
+    assert search("order-4411") == [keyed.pk]  # an idempotency key
+    assert search("nowhere-to-be-found") == []
+    expect(page.locator("#executions")).to_contain_text("No execution matches these filters.")
+    assert problems == []
+
+
 def test_children_open_under_their_parent(
     live_server_url: str, page: Any, problems: list[str], tenant_a: Tenant
 ) -> None:

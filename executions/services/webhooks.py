@@ -11,7 +11,8 @@
   checked when it is registered or submitted (400) and again before every send. A host that is,
   or resolves to, a private, loopback, link-local or otherwise non-public address is sent to only
   if the policy names it exactly (``127.0.0.1:8080``, ``hooks.internal``; a ``*.`` pattern is
-  not enough).
+  not enough). A send connects to the address it checked (``send_address``), not to whatever
+  the name resolves to a moment later.
 - **Delivery**: the outbox (``persistence/webhooks.py``) records a pending delivery per URL when
   the event is stored; the worker processes' senders (``runtime/webhooks.py``) claim due ones
   (``FOR NO KEY UPDATE SKIP LOCKED`` on PostgreSQL, and a compare-and-set of ``next_attempt_at``
@@ -42,7 +43,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
@@ -151,22 +152,35 @@ def _named_exactly(target: Target, patterns: list[str]) -> bool:
     return any(not p.startswith("*.") and host_matches(target.host, target.port, p) for p in patterns)
 
 
-def url_check(tenant_id: int, url: Any, *, field: str = "url", resolve: bool = False) -> str:
-    """``url`` if the tenant's tool policy allows its host, else a 400 naming ``field``. With
-    ``resolve`` (before a send), the host's addresses are looked up too (an OSError if that fails)."""
+def url_check(tenant_id: int, url: Any, *, field: str = "url") -> str:
+    """``url`` if the tenant's tool policy allows its host, else a 400 naming ``field``."""
+    _checked(tenant_id, url, field, resolve=False)
+    return str(url)
+
+
+def send_address(tenant_id: int, url: str) -> str | None:
+    """Check ``url`` again before a send, its host's addresses looked up too (an OSError if that
+    fails), and return the address to connect to: the one that was checked, so that a name which
+    resolves elsewhere by the time the request connects (DNS rebinding) cannot take it to a
+    private address. None when the URL's host is an address already or the policy names it
+    exactly (the request then connects as the URL says)."""
+    return _checked(tenant_id, url, "url", resolve=True)
+
+
+def _checked(tenant_id: int, url: Any, field: str, *, resolve: bool) -> str | None:
     target = _target(url, field)
     patterns = list(TenantLimits.objects.filter(tenant_id=tenant_id).values_list("tool_allowed_domains", flat=True))
     allowed = [str(p) for p in (patterns[0] if patterns else None) or []]
     if not any(host_matches(target.host, target.port, p) for p in allowed):
         raise _field_error(field, f"host {target.host} is not in the tenant's allowed domains (its tool policy)")
     if _named_exactly(target, allowed):
-        return str(url)
+        return None
     addresses = [target.host]
     with contextlib.suppress(ValueError):
         ipaddress.ip_address(target.host)
         resolve = False  # an address already
     if target.host == "localhost" or target.host.endswith(".localhost"):
-        addresses = ["127.0.0.1"]
+        addresses, resolve = ["127.0.0.1"], False
     elif resolve:
         found = socket.getaddrinfo(target.host, target.port or target.default_port, type=socket.SOCK_STREAM)
         addresses = [str(info[4][0]) for info in found]
@@ -177,7 +191,7 @@ def url_check(tenant_id: int, url: Any, *, field: str = "url", resolve: bool = F
                     field,
                     f"host {target.host} is a private or loopback address; the tool policy must name it exactly",
                 )
-    return str(url)
+    return addresses[0] if resolve and addresses else None
 
 
 def _events_check(events: Any) -> list[str]:
@@ -418,13 +432,23 @@ class Outcome:
     refused: bool = False  # by the tool policy: no request was made
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+def _post(url: str, body: bytes, headers: dict[str, str], address: str | None = None) -> Outcome:
+    """POST ``body`` to ``url``; connected to ``address`` when given (``send_address``), with the
+    URL's host still the request's Host and, over TLS, the name sent and verified (SNI)."""
     # trust_env off: no proxy or .netrc of the worker's environment; redirects are not followed
     # (one could leave the allowed hosts): a 3xx is an answer like a 4xx.
     timeout = settings.ENACT_WEBHOOK_TIMEOUT_SECONDS
+    extensions: dict[str, Any] = {}
+    if address is not None:
+        parts = urlsplit(url)
+        headers = {**headers, "Host": parts.netloc}  # no user info: a URL with one is refused
+        pinned = f"[{address}]" if ":" in address else address
+        url = urlunsplit(parts._replace(netloc=pinned + (f":{parts.port}" if parts.port else "")))
+        if parts.scheme == "https":
+            extensions["sni_hostname"] = parts.hostname
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         try:
-            with client.stream("POST", url, content=body, headers=headers) as response:
+            with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:
                 kept = b""
                 for chunk in response.iter_bytes():
                     kept += chunk
@@ -457,7 +481,7 @@ def delivery_send(delivery_id: str, lease: datetime, *, rng: random.Random | Non
     try:
         if delivery.endpoint is not None and not delivery.endpoint.active:
             raise InvalidInput("the webhook was switched off")
-        url_check(delivery.tenant_id, delivery.url, resolve=True)
+        address = send_address(delivery.tenant_id, delivery.url)
     except InvalidInput as exc:
         outcome = Outcome(error=f"not sent: {exc.message}", refused=True)
     except OSError as exc:
@@ -474,7 +498,7 @@ def delivery_send(delivery_id: str, lease: datetime, *, rng: random.Random | Non
             "Enact-Event": delivery.event_type,
             SIGNATURE_HEADER: signature(secret, int(time.time()), body),
         }
-        outcome = _post(delivery.url, body, headers)
+        outcome = _post(delivery.url, body, headers, address)
     return _record(delivery, lease, outcome, started, time.monotonic() - clock, rng)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import time
 from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import httpcore
 import pytest
 from django.utils import timezone
 
@@ -346,6 +348,67 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_sent_to(
     assert delivery.state == "failed"
     assert "private or loopback" in delivery.last_error
     assert WebhookAttempt.objects.get(delivery_id=delivery.pk).status_code is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_connects_to_the_address_it_checked_not_to_a_later_answer_of_the_name(
+    tenant_a: Tenant, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the name answers a public address when the send is checked and a loopback
+    # one a moment later, when the connection would look it up again.
+    allow(tenant_a, "*.example.com")
+    run_real = socket.getaddrinfo
+    answers = iter(["93.184.216.34", "127.0.0.1"])
+    looked_up: list[str] = []
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.example.com":
+            return run_real(host, port, *args, **kwargs)
+        looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    connected: list[str] = []
+    connect_real = httpcore._backends.sync.SyncBackend.connect_tcp
+
+    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        connected.append(host)  # then on to the local receiver, wherever the request was aimed
+        return connect_real(backend, "127.0.0.1", port, *args, **kwargs)
+
+    with receiver() as hooks:
+        endpoint(tenant_a, f"http://rebind.example.com:{hooks.port}/hooks")
+        run(tenant_a)
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+        (delivery,) = send_due()
+        assert delivery.state == "delivered", delivery.last_error
+        assert looked_up == ["rebind.example.com"]  # once, by the check
+        assert connected == ["93.184.216.34"]  # the checked address, not the name
+        (received,) = hooks.received
+        assert received.headers["host"] == f"rebind.example.com:{hooks.port}"
+
+
+def test_over_tls_a_send_to_the_checked_address_still_names_and_verifies_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    class Stream:
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: Any = None) -> Any:
+            seen["server_hostname"] = server_hostname
+            seen["verifies"] = ssl_context.check_hostname
+            raise httpcore.ConnectError("stopped here: the handshake is what this test looks at")
+
+        def close(self) -> None:
+            pass
+
+    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        seen["host"], seen["port"] = host, port
+        return Stream()
+
+    monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+    outcome = svc._post("https://hooks.example.com/end", b"{}", {}, "93.184.216.34")
+    assert "stopped here" in outcome.error
+    assert seen == {"host": "93.184.216.34", "port": 443, "server_hostname": "hooks.example.com", "verifies": True}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -16,7 +16,17 @@ from executions.blueprints.definition import Resources, compile_definition
 from executions.catalog import blueprint_lookup
 from executions.kernel.events import EventType
 from executions.kernel.ids import IdKind, is_valid_id
-from executions.models import Artifact, Blueprint, BlueprintVersion, Execution, ExecutionEvent, Step
+from executions.kernel.persistence import Position
+from executions.models import (
+    Artifact,
+    Blueprint,
+    BlueprintVersion,
+    Checkpoint,
+    Execution,
+    ExecutionEvent,
+    PastCheckpoint,
+    Step,
+)
 from tenants.models import Tenant
 
 
@@ -154,6 +164,42 @@ def _text_search(q: str) -> Q:
 def execution_steps(*, tenant: Tenant, execution_id: str) -> QuerySet[Step]:
     execution = execution_get(tenant=tenant, execution_id=execution_id)
     return Step.objects.filter(execution=execution).order_by("position")
+
+
+def execution_step(*, tenant: Tenant, execution_id: object, step_id: object) -> tuple[Execution, Step]:
+    """The tenant's execution and one of its steps, or :class:`NotFound` (malformed, unknown and
+    foreign ids alike; its message says which of the two was not found)."""
+    execution = execution_get(tenant=tenant, execution_id=execution_id)
+    step = Step.objects.filter(execution=execution, pk=step_id).first() if is_valid_id(step_id, IdKind.STEP) else None
+    if step is None:
+        raise NotFound("step not found")
+    return execution, step
+
+
+def step_events(*, execution: Execution, step: Step, types: list[str]) -> list[dict[str, Any]]:
+    """The step's stored events of these ``types`` (seq, type, data), in order, of an execution
+    the caller already holds."""
+    rows = ExecutionEvent.objects.filter(execution=execution, step_id=step.pk, type__in=types).order_by("seq")
+    return list(rows.values("seq", "type", "data"))
+
+
+def checkpoint_after(*, execution: Execution, seq: int) -> Position | None:
+    """Where the run stood at its first kept checkpoint at or after event ``seq``, if one was kept."""
+    past = PastCheckpoint.objects.filter(execution=execution, seq__gte=seq).order_by("seq", "pk_id").first()
+    return Position.from_dict(past.data["position"]) if past is not None else None
+
+
+def execution_next_nodes(*, execution: Execution) -> list[str]:
+    """The nodes an unfinished execution goes on from (its latest checkpoint's lanes)."""
+    if execution.is_terminal:
+        return []
+    checkpoint = Checkpoint.objects.filter(execution=execution).only("data").first()
+    if checkpoint is None:
+        return []
+    try:
+        return [lane.node for lane in Position.from_dict(checkpoint.data["position"]).lanes if lane.node]
+    except (KeyError, TypeError, ValueError):
+        return []
 
 
 def execution_events(*, tenant: Tenant, execution_id: str, after: int = 0, limit: int = 1000) -> list[ExecutionEvent]:

@@ -15,12 +15,10 @@ from executions import selectors
 from executions.catalog import blueprint_lookup
 from executions.kernel.events import EventType
 from executions.kernel.ids import IdKind, is_valid_id
-from executions.kernel.persistence import Position
 from executions.live.groups import STATE_AFTER_EVENT
-from executions.models import Checkpoint, Execution, ExecutionEvent, PastCheckpoint, Step
+from executions.models import Execution, Step
 from executions.services.derive import FORKABLE_STATES, lane_before
 from executions.views.common import Seat, no_tenant, render_page, seat_for
-from tenants.models import TenantLimits
 
 # How an execution came to be, said as a person would.
 STEP_END, STEP_FAILED = EventType.STEP_END.value, EventType.STEP_FAILED.value
@@ -57,7 +55,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
     except NotFound:
         raise Http404("execution not found") from None
     steps = list(selectors.execution_steps(tenant=seat.tenant, execution_id=execution.pk))
-    limits = TenantLimits.objects.get(tenant=seat.tenant)
+    limits = seat.tenant.limits
     related = _related(execution)
     failed_step = _failed_step(execution, steps)
     page = {
@@ -82,7 +80,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         "child_runs": [_child_run(child) for child in related["children"]],
         "graph": selectors.execution_graph_outline(execution=execution),
         # Where the run goes on from (its latest checkpoint): a paused run's next node.
-        "next_nodes": _next_nodes(execution),
+        "next_nodes": selectors.execution_next_nodes(execution=execution),
         "limits": {
             "steps": limits.max_steps,
             "tokens": limits.max_tokens,
@@ -148,34 +146,22 @@ def execution_step_detail(request: HttpRequest, execution_id: str, step_id: str)
 
 def _tenant_step(seat: Seat, execution_id: str, step_id: str) -> tuple[Execution, Step]:
     try:
-        execution = selectors.execution_get(tenant=seat.tenant, execution_id=execution_id)
-    except NotFound:
-        raise Http404("execution not found") from None
-    if not is_valid_id(step_id, IdKind.STEP):
-        raise Http404("step not found")
-    step = Step.objects.filter(execution=execution, pk=step_id).first()
-    if step is None:
-        raise Http404("step not found")
-    return execution, step
+        return selectors.execution_step(tenant=seat.tenant, execution_id=execution_id, step_id=step_id)
+    except NotFound as missing:
+        raise Http404(missing.message) from None
 
 
 def _llm_exchange(execution: Execution, step: Step) -> dict[str, Any]:
     """What a model's step sent and what came back, its tool calls and its tokens and cost. The
     run's state after the step holds the node's conversation; the step's events hold the tool
     calls, their results and the usage."""
-    events = list(
-        ExecutionEvent.objects.filter(execution=execution, step_id=step.pk)
-        .filter(type__in=[t.value for t in LLM_EVENTS])
-        .order_by("seq")
-        .values("seq", "type", "data")
-    )
+    events = selectors.step_events(execution=execution, step=step, types=[t.value for t in LLM_EVENTS])
     ended = next((e["seq"] for e in events if e["type"] in (STEP_END, STEP_FAILED)), None)
     state: Any = None
     if ended is not None:
-        after = PastCheckpoint.objects.filter(execution=execution, seq__gte=ended).order_by("seq", "pk_id").first()
+        after = selectors.checkpoint_after(execution=execution, seq=ended)
         if after is not None:
-            lanes = Position.from_dict(after.data["position"]).lanes
-            state = lanes[0].state if len(lanes) == 1 else None
+            state = after.lanes[0].state if len(after.lanes) == 1 else None
         elif execution.is_terminal:
             state = execution.output
     mine = state.get(step.name) if isinstance(state, dict) else None
@@ -272,16 +258,6 @@ def _failed_step(execution: Execution, steps: list[Step]) -> Step | None:
     if execution.state == Execution.State.FAILED:
         return next((s for s in reversed(steps) if s.state == "failed"), None)
     return None
-
-
-def _next_nodes(execution: Execution) -> list[str]:
-    checkpoint = Checkpoint.objects.filter(execution=execution).only("data").first()
-    if checkpoint is None or execution.is_terminal:
-        return []
-    try:
-        return [lane.node for lane in Position.from_dict(checkpoint.data["position"]).lanes if lane.node]
-    except (KeyError, TypeError, ValueError):
-        return []
 
 
 # A step's output is put in the page up to this many bytes of JSON; a bigger one is shown by its

@@ -208,7 +208,7 @@ class ExecutionAdmin(TenantScopedAdmin):
     fieldsets = [
         (None, {"fields": ["id", "tenant", "blueprint", "blueprint_version", "state", "wait_reason", "wait_detail"]}),
         ("Data", {"fields": ["input", "output", "error_message", "usage", "metadata"]}),
-        ("Origin", {"fields": ["parent", "created_by", "idempotency_key"]}),
+        ("Origin", {"fields": ["parent", "created_by", "created_by_key", "idempotency_key"]}),
         ("Times", {"fields": ["created_at", "started_at", "ended_at", "updated_at"]}),
         (
             "Worker",

@@ -87,6 +87,7 @@ class ExecutionListView(APIView):
             idempotency_key=body.get("idempotency_key"),
             metadata=tracing.submission_metadata(body.get("metadata")),
             user=request.user if not caller.key else None,
+            api_key=caller.key,
             webhook=body.get("webhook"),
         )
         data = _execution(request, execution.pk)

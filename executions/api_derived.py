@@ -54,6 +54,7 @@ class ExecutionRerunView(APIView):
             idempotency_key=body.get("idempotency_key"),
             metadata=body.get("metadata"),
             user=request.user if not caller.key else None,
+            api_key=caller.key,
         )
         return _created(request, execution, created)
 
@@ -81,5 +82,6 @@ class ExecutionForkView(APIView):
             idempotency_key=body.get("idempotency_key"),
             metadata=body.get("metadata"),
             user=request.user if not caller.key else None,
+            api_key=caller.key,
         )
         return _created(request, execution, created)

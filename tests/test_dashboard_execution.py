@@ -23,7 +23,7 @@ from executions.services.schedules import schedule_create
 from executions.services.submit import execution_submit
 from executions.views import detail
 from tenants.models import Membership, Tenant
-from tenants.services import membership_set
+from tenants.services import api_key_create, api_key_revoke, membership_set
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,7 +79,35 @@ def test_the_summary_says_who_started_it_when_and_links_reruns_and_forks(tenant_
     forked = client.get(f"/executions/{fork.pk}/").content.decode()
     assert re.search(rf'A fork\s+of <a href="/executions/{first.pk}/" data-link="source">', forked)
     rerun_page = client.get(f"/executions/{rerun.pk}/").content.decode()
-    assert re.search(rf'A rerun\s+(through the API \(an API key\)\s+)?of <a href="/executions/{first.pk}/"', rerun_page)
+    assert re.search(rf'A rerun\s+of <a href="/executions/{first.pk}/"', rerun_page)
+
+
+def test_a_submission_through_the_api_names_its_key_and_so_do_its_reruns(tenant_a: Tenant, enqueued: list[str]) -> None:
+    client, _ = _login(tenant_a, Membership.Role.VIEWER)
+    key, raw = api_key_create(tenant=tenant_a, scope="write", name="nightly-batch")
+    program = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    submitted = program.post(
+        "/api/v1/executions", {"blueprint": "demo.chain", "input": {"n": 1}}, content_type="application/json"
+    )
+    assert submitted.status_code == 201, submitted.json()
+    execution_id = submitted.json()["id"]
+    assert Execution.objects.get(pk=execution_id).created_by_key == key
+    rerun = program.post(f"/api/v1/executions/{execution_id}/rerun", {}, content_type="application/json")
+    assert rerun.status_code == 201, rerun.json()
+
+    def origin(pk: str) -> str:
+        found = re.search(r'<dd id="origin"[^>]*>(.*?)</dd>', client.get(f"/executions/{pk}/").content.decode(), re.S)
+        assert found is not None
+        return " ".join(found.group(1).split())
+
+    said = f'through the API with the key <strong id="started-by-key">nightly-batch</strong> <code>{key.prefix}…</code>'
+    assert origin(execution_id).startswith(f"Submitted {said}")
+    assert said in origin(rerun.json()["id"])
+    api_key_revoke(tenant=tenant_a, key_id=key.pk)
+    assert origin(execution_id).startswith(f"Submitted {said} (since revoked)")
+    # A submission of the command line has neither a person nor a key to name.
+    by_hand, _ = execution_submit(tenant=tenant_a, blueprint="demo.chain", input={"n": 1})
+    assert origin(by_hand.pk) == "Submitted from the command line, or with an API key since deleted"
 
 
 def test_a_scheduled_run_names_its_schedule_and_a_child_its_parent(tenant_a: Tenant, enqueued: list[str]) -> None:

@@ -42,7 +42,7 @@ from executions.kernel.persistence import Lane, Position
 from executions.models import Checkpoint, Execution, ExecutionEvent, PastCheckpoint, Step
 from executions.selectors import execution_get
 from executions.services.submit import execution_submit
-from tenants.models import Tenant, TenantLimits
+from tenants.models import ApiKey, Tenant, TenantLimits
 
 # A fork's source must not be running: its log and checkpoints are still being written.
 FORKABLE_STATES = (*Execution.TERMINAL, Execution.State.PAUSED, Execution.State.WAITING)
@@ -58,6 +58,7 @@ def execution_rerun(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
     user: User | None = None,
+    api_key: ApiKey | None = None,
 ) -> tuple[Execution, bool]:
     """Submit the source's blueprint at its version with its input again. Returns the new
     execution and whether it is new (a repeated idempotency key returns the first one)."""
@@ -71,6 +72,7 @@ def execution_rerun(
         idempotency_key=idempotency_key,
         metadata=metadata,
         user=user,
+        api_key=api_key,
         derived_from=(source, Execution.Origin.RERUN),
     )
 
@@ -84,6 +86,7 @@ def execution_fork(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
     user: User | None = None,
+    api_key: ApiKey | None = None,
 ) -> tuple[Execution, bool]:
     """Start a new execution from the checkpoint before step ``from_step`` of the source (that
     step runs again), with ``state`` in place of the state the step was given if one is given.
@@ -111,6 +114,7 @@ def execution_fork(
             idempotency_key=idempotency_key,
             metadata=metadata,
             user=user,
+            api_key=api_key,
             derived_from=(source, Execution.Origin.FORK),
         )
         if not created:

@@ -17,7 +17,7 @@ from executions.live import publisher
 from executions.models import Execution, Schedule
 from executions.registry import validate_input
 from executions.services.webhooks import submission_webhook_check
-from tenants.models import Tenant, TenantLimits
+from tenants.models import ApiKey, Tenant, TenantLimits
 from tenants.services import tenant_consume_execution_quota
 
 
@@ -29,6 +29,7 @@ def execution_submit(
     idempotency_key: str | None = None,
     metadata: dict[str, Any] | None = None,
     user: User | None = None,
+    api_key: ApiKey | None = None,
     version: int | None = None,
     parent: Execution | None = None,
     schedule: Schedule | None = None,
@@ -38,7 +39,7 @@ def execution_submit(
     """Create an execution (``queued``) of blueprint ``blueprint`` (a built-in one or one of the
     tenant's own, at ``version`` or its latest) and enqueue it after commit. Returns it and whether
     it is new: a repeated idempotency key returns the first execution, unchanged. A schedule's
-    firing names its ``schedule`` (origin ``schedule``); a rerun or fork its source and origin
+    firing names its ``schedule`` (origin ``schedule``); ``user`` or ``api_key``, who submitted it; a rerun or fork its source and origin
     (``derived_from``, ``services.derive``). ``webhook``: a URL called, signed, when it
     ends (``services.webhooks``; its host must be allowed by the tenant's tool policy)."""
     limits = TenantLimits.objects.get(tenant=tenant)
@@ -78,6 +79,7 @@ def execution_submit(
                 idempotency_key=idempotency_key or None,
                 metadata=metadata or {},
                 created_by=user if user is not None and user.is_authenticated else None,
+                created_by_key=api_key,
                 parent=parent,
                 schedule=schedule,
                 source=derived_from[0] if derived_from else None,

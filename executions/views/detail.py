@@ -233,6 +233,7 @@ def _related(execution: Execution) -> dict[str, Any]:
         "source": execution.source,
         "schedule": execution.schedule,
         "started_by": execution.created_by.get_username() if execution.created_by else "",
+        "started_by_key": execution.created_by_key,
         "children": list(
             execution.children.order_by("created_at").only(
                 "id", "state", "blueprint", "created_at", "started_at", "ended_at", "idempotency_key"

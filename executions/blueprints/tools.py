@@ -2,7 +2,9 @@
 
 Policy first: before a request, its host must be one the tenant allows and its method one the
 tenant permits; a host the tenant does not trust (or a node marked ``"approval": "always"``)
-waits for an operator's approval. Every decision is a ``data-policy-decision`` event. Secrets
+waits for an operator's approval. A host that is or resolves to a private address is called
+only if the policy names it exactly, and the call connects to the address that was checked
+(``connect_address``), so a wildcard domain cannot be pointed at the platform's own network. Every decision is a ``data-policy-decision`` event. Secrets
 reach a request only as headers named in the config, never through templates, events or logs.
 
 (The ``http`` node kind, and the check of an http config, are in ``kinds/http.py``.)
@@ -11,10 +13,13 @@ reach a request only as headers named in the config, never through templates, ev
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -58,6 +63,58 @@ def host_matches(host: str, port: int | None, pattern: str) -> bool:
     if name.startswith("*."):
         return host.endswith(name[1:]) and host != name[2:]
     return host == name
+
+
+# --- where a call connects ------------------------------------------------------------------------
+
+
+class PrivateAddress(Exception):
+    """A host that is, or resolves to, a private, loopback, link-local or otherwise non-public
+    address, which the policy does not name exactly."""
+
+
+def connect_address(
+    host: str, port: int | None, default_port: int, allowed: Iterable[str], *, resolve: bool = True
+) -> str | None:
+    """The address a call to ``host`` connects to, checked: raises :class:`PrivateAddress` for a
+    non-public one unless the policy names the host exactly (``127.0.0.1:8080``,
+    ``hooks.internal``; a ``*.`` pattern is not enough), and OSError if the name cannot be looked
+    up. The call then connects to the address returned, not to whatever the name resolves to a
+    moment later (DNS rebinding); None when it connects as the URL says (the host is an address
+    already, or named exactly). ``resolve`` False (a URL registered, not called yet): a name is
+    not looked up, only an address or ``localhost`` checked."""
+    if any(not p.startswith("*.") and host_matches(host, port, p) for p in allowed):
+        return None
+    literal = True
+    try:
+        ipaddress.ip_address(host)
+        addresses = [host]
+    except ValueError:
+        literal = False
+        if host == "localhost" or host.endswith(".localhost"):
+            addresses = ["127.0.0.1"]
+        elif not resolve:
+            return None
+        else:
+            found = socket.getaddrinfo(host, port or default_port, type=socket.SOCK_STREAM)
+            addresses = [str(info[4][0]) for info in found]
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            raise PrivateAddress(f"host {host} is a private or loopback address; the tool policy must name it exactly")
+    return None if literal or not addresses else addresses[0]
+
+
+def pinned(url: str, headers: dict[str, str], address: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``url`` aimed at ``address`` (see ``connect_address``), with the URL's host kept as the
+    request's Host and, over TLS, as the name sent and verified (SNI): the request URL, its
+    headers and the httpx request extensions."""
+    if address is None:
+        return url, headers, {}
+    parts = urlsplit(url)
+    netloc = (f"[{address}]" if ":" in address else address) + (f":{parts.port}" if parts.port else "")
+    extensions: dict[str, Any] = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {**headers, "Host": parts.netloc}, extensions
 
 
 def decide(policy: ToolPolicy, method: str, url: str, *, always_ask: bool = False) -> Decision:
@@ -128,8 +185,18 @@ def with_secrets(call: HttpCall, config: dict[str, Any], secrets: Any, where: st
 def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dict[str, Any]:
     """Make the request; a cancel of the step closes it at once. Never follows redirects (a
     redirect could leave the allowed hosts)."""
+    parts = urlsplit(call.url)
+    try:
+        address = connect_address(
+            (parts.hostname or "").lower(), parts.port, 443 if parts.scheme == "https" else 80, policy.allowed_domains
+        )
+    except PrivateAddress as refused:
+        raise ExecutionError.policy_violation(f"{tool_name}: {refused}", code="tool_denied") from None
+    except OSError as exc:
+        raise ExecutionError.network(f"{tool_name}: {parts.hostname} cannot be resolved: {exc}") from None
+    url, headers, extensions = pinned(call.url, call.headers, address)
     body = call.body
-    kwargs: dict[str, Any] = {"headers": call.headers}
+    kwargs: dict[str, Any] = {"headers": headers, "extensions": extensions}
     if body is not None:
         kwargs["content" if isinstance(body, str) else "json"] = body
     token = ctx.cancellation
@@ -142,7 +209,7 @@ def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dic
         try:
             if token.is_cancelled:
                 raise Cancelled(token.reason or "cancelled")
-            with client.stream(call.method, call.url, **kwargs) as response:
+            with client.stream(call.method, url, **kwargs) as response:
                 span.response(response.status_code)  # a CLIENT span under the step's, when traces are on
                 content = _read_bounded(response, policy.max_response_bytes, tool_name)
                 return _result(response, content)

@@ -30,20 +30,17 @@ loop: a delivery outlives the process that first tried it.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
 import hmac
-import ipaddress
 import json
 import random
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -54,7 +51,7 @@ from django.utils import timezone
 
 from enact_platform.errors import InvalidInput, NotFound
 from enact_platform.locks import locked
-from executions.blueprints.tools import host_matches
+from executions.blueprints.tools import PrivateAddress, connect_address, host_matches, pinned
 from executions.kernel import ids
 from executions.kernel.events import EXECUTION_STATE_AFTER, EventType, iso_timestamp
 from executions.models import (
@@ -143,15 +140,6 @@ def _target(url: Any, field: str = "url") -> Target:
     return Target(host, port, 443 if parts.scheme == "https" else 80)
 
 
-def _non_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return not ip.is_global or ip.is_multicast
-
-
-def _named_exactly(target: Target, patterns: list[str]) -> bool:
-    return any(not p.startswith("*.") and host_matches(target.host, target.port, p) for p in patterns)
-
-
 def url_check(tenant_id: int, url: Any, *, field: str = "url") -> str:
     """``url`` if the tenant's tool policy allows its host, else a 400 naming ``field``."""
     _checked(tenant_id, url, field, resolve=False)
@@ -173,25 +161,10 @@ def _checked(tenant_id: int, url: Any, field: str, *, resolve: bool) -> str | No
     allowed = [str(p) for p in (patterns[0] if patterns else None) or []]
     if not any(host_matches(target.host, target.port, p) for p in allowed):
         raise _field_error(field, f"host {target.host} is not in the tenant's allowed domains (its tool policy)")
-    if _named_exactly(target, allowed):
-        return None
-    addresses = [target.host]
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(target.host)
-        resolve = False  # an address already
-    if target.host == "localhost" or target.host.endswith(".localhost"):
-        addresses, resolve = ["127.0.0.1"], False
-    elif resolve:
-        found = socket.getaddrinfo(target.host, target.port or target.default_port, type=socket.SOCK_STREAM)
-        addresses = [str(info[4][0]) for info in found]
-    for address in addresses:
-        with contextlib.suppress(ValueError):
-            if _non_public(address):
-                raise _field_error(
-                    field,
-                    f"host {target.host} is a private or loopback address; the tool policy must name it exactly",
-                )
-    return addresses[0] if resolve and addresses else None
+    try:
+        return connect_address(target.host, target.port, target.default_port, allowed, resolve=resolve)
+    except PrivateAddress as refused:
+        raise _field_error(field, str(refused)) from None
 
 
 def _events_check(events: Any) -> list[str]:
@@ -438,14 +411,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], address: str | None = 
     # trust_env off: no proxy or .netrc of the worker's environment; redirects are not followed
     # (one could leave the allowed hosts): a 3xx is an answer like a 4xx.
     timeout = settings.ENACT_WEBHOOK_TIMEOUT_SECONDS
-    extensions: dict[str, Any] = {}
-    if address is not None:
-        parts = urlsplit(url)
-        headers = {**headers, "Host": parts.netloc}  # no user info: a URL with one is refused
-        pinned = f"[{address}]" if ":" in address else address
-        url = urlunsplit(parts._replace(netloc=pinned + (f":{parts.port}" if parts.port else "")))
-        if parts.scheme == "https":
-            extensions["sni_hostname"] = parts.hostname
+    url, headers, extensions = pinned(url, headers, address)  # no user info: a URL with one is refused
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         try:
             with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:

@@ -4,12 +4,14 @@ the events each kind emits. HTTP tools call a real server on 127.0.0.1 started b
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpcore
 import pytest
 
 from executions.blueprints.functions import blueprint_function
@@ -334,6 +336,61 @@ def test_a_trusted_host_is_called_at_once(tenant_a: Tenant, tool_server: ToolSer
     assert [d["decision"] for d in events(execution, "data-policy-decision")] == ["allow"]
     assert events(execution, "data-tool-input-available")[0]["input"]["url"].endswith("/orders/7")
     assert events(execution, "data-tool-output-available")[0]["output"]["status"] == 200
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, answers: list[str]) -> list[str]:
+    """``name`` resolves to each of ``answers`` in turn (the last one from then on); returns the
+    list of the lookups made of it."""
+    real = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        address = answers[min(len(looked_up), len(answers) - 1)]
+        looked_up.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return looked_up
+
+
+def test_a_trusted_wildcard_name_that_resolves_to_a_private_address_is_not_called(
+    tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tenant that controls a name under an allowed wildcard points it at the platform's network.
+    policy(tenant_a, allowed=["*.example.com"], trusted=["*.example.com"])
+    port = tool_server.host.rsplit(":", 1)[1]
+    http_blueprint(tenant_a, f"tools.example.com:{port}")
+    _resolving(monkeypatch, "tools.example.com", ["127.0.0.1"])
+    execution = run(tenant_a, "fetch", {"id": 7})
+    assert execution.state == "failed"
+    assert execution.error["category"] == "policy_violation"
+    assert "tools.example.com is a private or loopback address" in execution.error["message"]
+    assert tool_server.requests == []
+
+
+def test_a_call_connects_to_the_address_it_checked_not_to_a_later_answer_of_the_name(
+    tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy(tenant_a, allowed=["*.example.com"], trusted=["*.example.com"])
+    port = tool_server.host.rsplit(":", 1)[1]
+    http_blueprint(tenant_a, f"tools.example.com:{port}")
+    looked_up = _resolving(monkeypatch, "tools.example.com", ["93.184.216.34", "127.0.0.1"])  # DNS rebinding
+    connected: list[str] = []
+    connect_real = httpcore._backends.sync.SyncBackend.connect_tcp
+
+    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        connected.append(host)  # then on to the local server, wherever the call was aimed
+        return connect_real(backend, "127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+    execution = run(tenant_a, "fetch", {"id": 7})
+    assert execution.state == "completed", execution.error
+    assert looked_up == ["tools.example.com"]  # once, by the check
+    assert connected == ["93.184.216.34"]
+    assert tool_server.requests[0]["headers"]["Host"] == f"tools.example.com:{port}"
+    assert events(execution, "data-tool-input-available")[0]["input"]["url"].startswith("http://tools.example.com:")
 
 
 def test_an_untrusted_host_waits_for_approval_then_runs(

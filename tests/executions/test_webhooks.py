@@ -342,7 +342,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_sent_to(
         looked_up.append(host)
         return [(2, 1, 6, "", ("10.0.0.5", port))]
 
-    monkeypatch.setattr(svc.socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     (delivery,) = send_due()
     assert looked_up == ["internal.example.com"]
     assert delivery.state == "failed"

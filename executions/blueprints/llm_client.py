@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from executions.blueprints.tools import pinned
+
 if TYPE_CHECKING:
     from executions.kernel.cancellation import CancellationToken
 
@@ -130,7 +132,10 @@ class OpenAICompatibleProvider:
         api_key: str | None,
         timeout_s: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        address: str | None = None,
     ) -> None:
+        # ``address``: where to connect, checked by the tool policy (``tools.connect_address``).
+        self._address = address
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key or None
         self._timeout = httpx.Timeout(timeout_s)
@@ -172,8 +177,8 @@ class OpenAICompatibleProvider:
         try:
             # trust_env off: no proxy or .netrc of the worker's environment applies to tenants' calls.
             with httpx.Client(timeout=self._timeout, transport=transport, trust_env=False) as client:
-                url = f"{self._base_url}/chat/completions"
-                extensions = {"trace": breaker.trace}
+                url, headers, extensions = pinned(f"{self._base_url}/chat/completions", headers, self._address)
+                extensions["trace"] = breaker.trace
                 with client.stream("POST", url, json=body, headers=headers, extensions=extensions) as response:
                     breaker.watch(response)
                     _raise_for_status(response, self._redact)

@@ -105,6 +105,13 @@ def connect_address(
     return None if literal or not addresses else addresses[0]
 
 
+def call_address(url: str, policy: ToolPolicy) -> str | None:
+    """``connect_address`` for a call to ``url`` under ``policy`` (raises as it does)."""
+    parts = urlsplit(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    return connect_address((parts.hostname or "").lower(), parts.port, default_port, policy.allowed_domains)
+
+
 def pinned(url: str, headers: dict[str, str], address: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
     """``url`` aimed at ``address`` (see ``connect_address``), with the URL's host kept as the
     request's Host and, over TLS, as the name sent and verified (SNI): the request URL, its
@@ -185,15 +192,12 @@ def with_secrets(call: HttpCall, config: dict[str, Any], secrets: Any, where: st
 def perform(call: HttpCall, policy: ToolPolicy, ctx: Any, tool_name: str) -> dict[str, Any]:
     """Make the request; a cancel of the step closes it at once. Never follows redirects (a
     redirect could leave the allowed hosts)."""
-    parts = urlsplit(call.url)
     try:
-        address = connect_address(
-            (parts.hostname or "").lower(), parts.port, 443 if parts.scheme == "https" else 80, policy.allowed_domains
-        )
+        address = call_address(call.url, policy)
     except PrivateAddress as refused:
         raise ExecutionError.policy_violation(f"{tool_name}: {refused}", code="tool_denied") from None
     except OSError as exc:
-        raise ExecutionError.network(f"{tool_name}: {parts.hostname} cannot be resolved: {exc}") from None
+        raise ExecutionError.network(f"{tool_name}: {urlsplit(call.url).hostname} cannot be resolved: {exc}") from None
     url, headers, extensions = pinned(call.url, call.headers, address)
     body = call.body
     kwargs: dict[str, Any] = {"headers": headers, "extensions": extensions}

@@ -4,12 +4,14 @@ calls, a rate limit then success, and a slow stream that a cancel stops."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpcore
 import pytest
 
 from executions.blueprints.functions import blueprint_function
@@ -94,6 +96,44 @@ def test_a_streamed_reply_with_its_usage_and_cost(tenant_a: Tenant, chat: OpenAI
     stored = json.dumps(list(ExecutionEvent.objects.filter(execution=execution).values("data")), default=str)
     assert KEY not in stored
     assert KEY not in json.dumps(list(Step.objects.filter(execution=execution).values("output", "error")), default=str)
+
+
+def test_a_model_server_named_under_a_wildcard_is_called_only_at_a_public_address(
+    tenant_a: Tenant, chat: OpenAIServer, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = chat.url.split("/")[2].rsplit(":", 1)[1]
+    agent(tenant_a, f"http://models.example.com:{port}/v1")
+    tenant_set_limits(tenant=tenant_a, changes={"tool_allowed_domains": ["*.example.com"]})
+    real = socket.getaddrinfo
+    answers = ["127.0.0.1"]  # the name points at the platform's own machine
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "models.example.com":
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[0], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    chat.script(text_stream(["never"], usage=(1, 1)))
+    refused = run(tenant_a, {"q": "hi"})
+    assert refused.state == "failed"
+    assert refused.error["category"] == "policy_violation"
+    assert "models.example.com is a private or loopback address" in refused.error["message"]
+    assert chat.requests == []
+
+    # A public answer is called, at that address, with the name as its Host.
+    answers[0] = "93.184.216.34"
+    connected: list[str] = []
+    connect_real = httpcore._backends.sync.SyncBackend.connect_tcp
+
+    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        connected.append(host)
+        return connect_real(backend, "127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+    done = run(tenant_a, {"q": "hi"})
+    assert done.state == "completed", done.error
+    assert connected == ["93.184.216.34"]
+    assert chat.requests[0].headers["host"] == f"models.example.com:{port}"
 
 
 def test_a_tool_call_in_fragments_runs_the_tool_and_goes_back_to_the_model(

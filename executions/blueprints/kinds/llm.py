@@ -37,7 +37,16 @@ from executions.blueprints.llm_client import (
     DemoProvider,
     OpenAICompatibleProvider,
 )
-from executions.blueprints.tools import HttpCall, ToolPolicy, decide, perform, render_call, with_secrets
+from executions.blueprints.tools import (
+    HttpCall,
+    PrivateAddress,
+    ToolPolicy,
+    call_address,
+    decide,
+    perform,
+    render_call,
+    with_secrets,
+)
 from executions.kernel import ExecutionError, StepResult, StepType, WaitReason
 from executions.kernel.cancellation import Cancelled
 from executions.kernel.errors import Backoff, RetryPolicy
@@ -136,9 +145,16 @@ def provider_for(config: dict[str, Any], resources: Resources, where: str) -> Ch
     tool policy allows (it needs no approval: a model call cannot wait for one each time)."""
     if config["provider"] == "demo":
         return DemoProvider()
-    decision = decide(resources.tool_policy or ToolPolicy(), "POST", config["base_url"])
+    policy = resources.tool_policy or ToolPolicy()
+    decision = decide(policy, "POST", config["base_url"])
     if not decision.allowed:
         raise ExecutionError.policy_violation(f"{where}: model server refused: {decision.reason}", code="tool_denied")
+    try:
+        address = call_address(config["base_url"], policy)
+    except PrivateAddress as refused:
+        raise ExecutionError.policy_violation(f"{where}: model server refused: {refused}", code="tool_denied") from None
+    except OSError as exc:
+        raise ExecutionError.network(f"{where}: the model server cannot be resolved: {exc}") from None
     key = None
     if config.get("api_key_secret"):
         if config["api_key_secret"] not in resources.secrets:
@@ -146,7 +162,9 @@ def provider_for(config: dict[str, Any], resources: Resources, where: str) -> Ch
                 f"{where}: the tenant has no secret named {config['api_key_secret']!r}", code="missing_secret"
             )
         key = resources.secrets[config["api_key_secret"]]
-    return OpenAICompatibleProvider(base_url=config["base_url"], api_key=key, timeout_s=resources.llm_timeout_s)
+    return OpenAICompatibleProvider(
+        base_url=config["base_url"], api_key=key, timeout_s=resources.llm_timeout_s, address=address
+    )
 
 
 def tool_schemas(config: dict[str, Any], resources: Resources) -> list[dict[str, Any]] | None:

@@ -2,10 +2,11 @@
 
 Policy first: before a request, its host must be one the tenant allows and its method one the
 tenant permits; a host the tenant does not trust (or a node marked ``"approval": "always"``)
-waits for an operator's approval. A host that is or resolves to a private address is called
-only if the policy names it exactly, and the call connects to the address that was checked
-(``connect_address``), so a wildcard domain cannot be pointed at the platform's own network. Every decision is a ``data-policy-decision`` event. Secrets
-reach a request only as headers named in the config, never through templates, events or logs.
+waits for an operator's approval. Every decision is a ``data-policy-decision`` event. A host
+that is or resolves to a private address is called only if the policy names it exactly, and the
+call connects to the address that was checked (``connect_address``), so a name under a wildcard
+domain cannot be pointed at the platform's own network. Secrets reach a request only as headers
+named in the config, never through templates, events or logs.
 
 (The ``http`` node kind, and the check of an http config, are in ``kinds/http.py``.)
 """

@@ -4,14 +4,12 @@ calls, a rate limit then success, and a slow stream that a cancel stops."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import httpcore
 import pytest
 
 from executions.blueprints.functions import blueprint_function
@@ -23,6 +21,7 @@ from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import tenant_secret_set, tenant_set_limits
 
+from ..addresses import connections_to_local, resolving
 from ..conftest import wait_until
 from .openai_server import OpenAIServer, error, text_stream, tool_call_stream
 
@@ -104,15 +103,7 @@ def test_a_model_server_named_under_a_wildcard_is_called_only_at_a_public_addres
     port = chat.url.split("/")[2].rsplit(":", 1)[1]
     agent(tenant_a, f"http://models.example.com:{port}/v1")
     tenant_set_limits(tenant=tenant_a, changes={"tool_allowed_domains": ["*.example.com"]})
-    real = socket.getaddrinfo
-    answers = ["127.0.0.1"]  # the name points at the platform's own machine
-
-    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != "models.example.com":
-            return real(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[0], port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    resolving(monkeypatch, "models.example.com", ["127.0.0.1"])  # the platform's own machine
     chat.script(text_stream(["never"], usage=(1, 1)))
     refused = run(tenant_a, {"q": "hi"})
     assert refused.state == "failed"
@@ -121,15 +112,8 @@ def test_a_model_server_named_under_a_wildcard_is_called_only_at_a_public_addres
     assert chat.requests == []
 
     # A public answer is called, at that address, with the name as its Host.
-    answers[0] = "93.184.216.34"
-    connected: list[str] = []
-    connect_real = httpcore._backends.sync.SyncBackend.connect_tcp
-
-    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        connected.append(host)
-        return connect_real(backend, "127.0.0.1", port, *args, **kwargs)
-
-    monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+    resolving(monkeypatch, "models.example.com", ["93.184.216.34"])
+    connected = connections_to_local(monkeypatch)
     done = run(tenant_a, {"q": "hi"})
     assert done.state == "completed", done.error
     assert connected == ["93.184.216.34"]

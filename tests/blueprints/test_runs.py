@@ -4,14 +4,12 @@ the events each kind emits. HTTP tools call a real server on 127.0.0.1 started b
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpcore
 import pytest
 
 from executions.blueprints.functions import blueprint_function
@@ -24,6 +22,8 @@ from executions.services.controls import execution_cancel, execution_provide_inp
 from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.services import tenant_secret_set, tenant_set_limits
+
+from ..addresses import connections_to_local, resolving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -338,31 +338,21 @@ def test_a_trusted_host_is_called_at_once(tenant_a: Tenant, tool_server: ToolSer
     assert events(execution, "data-tool-output-available")[0]["output"]["status"] == 200
 
 
-def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, answers: list[str]) -> list[str]:
-    """``name`` resolves to each of ``answers`` in turn (the last one from then on); returns the
-    list of the lookups made of it."""
-    real = socket.getaddrinfo
-    looked_up: list[str] = []
-
-    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != name:
-            return real(host, port, *args, **kwargs)
-        address = answers[min(len(looked_up), len(answers) - 1)]
-        looked_up.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    return looked_up
+def _wildcard_fetch(tenant: Tenant, tool_server: ToolServer) -> str:
+    """The fetch blueprint aimed at ``tools.example.com`` (on the tool server's port), a name the
+    policy allows and trusts through ``*.example.com`` only. Returns the port."""
+    policy(tenant, allowed=["*.example.com"], trusted=["*.example.com"])
+    port = tool_server.host.rsplit(":", 1)[1]
+    http_blueprint(tenant, f"tools.example.com:{port}")
+    return port
 
 
 def test_a_trusted_wildcard_name_that_resolves_to_a_private_address_is_not_called(
     tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A tenant that controls a name under an allowed wildcard points it at the platform's network.
-    policy(tenant_a, allowed=["*.example.com"], trusted=["*.example.com"])
-    port = tool_server.host.rsplit(":", 1)[1]
-    http_blueprint(tenant_a, f"tools.example.com:{port}")
-    _resolving(monkeypatch, "tools.example.com", ["127.0.0.1"])
+    _wildcard_fetch(tenant_a, tool_server)
+    resolving(monkeypatch, "tools.example.com", ["127.0.0.1"])
     execution = run(tenant_a, "fetch", {"id": 7})
     assert execution.state == "failed"
     assert execution.error["category"] == "policy_violation"
@@ -373,18 +363,9 @@ def test_a_trusted_wildcard_name_that_resolves_to_a_private_address_is_not_calle
 def test_a_call_connects_to_the_address_it_checked_not_to_a_later_answer_of_the_name(
     tenant_a: Tenant, tool_server: ToolServer, enqueued: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy(tenant_a, allowed=["*.example.com"], trusted=["*.example.com"])
-    port = tool_server.host.rsplit(":", 1)[1]
-    http_blueprint(tenant_a, f"tools.example.com:{port}")
-    looked_up = _resolving(monkeypatch, "tools.example.com", ["93.184.216.34", "127.0.0.1"])  # DNS rebinding
-    connected: list[str] = []
-    connect_real = httpcore._backends.sync.SyncBackend.connect_tcp
-
-    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        connected.append(host)  # then on to the local server, wherever the call was aimed
-        return connect_real(backend, "127.0.0.1", port, *args, **kwargs)
-
-    monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+    port = _wildcard_fetch(tenant_a, tool_server)
+    looked_up = resolving(monkeypatch, "tools.example.com", ["93.184.216.34", "127.0.0.1"])  # DNS rebinding
+    connected = connections_to_local(monkeypatch)
     execution = run(tenant_a, "fetch", {"id": 7})
     assert execution.state == "completed", execution.error
     assert looked_up == ["tools.example.com"]  # once, by the check

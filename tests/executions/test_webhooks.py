@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 from datetime import timedelta
 from email.utils import format_datetime
@@ -24,6 +23,7 @@ from executions.services.submit import execution_submit
 from tenants.models import Tenant
 from tenants.secrets import decrypt
 from tenants.services import tenant_set_limits
+from tests.addresses import connections_to_local, resolving
 from tests.webhook_receiver import receiver
 
 SECRET = "whsec_test"
@@ -336,13 +336,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_sent_to(
     allow(tenant_a, "*.example.com")
     endpoint(tenant_a, "https://internal.example.com/hooks")  # not resolved at registration
     run(tenant_a)
-    looked_up: list[str] = []
-
-    def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
-        looked_up.append(host)
-        return [(2, 1, 6, "", ("10.0.0.5", port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    looked_up = resolving(monkeypatch, "internal.example.com", ["10.0.0.5"])
     (delivery,) = send_due()
     assert looked_up == ["internal.example.com"]
     assert delivery.state == "failed"
@@ -357,28 +351,11 @@ def test_a_send_connects_to_the_address_it_checked_not_to_a_later_answer_of_the_
     # DNS rebinding: the name answers a public address when the send is checked and a loopback
     # one a moment later, when the connection would look it up again.
     allow(tenant_a, "*.example.com")
-    run_real = socket.getaddrinfo
-    answers = iter(["93.184.216.34", "127.0.0.1"])
-    looked_up: list[str] = []
-
-    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != "rebind.example.com":
-            return run_real(host, port, *args, **kwargs)
-        looked_up.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
-
-    connected: list[str] = []
-    connect_real = httpcore._backends.sync.SyncBackend.connect_tcp
-
-    def connect(backend: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        connected.append(host)  # then on to the local receiver, wherever the request was aimed
-        return connect_real(backend, "127.0.0.1", port, *args, **kwargs)
-
     with receiver() as hooks:
         endpoint(tenant_a, f"http://rebind.example.com:{hooks.port}/hooks")
         run(tenant_a)
-        monkeypatch.setattr(socket, "getaddrinfo", resolve)
-        monkeypatch.setattr(httpcore._backends.sync.SyncBackend, "connect_tcp", connect)
+        looked_up = resolving(monkeypatch, "rebind.example.com", ["93.184.216.34", "127.0.0.1"])
+        connected = connections_to_local(monkeypatch)  # the receiver listens on 127.0.0.1
         (delivery,) = send_due()
         assert delivery.state == "delivered", delivery.last_error
         assert looked_up == ["rebind.example.com"]  # once, by the check
